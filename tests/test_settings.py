@@ -1,0 +1,97 @@
+"""Settings: defaults < TOML < env < overrides, with sources; nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tui.errors import InvalidInputError
+from tui.settings import load_settings, parse_rate
+
+
+def test_defaults_use_user_dirs_and_write_nothing(tmp_path: Path) -> None:
+    s = load_settings(env={"MODELDECK_WORKSPACE_ROOT": str(tmp_path / "absent")},
+                      config_path=tmp_path / "none.toml")
+    assert s.models_dir.name == "models"
+    assert s.source_of("models_dir") == "default"
+    assert s.concurrent_downloads == 2 and s.bandwidth_limit == 0
+    assert not s.models_dir.exists() and not s.state_dir.exists()
+    assert s.config_path is None
+
+
+def test_workspace_pod_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    monkeypatch.setenv("MODELDECK_WORKSPACE_ROOT", str(ws))
+    s = load_settings(env={}, config_path=tmp_path / "none.toml")
+    assert s.models_dir == ws / "models"
+    assert s.state_dir == ws / ".modeldeck"
+    assert s.db_path == ws / ".modeldeck" / "modeldeck.db"
+
+
+def test_precedence_file_env_override(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        'models_dir = "/m/file"\nconcurrent_downloads = 4\nbandwidth_limit = "50M"\n'
+        'extra_dirs = ["/a", "/b"]\ntheme = "light"\n'
+    )
+    env = {"MODELDECK_CONCURRENT_DOWNLOADS": "3", "MODELDECK_KEEP_ALIVE_MINUTES": "0"}
+    s = load_settings(env=env, config_path=cfg, overrides={"models_dir": "/m/cli"})
+    assert s.models_dir == Path("/m/cli") and s.source_of("models_dir") == "command line"
+    assert s.concurrent_downloads == 3
+    assert s.source_of("concurrent_downloads") == "env MODELDECK_CONCURRENT_DOWNLOADS"
+    assert s.bandwidth_limit == 50 * 2**20
+    assert s.source_of("bandwidth_limit") == f"file {cfg}"
+    assert s.extra_dirs == (Path("/a"), Path("/b"))
+    assert s.keep_alive_minutes == 0
+    assert s.theme == "light"
+    assert s.config_path == cfg
+
+
+def test_config_env_var_points_at_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "elsewhere.toml"
+    cfg.write_text("[modeldeck]\nmax_loaded_models = 2\n")
+    s = load_settings(env={"MODELDECK_CONFIG": str(cfg)})
+    assert s.max_loaded_models == 2
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"MODELDECK_CONCURRENT_DOWNLOADS": "zero"}, "MODELDECK_CONCURRENT_DOWNLOADS"),
+        ({"MODELDECK_CONCURRENT_DOWNLOADS": "0"}, "at least 1"),
+        ({"MODELDECK_BANDWIDTH_LIMIT": "fast"}, "bandwidth_limit"),
+        ({"MODELDECK_THEME": "pink"}, "dark, light"),
+        ({"MODELDECK_SCAN_HF_CACHE": "maybe"}, "boolean"),
+    ],
+)
+def test_bad_env_values_name_the_variable(tmp_path: Path, env: dict, needle: str) -> None:
+    with pytest.raises(InvalidInputError) as exc:
+        load_settings(env=env, config_path=tmp_path / "none.toml")
+    assert needle in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_bad_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("models_dir = \n")
+    with pytest.raises(InvalidInputError, match="cannot read config file"):
+        load_settings(env={}, config_path=cfg)
+    cfg.write_text("colour = 'red'\n")
+    with pytest.raises(InvalidInputError, match="unknown setting 'colour'"):
+        load_settings(env={}, config_path=cfg)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0", 0), ("50M", 50 * 2**20), ("1.5G", int(1.5 * 2**30)), ("800k/s", 800 * 1024),
+     ("2GiB", 2 * 2**30), (1000, 1000)],
+)
+def test_parse_rate(text: str, value: int) -> None:
+    assert parse_rate(text) == value
+
+
+def test_parse_rate_rejects_garbage() -> None:
+    with pytest.raises(ValueError):
+        parse_rate("lots")

@@ -1,0 +1,44 @@
+"""Lazily-built settings and services for CLI handlers, plus output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import cached_property
+from typing import Any
+
+from tui.services import Services, build_services
+from tui.settings import Settings, load_settings
+
+
+class Context:
+    """What a CLI handler receives: settings and services, built on first use."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+        self._overrides = overrides or {}
+
+    @cached_property
+    def settings(self) -> Settings:
+        """Effective settings (env and config file read once)."""
+        return load_settings(overrides=self._overrides)
+
+    @cached_property
+    def services(self) -> Services:
+        """The service container."""
+        return build_services(self.settings)
+
+    def close(self) -> None:
+        """Close services if they were built."""
+        if "services" in self.__dict__:
+            self.services.close()
+
+    @staticmethod
+    def print_json(data: Any) -> None:
+        """Write ``data`` as JSON to stdout."""
+        json.dump(data, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+
+    @staticmethod
+    def err(message: str) -> None:
+        """One line on stderr."""
+        print(message, file=sys.stderr)

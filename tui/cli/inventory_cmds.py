@@ -1,0 +1,469 @@
+"""Inventory sub-commands: ls, catalog, info, scan, add, rm, config, doctor, export, import."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tui import formatting as fmt
+from tui.cli.context import Context
+from tui.errors import InvalidInputError, NotFoundError
+from tui.settings import SETTING_NAMES, env_var
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's sub-commands."""
+    p = sub.add_parser("ls", help="list installed and discovered models")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--status", choices=["installed", "missing", "deleting"])
+    p.add_argument("--format", choices=["gguf", "safetensors"])
+    p.add_argument(
+        "--sort", choices=["name", "size", "params", "last-used", "speed"], default="name"
+    )
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("catalog", help="list built-in and custom catalog entries")
+    p.add_argument("--format", choices=["gguf", "safetensors"])
+    p.add_argument("--search", "-s", metavar="TEXT", help="words that must all match")
+    p.add_argument("--tag", help="only entries with this tag (chat, coder, tiny, ...)")
+    p.add_argument("--custom", action="store_true", help="only your custom entries")
+    p.add_argument("--remove", metavar="ID", help="remove a custom entry")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_catalog)
+
+    p = sub.add_parser("info", help="details of an installed model, catalog entry or file")
+    p.add_argument("target", help="model id, catalog id, or a path to a .gguf / model folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("scan", help="discover models on disk and register them")
+    p.add_argument("dir", nargs="?", help="scan only this folder (inside a managed folder)")
+    p.add_argument(
+        "--verify-duplicates", action="store_true", help="confirm duplicates with full sha256"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("add", help="add a custom catalog entry")
+    add = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    a = add.add_parser("hf", help="a Hugging Face repo with files, a quant or globs")
+    a.add_argument("repo", help="owner/name")
+    a.add_argument("--file", action="append", dest="files", metavar="PATH", default=[])
+    a.add_argument("--quant", help="GGUF quantization, e.g. Q4_K_M")
+    a.add_argument("--include", action="append", metavar="GLOB", default=[])
+    a.add_argument("--revision", default="main")
+    a.add_argument("--format", choices=["gguf", "safetensors"])
+    a.add_argument("--id", dest="entry_id")
+    a.add_argument("--name")
+    a.add_argument("--json", action="store_true")
+    a = add.add_parser("url", help="a direct download URL")
+    a.add_argument("url")
+    a.add_argument("--sha256", help="expected sha256, checked after download")
+    a.add_argument("--format", choices=["gguf", "safetensors"])
+    a.add_argument("--id", dest="entry_id")
+    a.add_argument("--name")
+    a.add_argument("--json", action="store_true")
+    a = add.add_parser("local", help="a model already on this machine (registers it too)")
+    a.add_argument("path")
+    a.add_argument("--id", dest="entry_id")
+    a.add_argument("--name")
+    a.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("rm", help="delete an installed model's files and its record")
+    p.add_argument("model_id")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("config", help="print the effective settings and where each came from")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("doctor", help="check Python, backends, GPU, disk and Hub token")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("export", help="write a manifest of the installed models")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="set up the models of a manifest (downloads them)")
+    p.add_argument("manifest")
+    p.add_argument("--dry-run", action="store_true", help="validate and show, change nothing")
+    p.add_argument(
+        "--no-download", action="store_true", help="only record the jobs, do not start them"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_import)
+
+
+# -- ls ----------------------------------------------------------------------------------
+
+_SORT_KEYS: dict[str, Any] = {
+    "name": lambda m: (m.name.lower(), m.id),
+    "size": lambda m: -m.size_bytes,
+    "params": lambda m: -(m.parameters or 0),
+    "last-used": lambda m: -(m.last_used_at or 0),
+    "speed": lambda m: -(m.tokens_per_s or 0),
+}
+
+
+def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
+    """``modeldeck ls``."""
+    from tui.inventory_ops import reconcile
+
+    inventory = ctx.services.inventory
+    reconcile(ctx.settings, inventory)
+    models = inventory.list_models(status=args.status)
+    if args.format:
+        models = [m for m in models if m.format == args.format]
+    models.sort(key=_SORT_KEYS[args.sort])
+    if args.json:
+        ctx.print_json([m.to_dict() for m in models])
+        return 0
+    if not models:
+        print(f"No models yet. Run 'modeldeck scan' or 'modeldeck pull <id>' "
+              f"(models dir: {ctx.settings.models_dir}).")
+        return 0
+    rows = [
+        [
+            m.id, m.format, m.quantization or "-", fmt.params(m.parameters),
+            fmt.size(m.size_bytes), m.status, m.source,
+            f"{m.tokens_per_s:.1f}" if m.tokens_per_s else "-", fmt.ago(m.last_used_at),
+        ]
+        for m in models
+    ]
+    print(fmt.table(
+        ["ID", "FORMAT", "QUANT", "PARAMS", "SIZE", "STATUS", "SOURCE", "TOK/S", "LAST USED"],
+        rows,
+    ))
+    total = sum(m.size_bytes for m in models)
+    print(f"\n{len(models)} models, {fmt.size(total)}")
+    return 0
+
+
+# -- catalog -----------------------------------------------------------------------------
+
+
+def cmd_catalog(args: argparse.Namespace, ctx: Context) -> int:
+    """``modeldeck catalog``."""
+    catalog = ctx.services.catalog
+    if args.remove:
+        catalog.remove(args.remove)
+        if not args.json:
+            print(f"Removed custom entry {args.remove}.")
+        return 0
+    entries = catalog.search(
+        text=args.search, format=args.format, tag=args.tag, custom_only=args.custom
+    )
+    if args.json:
+        ctx.print_json([e.to_dict() for e in entries])
+        return 0
+    if not entries:
+        print("No catalog entries match.")
+        return 0
+    rows = []
+    for e in entries:
+        quants = ", ".join(
+            f"{q.quant}{'*' if q.default else ''} {fmt.size(q.size)}" for q in e.quants
+        )
+        size_text = quants or fmt.size(e.size_for() or None)
+        rows.append([
+            e.id, e.format or "-", fmt.params(e.parameters),
+            "gated" if e.gated else "", "" if e.builtin else "custom", size_text,
+        ])
+    print(fmt.table(["ID", "FORMAT", "PARAMS", "ACCESS", "KIND", "SIZES (* = default)"], rows))
+    return 0
+
+
+# -- info --------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
+    """``modeldeck info``."""
+    target = args.target
+    inventory = ctx.services.inventory
+    model = inventory.get_model(target)
+    if model is not None:
+        data: dict[str, Any] = {"kind": "installed", **model.to_dict()}
+    else:
+        entry = ctx.services.catalog.get(target)
+        if entry is not None:
+            data = {"kind": "catalog", **entry.to_dict()}
+        else:
+            path = Path(target).expanduser()
+            if not path.exists():
+                raise NotFoundError(
+                    f"{target!r} is not a model id, catalog id or existing path",
+                    hint="see 'modeldeck ls' and 'modeldeck catalog'",
+                )
+            data = {"kind": "file", **_read_path(path)}
+    if args.json:
+        ctx.print_json(data)
+        return 0
+    _print_info(data)
+    return 0
+
+
+def _read_path(path: Path) -> dict[str, Any]:
+    from tui.registration import group_model_files, read_metadata
+
+    if path.is_file():
+        candidates = [path]
+    else:
+        candidates = list(path.glob("*.gguf")) + list(path.glob("*.safetensors"))
+    groups = group_model_files(candidates)
+    if not groups:
+        raise InvalidInputError(f"{path} holds no .gguf or .safetensors model")
+    form, main, members = groups[0]
+    meta = read_metadata(form, main, members if form == "gguf" else None)
+    return {
+        "path": str(main),
+        "format": form,
+        "size_bytes": sum(m.stat().st_size for m in members),
+        "metadata": meta.to_dict(),
+    }
+
+
+def _print_info(data: dict[str, Any]) -> None:
+    meta = data.get("metadata") or {}
+    lines: list[tuple[str, Any]] = [
+        ("id", data.get("id")),
+        ("name", data.get("name") or meta.get("name")),
+        ("kind", data["kind"]),
+        ("format", data.get("format")),
+        ("status", data.get("status")),
+        ("source", data.get("source") or data.get("repo") or data.get("url")),
+        ("repo", data.get("repo") or data.get("source_ref")),
+        ("revision", data.get("revision")),
+        ("path", data.get("path")),
+        ("architecture", data.get("architecture") or meta.get("architecture")),
+        ("parameters", fmt.params(data.get("parameters") or meta.get("parameters"))),
+        ("quantization", data.get("quantization") or meta.get("quantization")),
+        ("dtype", meta.get("dtype")),
+        ("context length", data.get("context_length") or meta.get("context_length")),
+        ("layers", meta.get("n_layers")),
+        ("heads / kv heads",
+         f"{meta.get('n_heads')} / {meta.get('n_kv_heads')}" if meta.get("n_heads") else None),
+        ("embedding size", meta.get("embedding_size")),
+        ("vocab size", meta.get("vocab_size")),
+        ("chat template", "yes" if meta.get("has_chat_template") else ("no" if meta else None)),
+        ("size", fmt.size(data.get("size_bytes")) if data.get("size_bytes") else None),
+        ("gated", "yes" if data.get("gated") else None),
+        ("license", data.get("license")),
+        ("load time", f"{data['load_seconds']:.2f} s" if data.get("load_seconds") else None),
+        ("tokens/s", f"{data['tokens_per_s']:.1f}" if data.get("tokens_per_s") else None),
+        ("last used", fmt.ago(data["last_used_at"]) if data.get("last_used_at") else None),
+    ]
+    for key, value in lines:
+        if value not in (None, "", "-"):
+            print(f"{key + ':':17} {value}")
+    for q in data.get("quants") or []:
+        mark = " (default)" if q["default"] else ""
+        print(f"{'quant:':17} {q['quant']:8} {fmt.size(q['size'])}{mark}")
+    files = data.get("files") or []
+    if files and data["kind"] == "installed":
+        print("files:")
+        for f in files:
+            sha = f" sha256 {f['sha256'][:12]}…" if f.get("sha256") else ""
+            print(f"  {f['path']}  {fmt.size(f['size'])}{sha}")
+
+
+# -- scan --------------------------------------------------------------------------------
+
+
+def cmd_scan(args: argparse.Namespace, ctx: Context) -> int:
+    """``modeldeck scan``."""
+    from tui.discovery import Scanner
+    from tui.inventory_ops import reconcile
+
+    reconcile(ctx.settings, ctx.services.inventory)
+    scanner = Scanner(ctx.settings, ctx.services.inventory)
+    report = scanner.scan(
+        Path(args.dir) if args.dir else None, verify_duplicates=args.verify_duplicates
+    )
+    if args.json:
+        ctx.print_json(report.to_dict())
+        return 0
+    print(f"Scanned {', '.join(report.roots)} in {report.seconds:.2f} s: "
+          f"{len(report.models)} models ({len(report.added)} new, {len(report.updated)} "
+          f"updated, {len(report.missing)} missing); {report.files_read} read, "
+          f"{report.files_cached} unchanged.")
+    for path, error in report.errors:
+        print(f"  skipped {path}: {error}")
+    for d in report.duplicates:
+        how = "sha256" if d.verified else "sampled hash"
+        print(f"  duplicate ({how}, {fmt.size(d.size)} each, {fmt.size(d.wasted_bytes)} "
+              f"wasted): {', '.join(d.paths)}")
+    if report.duplicates:
+        print(f"Reclaimable: {fmt.size(report.wasted_bytes)}")
+    return 0
+
+
+# -- add ---------------------------------------------------------------------------------
+
+
+def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
+    """``modeldeck add hf|url|local``."""
+    catalog = ctx.services.catalog
+    if args.kind == "hf":
+        entry = catalog.add_hf(
+            args.repo, files=args.files, quant=args.quant, include=args.include,
+            revision=args.revision, format=args.format, entry_id=args.entry_id, name=args.name,
+        )
+    elif args.kind == "url":
+        entry = catalog.add_url(
+            args.url, sha256=args.sha256, entry_id=args.entry_id, name=args.name,
+            format=args.format,
+        )
+    else:
+        entry = _add_local(ctx, Path(args.path), args.entry_id, args.name)
+    if args.json:
+        ctx.print_json(entry.to_dict())
+    else:
+        print(f"Added {entry.kind} entry {entry.id}.")
+    return 0
+
+
+def _add_local(ctx: Context, path: Path, entry_id: str | None, name: str | None):
+    from tui.registration import build_record, group_model_files, read_metadata
+    from tui.store import ModelFile
+
+    path = path.expanduser()
+    if not path.exists():
+        raise NotFoundError(f"no such file or folder: {path}")
+    candidates = [path] if path.is_file() else [*path.glob("*.gguf"), *path.glob("*.safetensors")]
+    groups = group_model_files(candidates)
+    if not groups:
+        raise InvalidInputError(f"{path} is neither a .gguf file nor a model folder")
+    form, main, members = groups[0]
+    meta = read_metadata(form, main, members if form == "gguf" else None)  # fails before writing
+    entry = ctx.services.catalog.add_local(path, entry_id=entry_id, name=name)
+    files = [
+        ModelFile(str(m.resolve()), m.stat().st_size, None, m.stat().st_mtime_ns) for m in members
+    ]
+    inventory = ctx.services.inventory
+    existing = inventory.find_by_path(str(main.resolve()))
+    record = build_record(
+        model_id=existing.id if existing else entry.id, fmt=form, path=main.resolve(),
+        files=files, metadata=meta, source="local", source_ref=str(main.resolve()),
+        catalog_id=entry.id, name=name,
+    )
+    inventory.upsert_model(record)
+    return entry
+
+
+# -- rm ----------------------------------------------------------------------------------
+
+
+def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
+    """``modeldeck rm``."""
+    from tui.inventory_ops import plan_removal, remove_model
+
+    plan = plan_removal(ctx.settings, ctx.services.inventory, args.model_id)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidInputError(
+                f"refusing to delete {args.model_id} without confirmation", hint="pass -y"
+            )
+        if plan.forget_only:
+            question = (f"{plan.model.path} is outside the managed folders: forget "
+                        f"{args.model_id} (files stay)? [y/N] ")
+        else:
+            question = (f"Delete {args.model_id} ({len(plan.paths)} files, frees "
+                        f"{fmt.size(plan.freed_bytes)})? [y/N] ")
+        answer = input(question).strip().lower()
+        if answer not in ("y", "yes"):
+            print("Nothing deleted.")
+            return 1
+    plan = remove_model(ctx.settings, ctx.services.inventory, args.model_id)
+    if args.json:
+        ctx.print_json({"id": args.model_id, "freed_bytes": plan.freed_bytes,
+                        "forgot_only": plan.forget_only})
+    elif plan.forget_only:
+        print(f"Forgot {args.model_id}; its files outside the managed folders were kept.")
+    else:
+        print(f"Deleted {args.model_id}, freed {fmt.size(plan.freed_bytes)}.")
+    return 0
+
+
+# -- config / doctor ---------------------------------------------------------------------
+
+
+def cmd_config(args: argparse.Namespace, ctx: Context) -> int:
+    """``modeldeck config``."""
+    settings = ctx.settings
+    values = settings.as_dict()
+    if args.json:
+        ctx.print_json({
+            "config_file": str(settings.config_path) if settings.config_path else None,
+            "settings": {
+                k: {"value": values[k], "source": settings.source_of(k), "env": env_var(k)}
+                for k in SETTING_NAMES
+            },
+        })
+        return 0
+    print(f"config file: {settings.config_path or 'none found'}")
+    rows = []
+    for key in SETTING_NAMES:
+        value = values[key]
+        text = ", ".join(value) if isinstance(value, list) else str(value)
+        rows.append([key, text or "-", settings.source_of(key)])
+    print(fmt.table(["SETTING", "VALUE", "FROM"], rows))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
+    """``modeldeck doctor``."""
+    from tui.doctor import run_checks
+
+    checks = run_checks(ctx.settings)
+    if args.json:
+        ctx.print_json([c.to_dict() for c in checks])
+    else:
+        for c in checks:
+            print(f"[{c.status:4}] {c.name:14} {c.detail}")
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+# -- export / import ---------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace, ctx: Context) -> int:
+    """``modeldeck export``."""
+    from tui.manifest import export_manifest
+
+    data = export_manifest(ctx.services.inventory, ctx.settings.models_dir)
+    text = json.dumps(data, indent=2) + "\n"
+    if args.output:
+        from tui.atomic import write_text_atomic
+
+        write_text_atomic(Path(args.output), text)
+        print(f"Wrote {len(data['models'])} models to {args.output}"
+              + (f" ({len(data['skipped'])} skipped: no remote source)" if data["skipped"] else ""))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, ctx: Context) -> int:
+    """``modeldeck import``."""
+    from tui.manifest import read_manifest
+
+    manifest = read_manifest(Path(args.manifest))
+    if args.dry_run:
+        if args.json:
+            ctx.print_json([e.to_dict() for e in manifest.entries])
+        else:
+            for e in manifest.entries:
+                size = sum(f.size or 0 for f in e.files)
+                print(f"would fetch {e.id}: {e.repo or e.url} @ {e.revision or '-'} "
+                      f"({len(e.files)} files, {fmt.size(size)})")
+        return 0
+    from tui.cli.import_run import run_import
+
+    return run_import(ctx, manifest, start=not args.no_download, as_json=args.json)

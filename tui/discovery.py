@@ -1,0 +1,496 @@
+"""Discovery: find GGUF files, split GGUF sets and safetensors folders and register them.
+
+Roots are the models directory, the configured extra folders and (optionally) the Hugging
+Face cache. Rescans are incremental: a file whose size and mtime are unchanged is not read
+again. The same file found twice (same size and hash, different inode) is a duplicate and the
+space it wastes is reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tui.errors import InvalidInputError, MetadataError, NotFoundError
+from tui.metadata.types import ModelMetadata
+from tui.registration import (
+    build_record,
+    display_name,
+    group_model_files,
+    read_metadata,
+    split_parts,
+    unique_id,
+)
+from tui.safe_paths import slugify
+from tui.settings import Settings
+from tui.store import Inventory, ModelFile, ModelRecord
+
+SAMPLE_BYTES = 1 << 20  # bytes read at each of three places for the sampled hash
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+SKIP_SUFFIXES = (".part", ".tmp", ".incomplete", ".lock")
+
+
+@dataclass(slots=True)
+class Root:
+    """A folder to scan and the source label its models get."""
+
+    path: Path
+    source: str  # "scan" or "hf-cache"
+
+
+@dataclass(slots=True)
+class DuplicateGroup:
+    """Copies of one file: same size and hash, stored more than once."""
+
+    size: int
+    key: str  # sha256 (verified) or "sample:<hash>" (first/middle/last MiB)
+    verified: bool
+    paths: list[str]
+    wasted_bytes: int
+
+
+@dataclass(slots=True)
+class ScanReport:
+    """What a scan found and did."""
+
+    roots: list[str] = field(default_factory=list)
+    models: list[ModelRecord] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[DuplicateGroup] = field(default_factory=list)
+    files_read: int = 0
+    files_cached: int = 0
+    seconds: float = 0.0
+
+    @property
+    def wasted_bytes(self) -> int:
+        """Space taken by duplicate copies."""
+        return sum(d.wasted_bytes for d in self.duplicates)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "roots": self.roots,
+            "models": [m.id for m in self.models],
+            "added": self.added,
+            "updated": self.updated,
+            "missing": self.missing,
+            "errors": [{"path": p, "error": e} for p, e in self.errors],
+            "duplicates": [
+                {
+                    "size": d.size,
+                    "key": d.key,
+                    "verified": d.verified,
+                    "paths": d.paths,
+                    "wasted_bytes": d.wasted_bytes,
+                }
+                for d in self.duplicates
+            ],
+            "wasted_bytes": self.wasted_bytes,
+            "files_read": self.files_read,
+            "files_cached": self.files_cached,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache folder (honours ``HF_HUB_CACHE``/``HF_HOME``)."""
+    env = os.environ
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"]).expanduser()
+    if env.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(env["HUGGINGFACE_HUB_CACHE"]).expanduser()
+    home = Path(env.get("HF_HOME") or Path(env.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface")
+    return home.expanduser() / "hub"
+
+
+def roots_for(settings: Settings) -> list[Root]:
+    """The folders ModelDeck manages: models dir, extra folders, HF cache (if enabled)."""
+    roots = [Root(settings.models_dir, "scan")]
+    roots += [Root(p, "scan") for p in settings.extra_dirs]
+    if settings.scan_hf_cache:
+        roots.append(Root(hf_cache_dir(), "hf-cache"))
+    return roots
+
+
+def is_within_roots(path: Path, settings: Settings) -> bool:
+    """True if ``path`` lies inside one of the managed folders."""
+    target = Path(path).expanduser().resolve()
+    for root in roots_for(settings):
+        try:
+            if target.is_relative_to(root.path.expanduser().resolve()):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def sample_hash(path: Path, size: int) -> str:
+    """sha256 over the size and 1 MiB at the start, middle and end (cheap identity check)."""
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        middle = max(0, size // 2 - SAMPLE_BYTES // 2)
+        for offset in sorted({0, middle, max(0, size - SAMPLE_BYTES)}):
+            f.seek(offset)
+            h.update(f.read(SAMPLE_BYTES))
+    return h.hexdigest()
+
+
+def full_sha256(path: Path, chunk: int = 8 << 20) -> str:
+    """sha256 of a whole file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    """Model weight files under ``root``, skipping hidden folders and partial downloads."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file() and entry.name.lower().endswith((".gguf", ".safetensors")):
+                    yield Path(entry.path)
+            except OSError:
+                continue
+
+
+@dataclass(slots=True)
+class _Found:
+    fmt: str
+    main: Path
+    members: list[Path]
+    source: str
+    source_ref: str | None = None
+    revision: str | None = None
+    sha256: dict[Path, str] = field(default_factory=dict)
+
+
+def _hf_cache_models(cache: Path) -> Iterator[_Found]:
+    """Models inside a Hugging Face cache, via ``huggingface_hub.scan_cache_dir``."""
+    if not cache.is_dir():
+        return
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        info = scan_cache_dir(cache)
+    except Exception:  # a corrupt cache must not break discovery; reported per repo below
+        return
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        for rev in repo.revisions:
+            paths = [Path(f.file_path) for f in rev.files]
+            shas = {}
+            for f in rev.files:
+                blob_name = Path(f.blob_path).name
+                if _HEX64.match(blob_name):  # LFS blobs are named by their sha256
+                    shas[Path(f.file_path)] = blob_name
+            for fmt, main, members in group_model_files(
+                p for p in paths if p.name.lower().endswith((".gguf", ".safetensors"))
+            ):
+                yield _Found(
+                    fmt, main, members, "hf-cache", repo.repo_id, rev.commit_hash, shas
+                )
+
+
+class Scanner:
+    """Scans the managed folders and keeps the inventory in step with what is on disk."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        inventory: Inventory,
+        *,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.inventory = inventory
+        self.progress = progress
+
+    def scan(
+        self, only: Path | None = None, *, verify_duplicates: bool = False
+    ) -> ScanReport:
+        """Scan every root (or only the folder ``only``, which must be inside a root)."""
+        started = time.perf_counter()
+        report = ScanReport()
+        roots = roots_for(self.settings)
+        if only is not None:
+            only = Path(only).expanduser()
+            if not only.exists():
+                raise NotFoundError(f"no such folder: {only}")
+            if not only.is_dir():
+                raise InvalidInputError(f"not a folder: {only}")
+            if not os.access(only, os.R_OK | os.X_OK):
+                raise InvalidInputError(f"cannot read folder {only}: permission denied")
+            if not is_within_roots(only, self.settings):
+                raise InvalidInputError(
+                    f"{only} is outside the folders ModelDeck manages",
+                    hint="add it to extra_dirs (MODELDECK_EXTRA_DIRS or the config file), "
+                    "or register one model with 'modeldeck add local PATH'",
+                )
+            source = "scan"
+            for r in roots:
+                if only.resolve().is_relative_to(r.path.expanduser().resolve()):
+                    source = r.source
+            roots = [Root(only, source)]
+        report.roots = [str(r.path) for r in roots]
+
+        found: list[_Found] = []
+        for root in roots:
+            if root.source == "hf-cache":
+                found.extend(_hf_cache_models(root.path))
+            elif root.path.is_dir():
+                files = list(_walk_files(root.path))
+                for fmt, main, members in group_model_files(files):
+                    found.append(_Found(fmt, main, members, root.source))
+
+        cache = self.inventory.scan_cache_all()
+        cache_updates: list[tuple[str, dict[str, Any]]] = []
+        existing = {m.path: m for m in self.inventory.list_models()}
+        taken = set(m.id for m in existing.values())
+        records: list[ModelRecord] = []
+        seen_paths: set[str] = set()
+
+        for item in found:
+            key = str(item.main)
+            seen_paths.add(key)
+            try:
+                stats = {m: m.stat() for m in item.members}
+            except OSError as exc:
+                report.errors.append((key, f"cannot stat: {exc.strerror}"))
+                continue
+            err = _check_split(item)
+            if err:
+                report.errors.append((key, err))
+                continue
+            size = sum(s.st_size for s in stats.values())
+            mtime = max(s.st_mtime_ns for s in stats.values())
+            if item.fmt == "safetensors":
+                cfg = item.main / "config.json"
+                if cfg.exists():
+                    mtime = max(mtime, cfg.stat().st_mtime_ns)
+            cached = cache.get(key)
+            meta: ModelMetadata | None = None
+            if cached and cached["size"] == size and cached["mtime_ns"] == mtime:
+                report.files_cached += 1
+                if cached["error"]:
+                    report.errors.append((key, cached["error"]))
+                    continue
+                meta = ModelMetadata.from_dict(cached["metadata"]) if cached["metadata"] else None
+                prior = existing.get(key)
+                if prior is not None and prior.status == "installed":
+                    records.append(prior)
+                    continue
+            else:
+                report.files_read += 1
+                if self.progress:
+                    self.progress(key)
+                try:
+                    meta = read_metadata(item.fmt, item.main, item.members)
+                except MetadataError as exc:
+                    report.errors.append((key, str(exc)))
+                    cache_updates.append(
+                        (key, {"size": size, "mtime_ns": mtime, "error": str(exc)})
+                    )
+                    continue
+                except OSError as exc:
+                    report.errors.append((key, f"cannot read: {exc.strerror or exc}"))
+                    continue
+                cache_updates.append(
+                    (key, {"size": size, "mtime_ns": mtime, "metadata": meta.to_dict()})
+                )
+            prior = existing.get(key)
+            if prior is not None:
+                # Keep what a download or the user recorded (source, revision, hashes, ids).
+                old_sha = {f.path: f.sha256 for f in prior.files}
+                record = build_record(
+                    model_id=prior.id, fmt=item.fmt, path=item.main,
+                    files=self._files(item, stats, old_sha), metadata=meta,
+                    source=prior.source, source_ref=prior.source_ref, revision=prior.revision,
+                    catalog_id=prior.catalog_id, name=prior.name,
+                )
+                record.installed_at = prior.installed_at
+                record.last_used_at = prior.last_used_at
+                record.load_seconds = prior.load_seconds
+                record.tokens_per_s = prior.tokens_per_s
+                record.prompt_tokens_per_s = prior.prompt_tokens_per_s
+                record.ttft_ms = prior.ttft_ms
+                report.updated.append(prior.id)
+            else:
+                base = slugify(
+                    f"{item.source_ref.split('/')[-1]}-{display_name(item.main, item.fmt)}"
+                    if item.source == "hf-cache" and item.fmt == "gguf"
+                    else (item.source_ref.split("/")[-1] if item.source_ref else
+                          display_name(item.main, item.fmt))
+                )
+                record = build_record(
+                    model_id=unique_id(base, taken), fmt=item.fmt, path=item.main,
+                    files=self._files(item, stats, {}), metadata=meta,
+                    source=item.source, source_ref=item.source_ref, revision=item.revision,
+                )
+                report.added.append(record.id)
+            records.append(record)
+
+        # Models under a scanned root that are gone from disk are marked missing.
+        scanned_roots = [Path(r).expanduser().resolve() for r in report.roots]
+        gone = []
+        for path, model in existing.items():
+            if path in seen_paths or model.status == "deleting":
+                continue
+            if model.source not in ("scan", "hf-cache", "hf", "url", "catalog", "local"):
+                continue
+            under = any(_is_relative(Path(path), root) for root in scanned_roots)
+            if under and not Path(path).exists():
+                gone.append(model.id)
+
+        write = [r for r in records if r.id in set(report.added) | set(report.updated)]
+        if cache_updates:
+            self.inventory.scan_cache_put_many(cache_updates)
+        if write:
+            self.inventory.upsert_models(write)
+        for model_id in gone:
+            self.inventory.set_status(model_id, "missing")
+        report.missing = gone
+        report.models = records
+        report.duplicates = self.find_duplicates(
+            self.inventory.list_models(status="installed"), verify=verify_duplicates
+        )
+        report.seconds = time.perf_counter() - started
+        return report
+
+    @staticmethod
+    def _files(
+        item: _Found, stats: dict[Path, os.stat_result], old_sha: dict[str, str | None]
+    ) -> list[ModelFile]:
+        files = [
+            ModelFile(
+                path=str(m),
+                size=stats[m].st_size,
+                sha256=item.sha256.get(m) or old_sha.get(str(m)),
+                mtime_ns=stats[m].st_mtime_ns,
+            )
+            for m in item.members
+        ]
+        if item.fmt == "safetensors":
+            for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+                extra = item.main / name
+                if extra.is_file() and all(f.path != str(extra) for f in files):
+                    st = extra.stat()
+                    files.append(ModelFile(str(extra), st.st_size, None, st.st_mtime_ns))
+        return files
+
+    def find_duplicates(
+        self, models: list[ModelRecord], *, verify: bool = False
+    ) -> list[DuplicateGroup]:
+        """Weight files stored more than once (hard links and symlinks to one inode excluded)."""
+        by_size: dict[int, list[tuple[str, str | None]]] = {}
+        for model in models:
+            for f in model.files:
+                if f.path.lower().endswith((".gguf", ".safetensors")) and f.size > 0:
+                    by_size.setdefault(f.size, []).append((f.path, f.sha256))
+        groups: list[DuplicateGroup] = []
+        cache = self.inventory.scan_cache_all()
+        cache_updates = []
+        for size, items in by_size.items():
+            if len(items) < 2:
+                continue
+            by_key: dict[str, list[str]] = {}
+            verified_keys: set[str] = set()
+            for path, sha in items:
+                key = sha
+                if key is None and verify:
+                    try:
+                        key = full_sha256(Path(path))
+                    except OSError:
+                        continue
+                if key is not None:
+                    verified_keys.add(key)
+                else:
+                    c = cache.get(path)
+                    if c and c["size"] == size and c.get("sample_hash"):
+                        key = "sample:" + c["sample_hash"]
+                    else:
+                        try:
+                            sample = sample_hash(Path(path), size)
+                        except OSError:
+                            continue
+                        key = "sample:" + sample
+                        if c:
+                            cache_updates.append((path, dict(c, sample_hash=sample)))
+                by_key.setdefault(key, []).append(path)
+            # A known sha256 and a sampled hash of the same bytes would not meet; settle that
+            # by sampling the hashed files too when sampled keys exist in this size class.
+            sampled = [k for k in by_key if k.startswith("sample:")]
+            if sampled and verified_keys:
+                for vkey in list(verified_keys):
+                    paths = by_key.get(vkey, [])
+                    if not paths:
+                        continue
+                    try:
+                        skey = "sample:" + sample_hash(Path(paths[0]), size)
+                    except OSError:
+                        continue
+                    if skey in by_key:
+                        by_key[vkey] = by_key[vkey] + by_key.pop(skey)
+            for key, paths in by_key.items():
+                inodes = set()
+                for p in paths:
+                    try:
+                        st = os.stat(p)
+                        inodes.add((st.st_dev, st.st_ino))
+                    except OSError:
+                        pass
+                if len(inodes) > 1:
+                    groups.append(
+                        DuplicateGroup(
+                            size=size,
+                            key=key,
+                            verified=not key.startswith("sample:"),
+                            paths=sorted(paths),
+                            wasted_bytes=size * (len(inodes) - 1),
+                        )
+                    )
+        if cache_updates:
+            self.inventory.scan_cache_put_many(cache_updates)
+        groups.sort(key=lambda g: -g.wasted_bytes)
+        return groups
+
+
+def _is_relative(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root)
+    except OSError:
+        return False
+
+
+def _check_split(item: _Found) -> str | None:
+    if item.fmt != "gguf" or len(item.members) == 0:
+        return None
+    parts = split_parts(item.members[0].name)
+    if parts is None:
+        return None
+    expected = parts[2]
+    if len(item.members) != expected:
+        return f"incomplete split GGUF set: {len(item.members)} of {expected} shards present"
+    return None

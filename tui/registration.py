@@ -1,0 +1,195 @@
+"""Turn files on disk into inventory records (used by discovery and by finished downloads)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from tui.metadata.types import ModelMetadata
+from tui.safe_paths import slugify
+from tui.store import Inventory, ModelFile, ModelRecord
+
+_SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+WEIGHT_SUFFIXES = (".gguf", ".safetensors")
+
+
+def split_parts(name: str) -> tuple[str, int, int] | None:
+    """``("model-Q4", 1, 3)`` for ``model-Q4-00001-of-00003.gguf``, else None."""
+    match = _SPLIT_RE.match(name)
+    if not match:
+        return None
+    return match["stem"], int(match["index"]), int(match["count"])
+
+
+def read_metadata(fmt: str, path: Path, shards: list[Path] | None = None) -> ModelMetadata:
+    """Read a model's metadata: a GGUF file (summing split shards) or a safetensors folder.
+
+    Raises :class:`tui.errors.MetadataError` for corrupt or hostile files.
+    """
+    if fmt == "gguf":
+        from tui.metadata.gguf import read_gguf
+
+        meta = read_gguf(path)
+        if shards and len(shards) > 1:
+            params = meta.parameters or 0
+            tensor_bytes = meta.tensor_bytes or 0
+            for shard in shards:
+                if shard == path:
+                    continue
+                other = read_gguf(shard)
+                params += other.parameters or 0
+                tensor_bytes += other.tensor_bytes or 0
+            meta.parameters = params or None
+            meta.tensor_bytes = tensor_bytes or None
+            meta.split_count = len(shards)
+        return meta
+    from tui.metadata.safetensors import read_safetensors_folder
+
+    return read_safetensors_folder(path)
+
+
+def display_name(path: Path, fmt: str) -> str:
+    """A readable name from a file or folder name."""
+    if fmt == "gguf":
+        name = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
+        parts = split_parts(path.name)
+        return parts[0] if parts else name
+    return path.name
+
+
+def unique_id(base: str, taken: set[str]) -> str:
+    """``base`` made unique against ``taken`` with a numeric suffix; adds it to ``taken``."""
+    candidate = base
+    n = 2
+    while candidate in taken:
+        candidate = f"{base}-{n}"
+        n += 1
+    taken.add(candidate)
+    return candidate
+
+
+def build_record(
+    *,
+    model_id: str,
+    fmt: str,
+    path: Path,
+    files: list[ModelFile],
+    metadata: ModelMetadata | None,
+    source: str,
+    source_ref: str | None = None,
+    revision: str | None = None,
+    catalog_id: str | None = None,
+    name: str | None = None,
+) -> ModelRecord:
+    """A :class:`ModelRecord` with the columns copied out of ``metadata``."""
+    meta = metadata
+    return ModelRecord(
+        id=model_id,
+        name=name or (meta.name if meta and meta.name else None) or display_name(path, fmt),
+        format=fmt,
+        path=str(path),
+        source=source,
+        source_ref=source_ref,
+        revision=revision,
+        catalog_id=catalog_id,
+        status="installed",
+        architecture=meta.architecture if meta else None,
+        quantization=meta.quantization if meta else None,
+        parameters=meta.parameters if meta else None,
+        context_length=meta.context_length if meta else None,
+        size_bytes=sum(f.size for f in files),
+        metadata=meta,
+        files=files,
+    )
+
+
+def group_model_files(paths: Iterable[Path]) -> list[tuple[str, Path, list[Path]]]:
+    """Group files into models: (format, main path, member files).
+
+    Each GGUF file or complete split set is one model; the ``.safetensors`` files of one
+    folder (with its config and tokenizer files) are one model whose main path is the folder.
+    """
+    gguf_single: list[Path] = []
+    splits: dict[tuple[Path, str], list[Path]] = {}
+    st_dirs: dict[Path, list[Path]] = {}
+    for p in paths:
+        lower = p.name.lower()
+        if lower.endswith(".gguf"):
+            parts = split_parts(p.name)
+            if parts:
+                splits.setdefault((p.parent, parts[0]), []).append(p)
+            else:
+                gguf_single.append(p)
+        elif lower.endswith(".safetensors"):
+            st_dirs.setdefault(p.parent, []).append(p)
+    out: list[tuple[str, Path, list[Path]]] = [("gguf", p, [p]) for p in gguf_single]
+    for (_, _stem), members in splits.items():
+        members.sort()
+        out.append(("gguf", members[0], members))
+    for folder, members in st_dirs.items():
+        extra = [
+            folder / n
+            for n in sorted(os.listdir(folder))
+            if n.endswith((".json", ".jinja", ".model", ".txt")) and (folder / n).is_file()
+        ]
+        out.append(("safetensors", folder, sorted(members) + extra))
+    return out
+
+
+def register_download(
+    inventory: Inventory,
+    *,
+    model_root: Path,
+    files: list[tuple[Path, int, str | None]],
+    source: str,
+    source_ref: str,
+    revision: str | None,
+    catalog_id: str | None = None,
+    name: str | None = None,
+) -> list[ModelRecord]:
+    """Register the verified files of a finished download as installed model(s).
+
+    ``files`` are (absolute path, size, sha256). Every GGUF file (or split set) becomes a
+    model; safetensors folders become one model each. Returns the records written.
+    Raises :class:`tui.errors.MetadataError` if a file's header is corrupt (nothing written).
+    """
+    info = {Path(p): (size, sha) for p, size, sha in files}
+    groups = group_model_files(info)
+    taken = inventory.model_ids()
+    records: list[ModelRecord] = []
+    base = slugify(catalog_id or source_ref.rsplit("/", 1)[-1])
+    for fmt, main, members in groups:
+        meta = read_metadata(fmt, main, members if fmt == "gguf" else None)
+        existing = inventory.find_by_path(str(main))
+        if existing is not None:
+            model_id = existing.id
+        else:
+            suffix = ""
+            if len(groups) > 1 or (fmt == "gguf" and not catalog_id):
+                suffix = meta.quantization or display_name(main, fmt)
+            wanted = slugify(f"{base}-{suffix}") if suffix and suffix.lower() not in base else base
+            model_id = unique_id(wanted, taken)
+        model_files = []
+        for m in members:
+            size, sha = info.get(m, (m.stat().st_size, None))
+            model_files.append(
+                ModelFile(path=str(m), size=size, sha256=sha, mtime_ns=m.stat().st_mtime_ns)
+            )
+        records.append(
+            build_record(
+                model_id=model_id,
+                fmt=fmt,
+                path=main,
+                files=model_files,
+                metadata=meta,
+                source=source,
+                source_ref=source_ref,
+                revision=revision,
+                catalog_id=catalog_id,
+                name=name if len(groups) == 1 else None,
+            )
+        )
+    inventory.upsert_models(records)
+    return records

@@ -1,0 +1,97 @@
+"""Schema migrations. Append new steps; never edit a step that has shipped.
+
+``PRAGMA user_version`` holds the number of steps applied.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE models (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        format TEXT NOT NULL,
+        path TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,
+        source_ref TEXT,
+        revision TEXT,
+        catalog_id TEXT,
+        status TEXT NOT NULL DEFAULT 'installed',
+        architecture TEXT,
+        quantization TEXT,
+        parameters INTEGER,
+        context_length INTEGER,
+        size_bytes INTEGER NOT NULL DEFAULT 0,
+        metadata TEXT,
+        installed_at REAL NOT NULL,
+        last_used_at REAL,
+        load_seconds REAL,
+        tokens_per_s REAL,
+        prompt_tokens_per_s REAL,
+        ttft_ms REAL
+    );
+    CREATE TABLE model_files (
+        model_id TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT,
+        mtime_ns INTEGER,
+        PRIMARY KEY (model_id, path)
+    );
+    CREATE INDEX model_files_path ON model_files(path);
+    CREATE TABLE custom_entries (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE scan_cache (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        sample_hash TEXT,
+        metadata TEXT,
+        error TEXT,
+        scanned_at REAL NOT NULL
+    );
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        model_id TEXT,
+        dest TEXT,
+        total_bytes INTEGER,
+        done_bytes INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        priority INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE job_files (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        url TEXT NOT NULL,
+        dest TEXT NOT NULL,
+        size INTEGER,
+        sha256 TEXT,
+        etag TEXT,
+        last_modified TEXT,
+        commit_hash TEXT,
+        state TEXT NOT NULL,
+        done_bytes INTEGER NOT NULL DEFAULT 0,
+        segments TEXT,
+        error TEXT,
+        PRIMARY KEY (job_id, path)
+    );
+    """,
+    # 2: download jobs: cross-process control requests, display name, git blob ids, file order.
+    """
+    ALTER TABLE jobs ADD COLUMN control TEXT;
+    ALTER TABLE jobs ADD COLUMN name TEXT;
+    ALTER TABLE job_files ADD COLUMN blob_sha1 TEXT;
+    ALTER TABLE job_files ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_state ON jobs(state);
+    """,
+]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write_gguf, write_safetensors_folder
 
 from tui.catalog import Catalog
 from tui.errors import InvalidInputError, NotFoundError
 from tui.services import build_services
+
+from conftest import write_gguf, write_safetensors_folder
 
 
 def test_builtin_entries_and_search(services) -> None:

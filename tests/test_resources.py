@@ -17,17 +17,6 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from fake_nvml import (
-    NVML_ERROR_DRIVER_NOT_LOADED,
-    NVML_ERROR_GPU_IS_LOST,
-    NVML_ERROR_LIBRARY_NOT_FOUND,
-    NVML_ERROR_NO_PERMISSION,
-    NVML_ERROR_NOT_SUPPORTED,
-    NVML_ERROR_UNKNOWN,
-    FakeNvml,
-    GiB,
-    two_gpus,
-)
 
 from tui.resources import (
     DiskReading,
@@ -39,6 +28,18 @@ from tui.resources import (
 )
 from tui.resources import nvml as nvml_module
 from tui.resources.system import CpuMeter, disk_readings, read_cgroup_memory
+
+from fake_nvml import (
+    NVML_ERROR_DRIVER_NOT_LOADED,
+    NVML_ERROR_GPU_IS_LOST,
+    NVML_ERROR_LIBRARY_NOT_FOUND,
+    NVML_ERROR_NO_PERMISSION,
+    NVML_ERROR_NOT_SUPPORTED,
+    NVML_ERROR_UNKNOWN,
+    FakeNvml,
+    GiB,
+    two_gpus,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OWN_PID = 4242

@@ -1,0 +1,454 @@
+"""Safetensors metadata: a Hugging Face model folder (``config.json`` plus ``*.safetensors``
+headers) or a single ``.safetensors`` file.
+
+Only the JSON headers are read (8-byte little-endian length, then JSON); tensor data is never
+touched. Every size is checked against the file before it is trusted, and pickle-based weights
+(``.bin``, ``.pt``, ...) are only listed, never opened.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tui.errors import MetadataError
+from tui.metadata.types import ModelMetadata
+
+__all__ = ["read_safetensors", "read_safetensors_file", "read_safetensors_folder"]
+
+MAX_HEADER_BYTES = 100 << 20
+MAX_JSON_BYTES = 32 << 20  # config.json, tokenizer_config.json, the shard index
+MAX_TEMPLATE_BYTES = 1 << 20
+
+# dtype -> bits per element (safetensors 0.6+ dtypes, including the sub-byte float formats).
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+}
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_SHARD_RE = re.compile(
+    r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.safetensors$", re.IGNORECASE
+)
+_INDEX_SUFFIX = ".safetensors.index.json"
+
+
+class _FileSummary:
+    __slots__ = ("bytes", "elements_by_dtype", "metadata", "n_tensors", "parameters")
+
+    def __init__(self) -> None:
+        self.parameters = 0
+        self.bytes = 0
+        self.n_tensors = 0
+        self.elements_by_dtype: dict[str, int] = {}
+        self.metadata: dict[str, str] = {}
+
+    def add(self, other: _FileSummary) -> None:
+        self.parameters += other.parameters
+        self.bytes += other.bytes
+        self.n_tensors += other.n_tensors
+        for dtype, n in other.elements_by_dtype.items():
+            self.elements_by_dtype[dtype] = self.elements_by_dtype.get(dtype, 0) + n
+
+    def dominant_dtype(self) -> str | None:
+        counts = self.elements_by_dtype
+        return max(counts, key=counts.__getitem__) if counts else None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _open_regular(path: str | os.PathLike[str]) -> io.FileIO:
+    """Open a regular file for reading without blocking (a FIFO named like a model would
+    otherwise hang the caller); anything else raises :class:`MetadataError`."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise MetadataError(f"{os.fspath(path)}: not a regular file")
+        return io.FileIO(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_exact(fp: io.FileIO, n: int) -> bytes:
+    """Up to ``n`` bytes (fewer only at end of file), across short reads."""
+    chunks: list[bytes] = []
+    while n > 0:
+        chunk = fp.read(n)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_header(path: Path) -> _FileSummary:
+    """Parse and validate one file's header."""
+    try:
+        with _open_regular(path) as fp:
+            size = os.fstat(fp.fileno()).st_size
+            prefix = _read_exact(fp, 8)
+            if len(prefix) < 8:
+                raise MetadataError(f"{path}: truncated safetensors file ({size} bytes)")
+            header_len = int.from_bytes(prefix, "little")
+            if header_len > MAX_HEADER_BYTES:
+                raise MetadataError(
+                    f"{path}: safetensors header is {header_len} bytes "
+                    f"(limit {MAX_HEADER_BYTES >> 20} MiB)"
+                )
+            if header_len > size - 8:
+                raise MetadataError(
+                    f"{path}: truncated safetensors file (header needs {header_len + 8} bytes, "
+                    f"file has {size})"
+                )
+            raw = _read_exact(fp, header_len)
+    except OSError as exc:
+        raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if len(raw) != header_len:
+        raise MetadataError(f"{path}: file changed while being read")
+    if not raw.lstrip(b" ").startswith(b"{"):
+        raise MetadataError(f"{path}: not a safetensors file (header is not a JSON object)")
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise MetadataError(f"{path}: safetensors header is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise MetadataError(f"{path}: safetensors header is not a JSON object")
+    return _summarize(path, header, size - 8 - header_len)
+
+
+def _summarize(path: Path, header: dict[str, Any], data_len: int) -> _FileSummary:
+    summary = _FileSummary()
+    for name, info in header.items():
+        if name == "__metadata__":
+            if isinstance(info, dict):
+                summary.metadata = {
+                    str(k)[:200]: v[:1000] for k, v in info.items() if isinstance(v, str)
+                }
+            continue
+        if not isinstance(info, dict):
+            raise MetadataError(f"{path}: tensor {name[:100]!r} has no description")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if (
+            not isinstance(dtype, str)
+            or not isinstance(shape, list)
+            or not all(map(_is_count, shape))
+            or not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(map(_is_count, offsets))
+            or offsets[0] > offsets[1]
+        ):
+            raise MetadataError(
+                f"{path}: tensor {name[:100]!r} has an invalid dtype, shape or data_offsets"
+            )
+        begin, end = offsets
+        if end > data_len:
+            raise MetadataError(
+                f"{path}: truncated safetensors file (tensor {name[:100]!r} ends at byte "
+                f"{end} of a {data_len}-byte data section)"
+            )
+        elements = math.prod(shape)
+        if elements >= 1 << 63:
+            raise MetadataError(f"{path}: tensor {name[:100]!r} has {elements} elements")
+        bits = DTYPE_BITS.get(dtype)
+        if bits is not None and (elements * bits + 7) // 8 != end - begin:
+            raise MetadataError(
+                f"{path}: tensor {name[:100]!r} is {end - begin} bytes, but {dtype} "
+                f"{shape} needs {(elements * bits + 7) // 8}"
+            )
+        summary.parameters += elements
+        summary.bytes += end - begin
+        summary.n_tensors += 1
+        summary.elements_by_dtype[dtype] = summary.elements_by_dtype.get(dtype, 0) + elements
+    return summary
+
+
+def read_safetensors_file(path: str | os.PathLike[str]) -> ModelMetadata:
+    """Metadata of a single ``.safetensors`` file from its header alone.
+
+    Gives ``parameters``, ``dtype`` (the dtype holding the most elements, also used as
+    ``quantization``), ``tensor_bytes`` and, in ``extra``, ``n_tensors`` and the header's
+    ``__metadata__``. Raises :class:`MetadataError` for a missing, truncated or malformed file.
+    """
+    path = Path(path)
+    summary = _read_header(path)
+    dtype = summary.dominant_dtype()
+    extra: dict[str, Any] = {"n_tensors": summary.n_tensors, "weight_files": [path.name]}
+    if summary.metadata:
+        extra["header_metadata"] = summary.metadata
+    return ModelMetadata(
+        format="safetensors",
+        parameters=summary.parameters,
+        quantization=dtype,
+        dtype=dtype,
+        tensor_bytes=summary.bytes,
+        extra=extra,
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with _open_regular(path) as fp:
+            size = os.fstat(fp.fileno()).st_size
+            if size > MAX_JSON_BYTES:
+                raise MetadataError(f"{path}: {size} bytes, too large (limit 32 MiB)")
+            raw = _read_exact(fp, MAX_JSON_BYTES + 1)
+    except OSError as exc:
+        raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise MetadataError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _read_text(path: Path, limit: int) -> str:
+    try:
+        with _open_regular(path) as fp:
+            raw = _read_exact(fp, limit + 1)
+    except OSError as exc:
+        raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if len(raw) > limit:
+        raise MetadataError(f"{path}: larger than {limit >> 20} MiB")
+    return raw.decode("utf-8", errors="replace")
+
+
+def _plain_name(name: Any) -> bool:
+    return (
+        isinstance(name, str)
+        and name.lower().endswith(".safetensors")
+        and "/" not in name
+        and "\\" not in name
+        and not name.startswith(".")
+        and "\0" not in name
+    )
+
+
+def _weight_files(folder: Path, names: set[str]) -> tuple[list[str], dict[str, Any]]:
+    """Which ``.safetensors`` files make up the model, and notes about the choice."""
+    notes: dict[str, Any] = {}
+    indexes = sorted(n for n in names if n.lower().endswith(_INDEX_SUFFIX))
+    if indexes:
+        index_name = "model" + _INDEX_SUFFIX if "model" + _INDEX_SUFFIX in names else indexes[0]
+        index = _read_json(folder / index_name)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise MetadataError(f"{folder / index_name}: no weight_map")
+        bad = [f for f in weight_map.values() if not _plain_name(f)]
+        if bad:
+            raise MetadataError(
+                f"{folder / index_name}: weight_map names a file outside the folder "
+                f"or not a .safetensors file: {str(bad[0])[:100]!r}"
+            )
+        files = set(weight_map.values())
+        missing = sorted(files - names)
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise MetadataError(f"{folder}: missing shard {missing[0]}{more} (from {index_name})")
+        notes["index_file"] = index_name
+        index_meta = index.get("metadata")
+        if isinstance(index_meta, dict) and _is_count(index_meta.get("total_size")):
+            notes["index_total_size"] = index_meta["total_size"]
+        return sorted(files), notes
+
+    groups: dict[tuple[str, int], dict[int, str]] = {}
+    for name in names:
+        match = _SHARD_RE.match(name)
+        if match:
+            key = (match["stem"], int(match["count"]))
+            groups.setdefault(key, {})[int(match["index"])] = name
+    if groups:
+        key = max(groups, key=lambda k: (k[0] == "model", len(groups[k]), k))
+        stem, count = key
+        missing_idx = [i for i in range(1, count + 1) if i not in groups[key]]
+        if missing_idx:
+            raise MetadataError(
+                f"{folder}: missing shard {stem}-{missing_idx[0]:05d}-of-{count:05d}.safetensors"
+                + (f" and {len(missing_idx) - 1} more" if len(missing_idx) > 1 else "")
+            )
+        return [groups[key][i] for i in range(1, count + 1)], notes
+
+    singles = sorted(n for n in names if n.lower().endswith(".safetensors"))
+    if "model.safetensors" in names:
+        singles = ["model.safetensors"]
+    return singles, notes
+
+
+def _first(sources: Iterable[dict[str, Any]], *keys: str) -> int | None:
+    for source in sources:
+        for key in keys:
+            value = source.get(key)
+            if _is_count(value):
+                return value
+    return None
+
+
+def _config_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """ModelMetadata fields (and extras) from a transformers ``config.json``."""
+    sources = [config] + [
+        sub
+        for key in ("text_config", "llm_config", "language_config")
+        if isinstance(sub := config.get(key), dict)
+    ]
+    heads = _first(sources, "num_attention_heads", "n_head", "num_heads", "n_heads")
+    kv_heads = _first(
+        sources, "num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num"
+    )
+    if kv_heads is None and heads is not None:
+        kv_heads = 1 if any(s.get("multi_query") is True for s in sources) else heads
+    hidden = _first(sources, "hidden_size", "n_embd", "d_model")
+    head_dim = _first(sources, "head_dim")
+    if head_dim is None and hidden and heads:
+        head_dim = hidden // heads
+    arch = next((s["model_type"] for s in sources if isinstance(s.get("model_type"), str)), None)
+    name = config.get("_name_or_path")
+    fields: dict[str, Any] = {
+        "architecture": arch or None,
+        "name": name if isinstance(name, str) and name else None,
+        "context_length": _first(
+            sources, "max_position_embeddings", "n_positions", "seq_length", "max_sequence_length"
+        ),
+        "n_layers": _first(sources, "num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+        "n_heads": heads,
+        "n_kv_heads": kv_heads,
+        "embedding_size": hidden,
+        "head_dim": head_dim,
+        "vocab_size": _first(sources, "vocab_size", "n_vocab", "padded_vocab_size"),
+    }
+    extra: dict[str, Any] = {}
+    architectures = config.get("architectures")
+    if isinstance(architectures, list) and architectures and isinstance(architectures[0], str):
+        extra["hf_architecture"] = architectures[0]
+    for extra_key, keys in (
+        ("expert_count", ("num_local_experts", "num_experts", "n_routed_experts")),
+        ("expert_used_count", ("num_experts_per_tok", "moe_topk")),
+    ):
+        value = _first(sources, *keys)
+        if value is not None:
+            extra[extra_key] = value
+    for source in sources:
+        theta = source.get("rope_theta")
+        if isinstance(theta, int | float) and not isinstance(theta, bool):
+            extra["rope_freq_base"] = theta
+            break
+    for extra_key, key in (("torch_dtype", "torch_dtype"), ("torch_dtype", "dtype")):
+        if isinstance(config.get(key), str) and extra_key not in extra:
+            extra[extra_key] = config[key]
+    quant = config.get("quantization_config")
+    if isinstance(quant, dict) and isinstance(quant.get("quant_method"), str):
+        method = quant["quant_method"][:40]
+        bits = quant.get("bits")
+        if quant.get("load_in_4bit") is True:
+            bits = 4
+        elif quant.get("load_in_8bit") is True:
+            bits = 8
+        fields["quantization"] = method.upper() + (f"-{bits}bit" if _is_count(bits) else "")
+        extra["quant_method"] = method
+    fields["extra"] = extra
+    return fields
+
+
+def _chat_template(folder: Path, names: set[str]) -> str | None:
+    """The chat template from chat_template.jinja, tokenizer_config.json or chat_template.json."""
+    if "chat_template.jinja" in names:
+        return _read_text(folder / "chat_template.jinja", MAX_TEMPLATE_BYTES)
+    for file_name in ("tokenizer_config.json", "chat_template.json"):
+        if file_name not in names:
+            continue
+        data = _read_json(folder / file_name)
+        template = data.get("chat_template") if isinstance(data, dict) else None
+        if isinstance(template, list):  # named templates: prefer "default"
+            named = {
+                t.get("name"): t.get("template")
+                for t in template
+                if isinstance(t, dict) and isinstance(t.get("template"), str)
+            }
+            template = named.get("default", next(iter(named.values()), None))
+        if isinstance(template, str):
+            if len(template.encode("utf-8", errors="replace")) > MAX_TEMPLATE_BYTES:
+                raise MetadataError(f"{folder / file_name}: chat template larger than 1 MiB")
+            return template
+    return None
+
+
+def read_safetensors_folder(path: str | os.PathLike[str]) -> ModelMetadata:
+    """Metadata of a transformers model folder: ``config.json`` plus the safetensors headers.
+
+    Sharded weights are found through ``*.safetensors.index.json`` or the
+    ``model-0000i-of-0000N.safetensors`` names, and must be complete. ``extra`` lists the weight
+    files, any pickle-based weights present (``pickle_weights``; never loaded) and a few config
+    values. Raises :class:`MetadataError` if there are no safetensors weights, a shard is
+    missing, or a header or JSON file is malformed.
+    """
+    folder = Path(path)
+    try:
+        names = {entry.name for entry in os.scandir(folder) if entry.is_file()}
+    except OSError as exc:
+        raise MetadataError(f"{folder}: cannot list folder ({exc.strerror or exc})") from exc
+    files, notes = _weight_files(folder, names)
+    if not files:
+        raise MetadataError(f"no .safetensors weights in {folder}")
+
+    total = _FileSummary()
+    for name in files:
+        total.add(_read_header(folder / name))
+
+    fields: dict[str, Any] = {"extra": {}}
+    if "config.json" in names:
+        config = _read_json(folder / "config.json")
+        if not isinstance(config, dict):
+            raise MetadataError(f"{folder / 'config.json'}: not a JSON object")
+        fields = _config_fields(config)
+    extra: dict[str, Any] = fields.pop("extra")
+    extra.update(notes)
+    extra["n_tensors"] = total.n_tensors
+    extra["weight_files"] = files
+    pickles = sorted(n for n in names if n.lower().endswith(PICKLE_SUFFIXES))
+    if pickles:
+        extra["pickle_weights"] = pickles
+    template = _chat_template(folder, names)
+    dtype = total.dominant_dtype()
+    fields.setdefault("quantization", dtype)
+    return ModelMetadata(
+        format="safetensors",
+        parameters=total.parameters,
+        dtype=dtype,
+        tensor_bytes=total.bytes,
+        has_chat_template=template is not None,
+        chat_template=template,
+        extra=extra,
+        **fields,
+    )
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> ModelMetadata:
+    """:func:`read_safetensors_folder` for a folder, :func:`read_safetensors_file` for a file."""
+    return read_safetensors_folder(path) if Path(path).is_dir() else read_safetensors_file(path)

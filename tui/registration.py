@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from tui.metadata.gguf import split_gguf_info as split_parts
 from tui.metadata.types import ModelMetadata
 from tui.safe_paths import slugify
 from tui.store import Inventory, ModelFile, ModelRecord
 
-_SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 WEIGHT_SUFFIXES = (".gguf", ".safetensors")
-
-
-def split_parts(name: str) -> tuple[str, int, int] | None:
-    """``("model-Q4", 1, 3)`` for ``model-Q4-00001-of-00003.gguf``, else None."""
-    match = _SPLIT_RE.match(name)
-    if not match:
-        return None
-    return match["stem"], int(match["index"]), int(match["count"])
 
 
 def read_metadata(fmt: str, path: Path, shards: list[Path] | None = None) -> ModelMetadata:
@@ -29,22 +20,9 @@ def read_metadata(fmt: str, path: Path, shards: list[Path] | None = None) -> Mod
     Raises :class:`tui.errors.MetadataError` for corrupt or hostile files.
     """
     if fmt == "gguf":
-        from tui.metadata.gguf import read_gguf
+        from tui.metadata.gguf import read_gguf, read_gguf_set
 
-        meta = read_gguf(path)
-        if shards and len(shards) > 1:
-            params = meta.parameters or 0
-            tensor_bytes = meta.tensor_bytes or 0
-            for shard in shards:
-                if shard == path:
-                    continue
-                other = read_gguf(shard)
-                params += other.parameters or 0
-                tensor_bytes += other.tensor_bytes or 0
-            meta.parameters = params or None
-            meta.tensor_bytes = tensor_bytes or None
-            meta.split_count = len(shards)
-        return meta
+        return read_gguf_set(shards) if shards and len(shards) > 1 else read_gguf(path)
     from tui.metadata.safetensors import read_safetensors_folder
 
     return read_safetensors_folder(path)

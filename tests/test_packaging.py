@@ -46,8 +46,9 @@ def test_installed_wheel_finds_its_data(wheel: Path, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(site), MODELDECK_STATE_DIR=str(tmp_path / "s"),
                MODELDECK_MODELS_DIR=str(tmp_path / "m"))
     code = (
-        "import tui, tui.app.paths as p; from tui.catalog import load_builtin;"
-        "print(tui.__file__); print(p.styles_dir()); print(len(load_builtin()))"
+        "import tui, pathlib; from tui.catalog import load_builtin;"
+        "print(tui.__file__); print(pathlib.Path(tui.__file__).parent / '_styles');"
+        "print(len(load_builtin()))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=120)

@@ -194,3 +194,25 @@ def test_python_dash_m_tui_runs(tmp_path: Path) -> None:
                           text=True, env=env, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("modeldeck: error:") and "Traceback" not in proc.stderr
+
+
+def test_two_cli_processes_scan_one_volume_at_once(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    for i in range(40):
+        write_gguf(models / f"d{i % 4}" / f"m{i}.gguf", seed=i)
+    env = dict(os.environ, MODELDECK_STATE_DIR=str(tmp_path / "s"),
+               MODELDECK_MODELS_DIR=str(models), MODELDECK_SCAN_HF_CACHE="false")
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "tui", "scan", "--json"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+        assert "locked" not in err
+        assert len(json.loads(out)["models"]) == 40
+    out = subprocess.run([sys.executable, "-m", "tui", "ls", "--json"], env=env,
+                         capture_output=True, text=True, timeout=60).stdout
+    listed = json.loads(out)
+    assert len(listed) == 40 and len({m["id"] for m in listed}) == 40

@@ -59,6 +59,7 @@ def write_llama_gguf(
     tensors: bool = True,
     vocab: tuple[list[str], list[str]] | None = None,
     extra_tensors: int = 0,
+    scores: bool = False,
 ) -> Path:
     """A small but realistic llama GGUF (tokenizer, chat template, F32/F16/Q8_0 tensors).
 
@@ -85,6 +86,8 @@ def write_llama_gguf(
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("qwen2")
     writer.add_token_list(tokens)
+    if scores:  # SentencePiece-like: a float score per token
+        writer.add_token_scores([-float(i) for i in range(len(tokens))])
     writer.add_token_types([1] * len(tokens))
     if merges:
         writer.add_token_merges(merges)
@@ -177,3 +180,17 @@ def raw_tensor_info(name: str, dims: Sequence[int], ggml_type: int, offset: int 
         + struct.pack(f"<{len(dims)}Q", *dims)
         + struct.pack("<IQ", ggml_type, offset)
     )
+
+
+def raw_string_array(key: str, strings: Sequence[str | bytes]) -> bytes:
+    """A key/value pair holding an array of strings."""
+    items = b"".join(raw_string(text) for text in strings)
+    return raw_kv(key, T_ARRAY, raw_array(T_STRING, len(strings), items))
+
+
+def raw_gguf(
+    kvs: Sequence[bytes], tensors: Sequence[bytes] = (), data_bytes: int = 0, alignment: int = 32
+) -> bytes:
+    """A whole file: header, key/values, tensor infos, padding and ``data_bytes`` of data."""
+    body = raw_header(len(tensors), len(kvs)) + b"".join(kvs) + b"".join(tensors)
+    return body + bytes(-len(body) % alignment) + bytes(data_bytes)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFWriter, LlamaFileType
 
+import tui.metadata.gguf as gguf_reader
 from tests.gguf_writers import (
     CHAT_TEMPLATE,
     T_ARRAY,
@@ -26,9 +27,11 @@ from tests.gguf_writers import (
     T_UINT32,
     fake_vocab,
     raw_array,
+    raw_gguf,
     raw_header,
     raw_kv,
     raw_string,
+    raw_string_array,
     raw_tensor_info,
     tiny_tensor_counts,
     write_llama_gguf,
@@ -66,6 +69,34 @@ def reference_counts(path: Path) -> tuple[int, int]:
         sum(int(t.n_elements) for t in reader.tensors),
         sum(int(t.n_bytes) for t in reader.tensors),
     )
+
+
+def _jump_stats() -> dict[str, int]:
+    """Copy of the reader's counters: accepted jumps, parses redone with the exact walk."""
+    return dict(gguf_reader._JUMP_STATS)
+
+
+def _delta(before: dict[str, int]) -> tuple[int, int]:
+    """(jumps, rejected) since ``before``."""
+    now = _jump_stats()
+    return now["jumps"] - before["jumps"], now["rejected"] - before["rejected"]
+
+
+def _exact(path: Path) -> object:
+    """The exact walk's result (never jumping), or the MetadataError it raises."""
+    try:
+        return gguf_reader._read(path, allow_jump=False)[0]
+    except MetadataError as exc:
+        return exc
+
+
+@pytest.fixture(params=["walk", "jump"])
+def jump_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Mode "jump" sets tiny thresholds, so even small files' string arrays are jumped."""
+    if request.param == "jump":
+        monkeypatch.setattr(gguf_reader, "_JUMP_MIN_STRINGS", 8)
+        monkeypatch.setattr(gguf_reader, "_JUMP_SAMPLE", 4)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +255,213 @@ def test_big_vocab_is_skipped_fast(tmp_path: Path) -> None:
     assert meta.chat_template == CHAT_TEMPLATE  # stored after the big arrays
     assert (meta.parameters, meta.tensor_bytes) == tiny_tensor_counts(64)
     assert best < 0.05, f"read took {best * 1000:.1f} ms"
+    # Both big arrays were jumped, and the jump agrees with the exact walk.
+    before = _jump_stats()
+    assert read_gguf(path) == _exact(path) == meta
+    assert _delta(before) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "jumps"),
+    [("bpe", 2), ("spm", 1), ("no-tensors", 2), ("no-template", 2), ("more-tensors", 2)],
+)
+def test_jump_matches_the_exact_walk_on_real_files(tmp_path: Path, kind: str, jumps: int) -> None:
+    """GGUFWriter files with vocabularies above the jump threshold: same metadata both ways."""
+    n_vocab = gguf_reader._JUMP_MIN_STRINGS + 1500
+    options: dict[str, object] = {"n_vocab": n_vocab, "n_merges": n_vocab - 100}
+    if kind == "spm":
+        options.update(n_merges=0, scores=True)
+    elif kind == "no-tensors":
+        options.update(tensors=False)
+    elif kind == "no-template":
+        options.update(chat_template=None)
+    elif kind == "more-tensors":
+        options.update(extra_tensors=40)
+    path = write_llama_gguf(tmp_path / "m.gguf", **options)  # type: ignore[arg-type]
+    before = _jump_stats()
+    meta = read_gguf(path)
+    assert _delta(before) == (jumps, 0)
+    assert meta == _exact(path)
+    assert meta.vocab_size == n_vocab
+    assert meta.extra.get("merges_count") == (None if kind == "spm" else n_vocab - 100)
+    assert meta.chat_template == (None if kind == "no-template" else CHAT_TEMPLATE)
+    assert (meta.parameters, meta.tensor_bytes) == reference_counts(path)
+
+
+_AFTER_TOKENS = [
+    "tokenizer.ggml.token_type",
+    "general.quantization_version",
+    "llama.context_length",
+    "split.count",
+    "quantize.imatrix.entries_count",
+    "custom.value",  # a namespace seen before the array
+]
+
+
+@pytest.mark.parametrize("next_key", _AFTER_TOKENS)
+@pytest.mark.parametrize("then_tokenizer_key", [False, True])
+def test_jump_finds_the_next_key_by_its_prefix(
+    tmp_path: Path, next_key: str, then_tokenizer_key: bool
+) -> None:
+    """Whatever usual key follows the big array (and whether a tokenizer.* key comes later,
+    which the search must not jump to), the jump lands on it."""
+    tokens, _ = fake_vocab(gguf_reader._JUMP_MIN_STRINGS + 900, 0, seed=3)
+    kvs = [
+        raw_kv("general.architecture", T_STRING, raw_string("llama")),
+        raw_kv("custom.before", T_UINT32, U32.pack(1)),
+        raw_string_array("tokenizer.ggml.tokens", tokens),
+        raw_kv(next_key, T_UINT32, U32.pack(2048)),
+    ]
+    if then_tokenizer_key:
+        kvs.append(raw_kv("tokenizer.ggml.bos_token_id", T_UINT32, U32.pack(1)))
+    kvs.append(raw_kv("general.name", T_STRING, raw_string("after")))
+    tensors = [raw_tensor_info("token_embd.weight", [64, 4], 0), raw_tensor_info("n", [8], 0, 1024)]
+    path = _write(tmp_path, raw_gguf(kvs, tensors, 1024 + 32))
+    before = _jump_stats()
+    meta = read_gguf(path)
+    assert _delta(before) == (1, 0)
+    assert meta == _exact(path)
+    assert meta.vocab_size == len(tokens) and meta.name == "after" and meta.parameters == 264
+    if next_key == "llama.context_length":
+        assert meta.context_length == 2048
+
+
+@pytest.mark.parametrize("trailing_key", [False, True])
+def test_unusual_next_key_falls_back_to_the_walk(tmp_path: Path, trailing_key: bool) -> None:
+    tokens, _ = fake_vocab(gguf_reader._JUMP_MIN_STRINGS + 900, 0, seed=4)
+    kvs = [
+        raw_string_array("tokenizer.ggml.tokens", tokens),
+        raw_kv("zzz.unheard_of", T_UINT32, U32.pack(7)),
+        raw_kv("general.architecture", T_STRING, raw_string("llama")),  # a later candidate
+    ]
+    if trailing_key:
+        kvs.append(raw_kv("general.name", T_STRING, raw_string("m")))
+    path = _write(tmp_path, raw_gguf(kvs))
+    before = _jump_stats()
+    meta = read_gguf(path)
+    if trailing_key:
+        # The search passes over the unusual key and lands on general.architecture; the rest
+        # of the header then fails to parse, so the file is read again with the exact walk.
+        assert _delta(before) == (0, 1)
+    else:
+        # No key follows general.architecture, so it is no candidate: the array is walked.
+        assert _delta(before) == (0, 0)
+    assert meta == _exact(path)
+    assert meta.architecture == "llama" and meta.vocab_size == len(tokens)
+
+
+@pytest.mark.parametrize("with_tensors", [False, True])
+def test_big_array_as_the_last_key_value_is_walked(tmp_path: Path, with_tensors: bool) -> None:
+    tokens, _ = fake_vocab(gguf_reader._JUMP_MIN_STRINGS + 900, 0, seed=5)
+    kvs = [
+        raw_kv("general.architecture", T_STRING, raw_string("llama")),
+        raw_string_array("tokenizer.ggml.tokens", tokens),
+    ]
+    tensors = [raw_tensor_info("token_embd.weight", [64], 0)] if with_tensors else []
+    path = _write(tmp_path, raw_gguf(kvs, tensors, 256 if with_tensors else 0))
+    before = _jump_stats()
+    meta = read_gguf(path)
+    assert _delta(before) == (0, 0)
+    assert meta == _exact(path)
+    assert meta.vocab_size == len(tokens)
+    assert meta.parameters == (64 if with_tensors else 0)
+
+
+def _token_with(payload: bytes) -> bytes:
+    """A token string carrying ``payload`` (bytes that look like key/value pairs)."""
+    return b"x" + payload
+
+
+# payload -> (bytes, expected (jumps, rejected parses))
+_FAKE_PAYLOADS = {
+    # A fake next key followed by another plausible key passes the local checks; the rest of
+    # the header does not parse after it, so the file is read again with the exact walk.
+    "fake-key-chain": (
+        raw_kv("tokenizer.ggml.scores", T_UINT32, U32.pack(1))
+        + raw_kv("general.fake", T_UINT32, U32.pack(2)),
+        (0, 1),
+    ),
+    # A copy of the real rest of the key/values: parses, then the tensor infos do not.
+    "copy-of-the-rest": (
+        raw_kv("tokenizer.ggml.bos_token_id", T_UINT32, U32.pack(1))
+        + raw_kv("general.name", T_STRING, raw_string("real")),
+        (0, 1),
+    ),
+    # Fake keys failing the local checks: skipped, the real next key is found.
+    "huge-string": (
+        raw_kv("tokenizer.ggml.scores", T_STRING, raw_string("s", declared=2**40)),
+        (1, 0),
+    ),
+    "huge-array": (
+        raw_kv("tokenizer.ggml.scores", T_ARRAY, raw_array(T_FLOAT32, 2**40)),
+        (1, 0),
+    ),
+    "bad-type": (raw_kv("tokenizer.ggml.scores", 13, U32.pack(1)), (1, 0)),
+    # Too many hits to check: the array is walked.
+    "many-prefixes": (raw_string("tokenizer.a") + raw_string("b"), (0, 0)),
+}
+
+
+@pytest.mark.parametrize("payload", list(_FAKE_PAYLOADS), ids=str)
+@pytest.mark.parametrize("where", [-5, -60, -2000])
+def test_fake_key_inside_a_token_string(tmp_path: Path, payload: str, where: int) -> None:
+    """A crafted token that embeds what looks like the next key: the reader agrees with the
+    exact walk (or fails cleanly), never crashes, and stays fast."""
+    fake, expected = _FAKE_PAYLOADS[payload]
+    tokens: list[str | bytes] = list(fake_vocab(gguf_reader._JUMP_MIN_STRINGS + 2000, 0)[0])
+    tokens[where] = _token_with(fake)
+    if payload == "many-prefixes":  # more hits than the search checks
+        for i in range(len(tokens) - 1500, len(tokens), 3):
+            tokens[i] = _token_with(fake)
+    kvs = [
+        raw_kv("general.architecture", T_STRING, raw_string("llama")),
+        raw_string_array("tokenizer.ggml.tokens", tokens),
+        raw_kv("tokenizer.ggml.bos_token_id", T_UINT32, U32.pack(1)),
+        raw_kv("general.name", T_STRING, raw_string("real")),
+    ]
+    tensors = [raw_tensor_info("token_embd.weight", [64, 2], 0)]
+    path = _write(tmp_path, raw_gguf(kvs, tensors, 512))
+    before = _jump_stats()
+    start = time.perf_counter()
+    try:
+        result: object = read_gguf(path)
+    except MetadataError as exc:
+        result = exc
+    assert time.perf_counter() - start < 1.0
+    assert _delta(before) == expected
+    exact = _exact(path)
+    if isinstance(result, MetadataError):
+        assert isinstance(exact, MetadataError)
+    else:
+        assert result == exact
+        assert result.name == "real" and result.vocab_size == len(tokens)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("flaw", ["overlap", "trailing-bytes", "non-ascii-key"])
+def test_jump_is_verified_by_the_rest_of_the_header(tmp_path: Path, flaw: str) -> None:
+    """Files the exact walk accepts but that fail the jump's extra checks: read again exactly."""
+    tokens, _ = fake_vocab(gguf_reader._JUMP_MIN_STRINGS + 900, 0, seed=6)
+    kvs = [
+        raw_kv("general.architecture", T_STRING, raw_string("llama")),
+        raw_string_array("tokenizer.ggml.tokens", tokens),
+        raw_kv("tokenizer.ggml.bos_token_id", T_UINT32, U32.pack(1)),
+        raw_kv("general.name", T_STRING, raw_string("m")),
+    ]
+    tensors = [raw_tensor_info("a", [64], 0), raw_tensor_info("b", [64], 0, 256)]
+    data_bytes = 512
+    if flaw == "overlap":
+        tensors[1] = raw_tensor_info("b", [64], 0, 128)  # overlaps "a" (256 bytes at 0)
+        data_bytes = 384
+    elif flaw == "trailing-bytes":
+        data_bytes += 4096
+    else:
+        kvs.append(raw_kv("general.naïve", T_UINT32, U32.pack(1)))
+    path = _write(tmp_path, raw_gguf(kvs, tensors, data_bytes))
+    before = _jump_stats()
+    meta = read_gguf(path)
+    assert _delta(before) == (0, 1)
+    assert meta == _exact(path)
+    assert meta.vocab_size == len(tokens) and meta.parameters == 128
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -429,10 +667,14 @@ def _raises(path: Path, match: str | None = None) -> MetadataError:
     return info.value
 
 
-def test_every_truncation_raises_metadata_error(small_gguf: Path, tmp_path: Path) -> None:
+def test_every_truncation_raises_metadata_error(
+    small_gguf: Path, tmp_path: Path, jump_mode: str
+) -> None:
     data = small_gguf.read_bytes()
     assert len(data) % 32 == 0 and len(data) < 16_000
+    before = _jump_stats()
     read_gguf(small_gguf)
+    assert _delta(before) == ((2, 0) if jump_mode == "jump" else (0, 0))  # tokens, merges
     cut = tmp_path / "cut.gguf"
     for size in range(len(data)):
         cut.write_bytes(data[:size])
@@ -443,7 +685,9 @@ def test_every_truncation_raises_metadata_error(small_gguf: Path, tmp_path: Path
         pytest.fail(f"truncation at {size} of {len(data)} bytes was not detected")
 
 
-def test_random_corruption_never_raises_anything_else(small_gguf: Path, tmp_path: Path) -> None:
+def test_random_corruption_never_raises_anything_else(
+    small_gguf: Path, tmp_path: Path, jump_mode: str
+) -> None:
     data = small_gguf.read_bytes()
     rng = random.Random(1234)
     path = tmp_path / "fuzz.gguf"
@@ -456,10 +700,15 @@ def test_random_corruption_never_raises_anything_else(small_gguf: Path, tmp_path
         path.write_bytes(bytes(mutated))
         start = time.perf_counter()
         try:
-            read_gguf(path)
+            meta = read_gguf(path)
         except MetadataError:
-            pass
+            meta = None
         assert time.perf_counter() - start < 1.0
+        if jump_mode == "jump" and meta is not None:
+            # A jump skips the array's inner lengths, so it may accept a file whose array
+            # interior is corrupt; when the exact walk reads the file too, they agree.
+            exact = _exact(path)
+            assert isinstance(exact, MetadataError) or repr(meta) == repr(exact)
 
 
 @pytest.mark.parametrize(

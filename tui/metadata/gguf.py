@@ -8,6 +8,37 @@ strings per call in C (falling back to a plain loop for long strings).
 
 Every declared count and length is checked against the bytes left in the file before anything is
 read or allocated, so hostile or truncated files fail fast with :class:`MetadataError`.
+
+Jumping past big string arrays
+------------------------------
+Walking the ~300k strings of a 152k-token vocabulary (tokens + merges) dominated the read, so a
+string array of more than ``_JUMP_MIN_STRINGS`` elements that is not the last key/value pair is
+*jumped* instead. Its end is where the next key starts, so the reader walks its first
+``_JUMP_SAMPLE`` strings (a spot check), then searches with C-speed ``bytearray.find`` from the
+smallest possible end (8 bytes per remaining string) for a length-prefixed key with a usual GGUF
+prefix: ``tokenizer.`` first (over at most ``_JUMP_MAX_AVG`` bytes per string), then, just before
+that hit or, failing one, anywhere in the window, ``general.``, ``split.``, ``quantize.``,
+``<arch>.`` and the namespaces of keys seen so far. A hit is a candidate only if its key is
+plain dotted ASCII (under 256 bytes), new, followed by a valid value type and a value that fits
+in the file, and then (when cheap to tell) by another such key, a tensor info, or the end of a
+tensor-less file.
+
+The jump is then *verified* by the rest of the header: every later key must be plain ASCII, all
+remaining key/value pairs and all tensor infos must parse, and the tensors' data must be
+aligned, non-overlapping and end within one alignment step of the end of the file (a tensor-less
+header: only zero padding may follow). If anything fails, the header is parsed again with the
+exact walk, reusing the bytes already read. If no candidate turns up, or after
+``_JUMP_MAX_ARRAYS`` jumps, the array (and every later one) is walked. So an odd or crafted file
+costs at worst one bounded, fruitless search plus about two parses -- roughly 2-3x the exact walk,
+never a crash, a hang or an unbounded allocation: every bound of the exact walk holds on the jump
+path. The vocabulary size is the declared element count either way.
+
+Caveats (no safety impact, every bound holds): a jumped array's inner string lengths are not
+checked one by one, so a file whose array interior is corrupt may be read where the exact walk
+would fail; and a crafted file can hide a fake, consistent "next key" inside a string of the
+array, in which case the metadata shown may differ from what llama.cpp reads. The file's author
+controls both variants anyway, and real vocabularies never contain a length-prefixed dotted GGUF
+key followed by a valid value type and a consistent rest of the header.
 """
 
 from __future__ import annotations
@@ -21,6 +52,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import replace
 from functools import cache
+from itertools import islice
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -95,6 +127,26 @@ _SMALL = 32
 _SAMPLE = 64
 _MAX_FAST_LEN = 255
 
+# Jumping past big string arrays (see the module docstring).
+_JUMP_MIN_STRINGS = 4096  # only arrays with more elements are jumped
+_JUMP_SAMPLE = 64  # strings walked from the start of a jumped array (spot check + tighter bound)
+_JUMP_MAX_AVG = 24  # search up to N * this bytes past the smallest end, then walk instead
+_JUMP_CHUNK = 1 << 20  # search step for keys without the usual ``tokenizer.`` prefix
+_JUMP_READ_AHEAD = 40  # bytes per element read at once when jumping
+_JUMP_BACKCHECK = 64 << 10  # bytes before a ``tokenizer.`` hit searched for other prefixes
+_JUMP_MAX_CANDIDATES = 256  # rejected hits per array before giving up (crafted files)
+_JUMP_MAX_ARRAYS = 16  # jumps per header (real ones have 1-3 big string arrays)
+_JUMP_MAX_TAIL = 64 << 10  # zero padding allowed after a tensor-less header that was jumped
+_JUMP_PEEK_MAX = 1 << 20  # read at most this far past the buffer to check the key after a hit
+_JUMP_PRIMARY = b"tokenizer."
+_JUMP_PREFIXES = (b"general.", b"split.", b"quantize.")
+_JUMP_MAX_PREFIXES = 8
+_KEY_RE = re.compile(rb"[A-Za-z0-9_.\-]+")
+_ARRAY_HEADER = struct.Struct("<IQ").unpack_from
+
+# Counters for tests and benchmarks: accepted jumps, and parses redone with the exact walk.
+_JUMP_STATS = {"jumps": 0, "rejected": 0}
+
 
 @cache
 def _string_run(count: int, center: int = 0) -> re.Pattern[bytes]:
@@ -122,6 +174,10 @@ def _center_for(lengths: list[int]) -> int:
     return 0 if median <= 7 else 10 if median <= 11 else 13
 
 
+class _JumpRejected(MetadataError):
+    """A jump past a big string array was not confirmed by the rest of the header."""
+
+
 class _Skipped:
     """Marker for a value that was skipped rather than stored."""
 
@@ -134,19 +190,57 @@ _SKIPPED = _Skipped()
 class _HeaderParser:
     """Parses one GGUF header from ``fp`` (positioned at 0), holding a prefix of the file."""
 
-    def __init__(self, fp: io.RawIOBase, size: int, label: str) -> None:
+    def __init__(self, fp: io.RawIOBase, size: int, label: str, allow_jump: bool = True) -> None:
         self.fp = fp
         self.size = size
         self.label = label
         self.buf = bytearray()
         self.pos = 0
         self.array_lengths: dict[str, int] = {}
+        self.allow_jump = allow_jump
+        self.jumped = 0  # big string arrays jumped so far (0: everything was walked exactly)
+        self.kv: dict[str, Any] = {}  # key/value pairs read so far
+        self.kv_left = 0  # key/value pairs after the one being read
+        self.n_tensors = 0
+        self.data_end: int | None = 0  # end of the tensor data (None: unknown tensor types)
+        self._budget = 0  # candidate hits left to check for the array being jumped
         self._grow(min(size, _FIRST_READ))
+
+    def restart_exact(self) -> None:
+        """Start over at offset 0 with the exact walk, keeping the bytes already read."""
+        self.pos = 0
+        self.array_lengths = {}
+        self.allow_jump = False
+        self.jumped = 0
+        self.kv = {}
+        self.kv_left = 0
+
+    def parse(self) -> tuple[int, int, int, dict[str, Any], int, _TensorSummary]:
+        """(version, n_tensors, n_kv, key/values, alignment, tensor summary)."""
+        version, n_tensors, n_kv = self.header()
+        kv = self.key_values(n_kv)
+        alignment = kv.get("general.alignment", DEFAULT_ALIGNMENT)
+        if _int(alignment) is None or alignment == 0 or alignment & (alignment - 1):
+            self.fail(f"general.alignment {alignment!r} is not a power of two")
+        summary = self.tensor_infos(n_tensors, alignment)
+        if self.jumped and self.data_end is not None:
+            # Real files end with the tensor data (or the header), give or take padding.
+            tail = self.size - self.data_end
+            if tail >= alignment or (not n_tensors and tail > _JUMP_MAX_TAIL):
+                self.reject(f"{tail} bytes after the tensor data after a jumped array")
+            if not n_tensors:
+                self.need(self.size)
+                if self.buf.count(0, self.data_end, self.size) != tail:
+                    self.reject("non-zero bytes after the header after a jumped array")
+        return version, n_tensors, n_kv, kv, alignment, summary
 
     # -- plumbing -----------------------------------------------------------------------------
 
     def fail(self, what: str) -> NoReturn:
         raise MetadataError(f"{self.label}: {what}")
+
+    def reject(self, what: str) -> NoReturn:
+        raise _JumpRejected(f"{self.label}: {what}")
 
     def truncated(self, end: int) -> NoReturn:
         raise MetadataError(
@@ -158,21 +252,27 @@ class _HeaderParser:
         if end > len(self.buf):
             self._grow(end)
 
-    def _grow(self, end: int) -> None:
+    def _grow(self, end: int, double: bool = True) -> None:
+        """Read the file up to ``end`` (at least doubling the buffer, unless ``double=False``:
+        the caller then grows it geometrically itself)."""
         if end > self.size:
             self.truncated(end)
         if end > MAX_HEADER_BYTES:
             self.fail(f"GGUF header is larger than {MAX_HEADER_BYTES >> 20} MiB")
         have = len(self.buf)
-        target = min(self.size, MAX_HEADER_BYTES, max(end, 2 * have))
-        # Zero-extend in place, then read straight into the new tail (no temporary copies).
-        self.buf.extend(bytes(target - have))
-        with memoryview(self.buf) as view:
+        target = min(self.size, MAX_HEADER_BYTES, max(end, 2 * have if double else end))
+        # A new zeroed buffer, one copy of the old bytes, then read straight into the tail:
+        # several times cheaper than growing in place with ``extend(bytes(n))``, which
+        # touches a temporary zero buffer and the new memory too (page faults dominate).
+        buf = bytearray(target)
+        buf[:have] = self.buf
+        with memoryview(buf) as view:
             while have < target:
                 got = self.fp.readinto(view[have:target])
                 if not got:
                     self.fail("file changed while being read")
                 have += got
+        self.buf = buf
 
     def remaining(self) -> int:
         return self.size - self.pos
@@ -256,7 +356,14 @@ class _HeaderParser:
                 return list(struct.unpack_from(f"<{n}{code}", self.buf, start))
             self.skip(n * size)
         elif itype == _T_STRING:
-            self.skip_strings(n)
+            if not (
+                depth == 1
+                and n > _JUMP_MIN_STRINGS
+                and self.kv_left
+                and self.allow_jump
+                and self.jump_strings(n)
+            ):
+                self.skip_strings(n)
         else:  # arrays of arrays: skipped, never stored
             if depth >= MAX_ARRAY_DEPTH:
                 self.fail(f"array {key!r} nests arrays deeper than {MAX_ARRAY_DEPTH} levels")
@@ -323,6 +430,179 @@ class _HeaderParser:
                 lengths.append(length)
         return pos
 
+    # -- jumping past big string arrays -------------------------------------------------------
+
+    def jump_strings(self, n: int) -> bool:
+        """Move past ``n`` strings (a big array, not the last key/value) by finding the next
+        key; ``False`` (position unchanged) if no good candidate turns up."""
+        start = self.pos
+        try:
+            end = self.find_array_end(n)
+        except MetadataError:  # e.g. truncated: let the exact walk report it
+            end = -1
+        if end < 0:
+            # Walk this array, and the later ones too: one fruitless search per header at
+            # most, so an odd (or crafted) file costs little more than the exact walk.
+            self.allow_jump = False
+            self.pos = start
+            return False
+        self.pos = end
+        self.jumped += 1
+        if self.jumped >= _JUMP_MAX_ARRAYS:
+            self.allow_jump = False
+        return True
+
+    def find_array_end(self, n: int) -> int:
+        """Where the next key after ``n`` strings from ``self.pos`` most likely starts, or -1."""
+        start = self.pos
+        size = self.size
+        first = min(n, _JUMP_SAMPLE)
+        # Spot check: the first strings must be well-formed; the rest take >= 8 bytes each.
+        lo = self.walk_strings(start, first) + 8 * (n - first)
+        limit = min(size, MAX_HEADER_BYTES, lo + n * _JUMP_MAX_AVG)
+        if lo + 13 > limit:  # no room for a key after the array within the search window
+            return -1
+        # Read ahead once for a typical BPE header: tokens (~16 bytes per string), token types
+        # and merges (~20 bytes each) take ~40 bytes per token; growing the buffer in steps
+        # costs more (a copy and fresh pages each time) than reading a little too much.
+        self.need(min(limit, max(lo + 4096, start + _JUMP_READ_AHEAD * n)))
+        self._budget = _JUMP_MAX_CANDIDATES
+        end = self.find_key(_JUMP_PRIMARY, lo, limit)
+        prefixes = self.jump_prefixes()
+        if end >= 0:
+            # A key with another prefix may come first (other keys between the array and
+            # the "tokenizer." hit): look just before the hit.
+            hi = end
+            for prefix in prefixes:
+                found = self.find_key(prefix, max(lo, end - _JUMP_BACKCHECK), hi)
+                if found >= 0:
+                    end = hi = found
+        else:
+            # The earliest key with another prefix, chunk by chunk (stop at the first hit).
+            chunk_lo = lo
+            while end < 0 and chunk_lo < limit and self._budget > 0:
+                hi = chunk_hi = min(limit, chunk_lo + _JUMP_CHUNK)
+                for prefix in prefixes:
+                    found = self.find_key(prefix, chunk_lo, hi)
+                    if found >= 0:
+                        end = hi = found
+                chunk_lo = chunk_hi
+        return end if self._budget > 0 else -1
+
+    def jump_prefixes(self) -> list[bytes]:
+        """Key prefixes (besides ``tokenizer.``) that may follow a big array."""
+        prefixes = list(_JUMP_PREFIXES)
+        arch = self.kv.get("general.architecture")
+        names = [arch] if isinstance(arch, str) else []
+        names += [key.partition(".")[0] for key in islice(self.kv, 64)]
+        for name in names:
+            if len(prefixes) >= _JUMP_MAX_PREFIXES:
+                break
+            prefix = name.encode("utf-8", errors="replace") + b"."
+            if prefix != _JUMP_PRIMARY and prefix not in prefixes and len(prefix) > 1:
+                prefixes.append(prefix)
+        return prefixes
+
+    def find_key(self, prefix: bytes, lo: int, hi: int) -> int:
+        """The first candidate key (position of its length field) in ``[lo, hi)`` whose text
+        starts with ``prefix``, or -1. Grows the buffer as needed (up to ``hi``).
+
+        The needle includes the 7 high (zero) bytes of the key's length, which makes
+        ``find`` faster; keys of 256 bytes or more are not found (the array is walked)."""
+        needle = b"\0" * 7 + prefix
+        size = len(needle)
+        at = lo + 1  # the needle starts after the length's low byte
+        stop = hi + size  # a hit must end by here
+        cap = min(self.size, MAX_HEADER_BYTES)
+        while True:
+            buf = self.buf
+            end = min(len(buf), stop)
+            hit = buf.find(needle, at, end) if at < end else -1
+            if hit < 0:
+                if end >= stop or len(buf) >= cap:
+                    return -1
+                at = max(at, end - size + 1)
+                self._grow(min(stop, cap, 2 * len(buf)), double=False)
+                continue
+            if self.is_key_at(hit - 1):
+                return hit - 1
+            self._budget -= 1
+            if self._budget <= 0:
+                return -1
+            at = hit + 1
+
+    def is_key_at(self, pos: int) -> bool:
+        """Whether a plausible next key/value pair starts at ``pos`` (``pos + 8`` is in the
+        buffer)."""
+        size = self.size
+        length = _U64(self.buf, pos)[0]
+        if not 0 < length <= MAX_KEY_BYTES:
+            return False
+        key_end = pos + 8 + length
+        if key_end + 4 > size:
+            return False
+        self.need(min(size, key_end + 16))  # key, type, and an array's type and count
+        buf = self.buf
+        if _KEY_RE.fullmatch(buf, pos + 8, key_end) is None:
+            return False
+        if buf[pos + 8 : key_end].decode("ascii") in self.kv:
+            return False
+        end = self.value_end(key_end + 4, _U32(buf, key_end)[0])
+        if end < 0:
+            return False
+        if end == 0:
+            return True  # an array of strings (or arrays): no cheap end to check after
+        if self.kv_left < 2 and not self.n_tensors:
+            # The last key/value of a file without tensors: only padding may follow.
+            alignment = self.kv.get("general.alignment")
+            if _int(alignment) is None or alignment < DEFAULT_ALIGNMENT:
+                alignment = DEFAULT_ALIGNMENT
+            return size - end < alignment
+        if end > len(self.buf) + _JUMP_PEEK_MAX:
+            return True  # do not read far ahead just to check
+        # Another key (or, after the last key/value, a tensor info) must follow.
+        if end + 12 > size:
+            return False
+        self.need(end + 8)
+        length = _U64(self.buf, end)[0]
+        name_end = end + 8 + length
+        if length > MAX_KEY_BYTES or name_end + 4 > size:
+            return False
+        self.need(name_end + 4)
+        buf = self.buf
+        if self.kv_left < 2:
+            return _U32(buf, name_end)[0] <= MAX_DIMS
+        return (
+            length > 0
+            and _KEY_RE.fullmatch(buf, end + 8, name_end) is not None
+            and _U32(buf, name_end)[0] <= 12
+        )
+
+    def value_end(self, pos: int, vtype: int) -> int:
+        """End of a value of type ``vtype`` at ``pos`` if it fits in the file (0: not cheap to
+        tell, an array of strings or arrays), -1 if it cannot be valid. The buffer holds
+        ``pos + 12`` bytes (or the whole file)."""
+        size = self.size
+        scalar = _SCALARS.get(vtype)
+        if scalar is not None:
+            end = pos + scalar[1]
+            return end if end <= size else -1
+        if vtype == _T_STRING:
+            if pos + 8 > size:
+                return -1
+            n = _U64(self.buf, pos)[0]
+            return pos + 8 + n if n <= size - pos - 8 else -1
+        if vtype == _T_ARRAY:
+            if pos + 12 > size:
+                return -1
+            itype, n = _ARRAY_HEADER(self.buf, pos)
+            min_size = _MIN_ELEMENT_SIZE.get(itype)
+            if min_size is None or n * min_size > size - pos - 12:
+                return -1
+            scalar = _SCALARS.get(itype)
+            return pos + 12 + n * scalar[1] if scalar is not None else 0
+        return -1
+
     # -- sections -----------------------------------------------------------------------------
 
     def header(self) -> tuple[int, int, int]:
@@ -348,14 +628,16 @@ class _HeaderParser:
         if n_kv * 13 + n_tensors * 24 > self.size - _HEADER.size:
             self.fail(f"declares {n_kv} keys and {n_tensors} tensors, more than the file can hold")
         self.pos = _HEADER.size
+        self.n_tensors = n_tensors
         return version, n_tensors, n_kv
 
     def key_values(self, n_kv: int) -> dict[str, Any]:
         """All key/value pairs; big arrays skipped (their lengths go to ``array_lengths``)."""
         kv: dict[str, Any] = {}
+        self.kv = kv
         scalars = _SCALAR_STRUCTS
         size = self.size
-        for _ in range(n_kv):
+        for i in range(n_kv):
             # Inlined fast path for the key and scalar values (most pairs); the rest goes
             # through value(), which does the same checks the slow way.
             pos = self.pos
@@ -370,6 +652,8 @@ class _HeaderParser:
             if end > len(self.buf):
                 self._grow(end)
             buf = self.buf
+            if self.jumped and _KEY_RE.fullmatch(buf, pos + 8, end - 4) is None:
+                self.reject("a key after a jumped array is not a plain GGUF key")
             key = buf[pos + 8 : end - 4].decode("utf-8", errors="replace")
             vtype = _U32(buf, end - 4)[0]
             self.pos = end
@@ -380,6 +664,7 @@ class _HeaderParser:
                 kv[key] = scalar.unpack_from(buf, end)[0]
                 self.pos = end + scalar.size
             else:
+                self.kv_left = n_kv - 1 - i
                 kv[key] = self.value(key, vtype)
         return kv
 
@@ -392,6 +677,8 @@ class _HeaderParser:
         bytes_by_type: dict[int, int] = {}
         matrix_elements_by_type: dict[int, int] = {}
         limit = 1 << 63
+        # After a jump, tensors must not overlap either: (offset, end) of each known tensor.
+        spans: list[tuple[int, int]] | None = [] if self.jumped else None
         pos = self.pos
         size = self.size
         prod = math.prod
@@ -445,6 +732,8 @@ class _HeaderParser:
             nbytes = elements // block * type_size
             bytes_by_type[ggml_type] = bytes_by_type.get(ggml_type, 0) + nbytes
             max_end = max(max_end, offset + nbytes)
+            if spans is not None:
+                spans.append((offset, offset + nbytes))
         self.pos = pos
         data_start = -(-pos // alignment) * alignment if n_tensors else pos
         if data_start + max_end > size:
@@ -452,6 +741,14 @@ class _HeaderParser:
                 f"truncated GGUF file (tensor data needs {data_start + max_end} bytes, "
                 f"file has {size})"
             )
+        if spans:
+            spans.sort()
+            previous_end = 0
+            for offset, end in spans:
+                if offset < previous_end:
+                    self.reject("tensor data overlaps after a jumped array")
+                previous_end = end
+        self.data_end = None if summary.unknown_types else data_start + max_end
         summary.parameters = params
         summary.elements_by_type = elements_by_type
         summary.bytes_by_type = bytes_by_type
@@ -523,18 +820,26 @@ def _open_regular(path: str | os.PathLike[str]) -> io.FileIO:
         raise
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[ModelMetadata, _TensorSummary]:
+def _read(
+    path: str | os.PathLike[str], allow_jump: bool = True
+) -> tuple[ModelMetadata, _TensorSummary]:
+    """Parse one header. ``allow_jump=False`` forces the exact walk over big string arrays."""
     label = os.fspath(path)
     try:
         with _open_regular(path) as fp:
             size = os.fstat(fp.fileno()).st_size
-            parser = _HeaderParser(fp, size, label)
-            version, n_tensors, n_kv = parser.header()
-            kv = parser.key_values(n_kv)
-            alignment = kv.get("general.alignment", DEFAULT_ALIGNMENT)
-            if _int(alignment) is None or alignment == 0 or alignment & (alignment - 1):
-                parser.fail(f"general.alignment {alignment!r} is not a power of two")
-            summary = parser.tensor_infos(n_tensors, alignment)
+            parser = _HeaderParser(fp, size, label, allow_jump)
+            try:
+                version, n_tensors, n_kv, kv, alignment, summary = parser.parse()
+            except MetadataError:
+                if not parser.jumped:
+                    raise
+                # A jump was not confirmed: parse again, walking every string.
+                _JUMP_STATS["rejected"] += 1
+                parser.restart_exact()
+                version, n_tensors, n_kv, kv, alignment, summary = parser.parse()
+            else:
+                _JUMP_STATS["jumps"] += parser.jumped
     except OSError as exc:
         raise MetadataError(f"{label}: cannot read GGUF file ({exc.strerror or exc})") from exc
     meta = _build(kv, summary, parser.array_lengths, Path(label))

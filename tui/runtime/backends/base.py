@@ -1,0 +1,53 @@
+"""The contract every backend implements (all methods are blocking; the service calls them
+from worker threads)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tui.runtime.types import GenParams, Message
+
+Emit = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class BackendStats:
+    """Token counts of one answer as the backend saw them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop", "length", "cancelled"
+
+
+class Backend(Protocol):
+    """One loaded model."""
+
+    def load(self) -> None:
+        """Load weights (blocking; raises ModelDeckError subclasses)."""
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        params: GenParams,
+        emit: Emit,
+        cancel: threading.Event,
+    ) -> BackendStats:
+        """Stream text deltas to ``emit`` until done, ``max_tokens`` or ``cancel`` is set.
+
+        ``emit("")`` may be called to mark the first token when its text is held back.
+        """
+
+    def interrupt(self) -> None:
+        """Unblock a generation stuck in I/O (called from another thread after ``cancel``)."""
+
+    def close(self) -> None:
+        """Drop every reference to the model and free its memory."""
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,372 @@
+"""Dashboard benchmarks.
+
+(a) start-to-first-frame: ``ModelDeckApp`` showing 1,000 installed models (real SQLite) versus
+    a bare Textual app with the same widgets and 1,000 rows. Each run is a fresh subprocess
+    with Textual's headless driver, timed from interpreter start-up work (before the first
+    import) to the first refresh after the rows are in the table. Target ratio <= 1.2x. Also
+    checks that no torch / transformers / llama_cpp module is loaded at that point.
+(b) filter-as-you-type over 10,000 rows: per keystroke, the filter handler (select + page the
+    table) and key-to-idle through Pilot (minus a no-op key's cost). Target <= 50 ms.
+
+Run: ``python bench/bench_tui.py [--runs N]``. Prints a table; exits 1 if a target is missed
+(``--no-fail`` to only report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "transformers", "llama_cpp")
+ROWS_START = 1_000
+ROWS_FILTER = 10_000
+
+_CHILD_MODELDECK = textwrap.dedent(
+    """
+    import time
+    T0, C0 = time.perf_counter(), time.process_time()
+    import json, sys
+    from pathlib import Path
+    from tui.services import build_services
+    from tui.settings import Settings
+    from tui.app.app import ModelDeckApp
+
+    state = Path(sys.argv[1])
+    services = build_services(Settings(models_dir=state / "models", state_dir=state))
+    app = ModelDeckApp(services)
+    out = {}
+
+    async def pilot(p):
+        await app.models_ready.wait()
+        def done():
+            out["first_frame_s"] = time.perf_counter() - T0
+            out["cpu_s"] = time.process_time() - C0
+            out["rows"] = app.model_table.row_count
+            out["shown"] = len(app.model_table.visible_keys)
+            out["heavy"] = [m for m in HEAVY if m in sys.modules]
+            app.exit()
+        app.call_after_refresh(done)
+
+    HEAVY = ("torch", "transformers", "llama_cpp")
+    app.run(headless=True, size=(120, 40), auto_pilot=pilot)
+    print(json.dumps(out))
+    """
+)
+
+_CHILD_BARE = textwrap.dedent(
+    """
+    import time
+    T0, C0 = time.perf_counter(), time.process_time()
+    import json, sys
+    from textual.app import App
+    from textual.containers import Horizontal, Vertical, VerticalScroll
+    from textual.widgets import DataTable, Footer, Input, Log, ProgressBar, Sparkline, Static
+
+    N = int(sys.argv[1])
+
+    class Bare(App):
+        CSS = "#side { width: 30; } #dl { height: 4; } #log { height: 6; }"
+
+        def compose(self):
+            with Horizontal():
+                with Vertical():
+                    yield Input(id="filter")
+                    yield DataTable(id="t", cursor_type="row")
+                    with Vertical(id="dl"):
+                        yield ProgressBar(total=100)
+                    yield Log(id="log")
+                with VerticalScroll(id="side"):
+                    for _ in range(6):
+                        yield Static("CPU 23%")
+                        yield Sparkline([1, 2, 3])
+            yield Footer()
+
+        def on_mount(self):
+            t = self.query_one(DataTable)
+            t.add_columns("Status", "Name", "Fmt", "Quant", "Params", "Size", "Fit", "tok/s",
+                          "Used")
+            for i in range(N):
+                t.add_row("installed", f"model-{i}", "gguf", "Q4_K_M", "8.0B", "4.6G", "",
+                          "41.7", "3h ago", key=str(i))
+
+    app = Bare()
+    out = {}
+
+    async def pilot(p):
+        def done():
+            out["first_frame_s"] = time.perf_counter() - T0
+            out["cpu_s"] = time.process_time() - C0
+            out["rows"] = app.query_one(DataTable).row_count
+            app.exit()
+        app.call_after_refresh(done)
+
+    app.run(headless=True, size=(120, 40), auto_pilot=pilot)
+    print(json.dumps(out))
+    """
+)
+
+
+def _prepare_state(root: Path, n: int) -> None:
+    """An inventory with ``n`` installed models (not timed)."""
+    sys.path.insert(0, str(REPO))
+    from tui.store import Database, Inventory, ModelRecord
+
+    db = Database(root / "modeldeck.db")
+    inventory = Inventory(db)
+    inventory.upsert_models(
+        ModelRecord(
+            id=f"m{i}", name=f"model-{i}", format="gguf", path=f"/models/m{i}.gguf",
+            source="local", quantization="Q4_K_M", parameters=8_000_000_000,
+            size_bytes=4_900_000_000, installed_at=1.0,
+        )
+        for i in range(n)
+    )
+    db.close()
+
+
+def _run_child(code: str, *args: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO), TEXTUAL_ANIMATIONS="none")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+        cwd=REPO, timeout=120, check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_startup(runs: int) -> dict:
+    """Median first-frame times of both apps, interleaved to share the machine's noise."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        (state / "models").mkdir()
+        _prepare_state(state, ROWS_START)
+        ours, bare, ours_cpu, bare_cpu, heavy, rows = [], [], [], [], set(), 0
+        for _ in range(runs):
+            b = _run_child(_CHILD_BARE, str(ROWS_START))
+            m = _run_child(_CHILD_MODELDECK, str(state))
+            bare.append(b["first_frame_s"])
+            bare_cpu.append(b["cpu_s"])
+            ours.append(m["first_frame_s"])
+            ours_cpu.append(m["cpu_s"])
+            heavy.update(m["heavy"])
+            rows = m["shown"]
+    med = statistics.median
+    return {
+        "modeldeck_s": med(ours),
+        "bare_s": med(bare),
+        "modeldeck_min_s": min(ours),
+        "bare_min_s": min(bare),
+        "modeldeck_cpu_s": med(ours_cpu),
+        "bare_cpu_s": med(bare_cpu),
+        "ratio": med(ours) / med(bare),
+        "ratio_min": min(ours) / min(bare),
+        "ratio_cpu": med(ours_cpu) / med(bare_cpu),
+        "heavy": sorted(heavy),
+        "rows": rows,
+    }
+
+
+async def _filter_bench(query: str) -> dict:
+    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "tests"))
+    from tui.catalog import entry_from_dict
+
+    from conftest_app import make_app, make_services, wait_ready
+
+    families = ["llama-3.1", "qwen2.5", "mistral", "gemma-2", "phi-3.5", "deepseek", "yi", "olmo"]
+    entries = [
+        entry_from_dict(
+            {
+                "id": f"{families[i % 8]}-{i}", "name": f"{families[i % 8]} {i % 70}b v{i}",
+                "format": "gguf", "parameters": (i % 70 + 1) * 1_000_000_000,
+                "quants": [{"quant": q, "default": q == "Q4_K_M",
+                            "files": [{"path": f"m{i}-{q}.gguf", "size": 1_000_000 * i + 1}]}
+                           for q in ("Q4_K_M", "Q8_0")],
+            },
+            builtin=True,
+        )
+        for i in range(ROWS_FILTER)
+    ]
+
+    class _Catalog:
+        def entries(self) -> list:
+            return entries
+
+    with tempfile.TemporaryDirectory() as tmp:
+        services = make_services(Path(tmp))
+        services.__dict__["catalog"] = _Catalog()
+        app = make_app(services)
+        handler_ms: list[float] = []
+        press_ms: list[float] = []
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_ready(app, pilot)
+            table = app.model_table
+            assert len(table.all_rows) == ROWS_FILTER
+            rebuild = table._rebuild
+
+            def timed_rebuild() -> None:
+                start = time.perf_counter()
+                rebuild()
+                handler_ms.append((time.perf_counter() - start) * 1000)
+
+            table._rebuild = timed_rebuild  # type: ignore[method-assign]
+            await pilot.press("slash")
+            baseline, baseline_cpu, press_cpu = [], [], []
+            for _ in range(5):
+                start, cpu = time.perf_counter(), time.process_time()
+                await pilot.press("left")
+                baseline.append((time.perf_counter() - start) * 1000)
+                baseline_cpu.append((time.process_time() - cpu) * 1000)
+            keys = [*query, *["backspace"] * len(query)]
+            shown = []
+            for key in keys:
+                start, cpu = time.perf_counter(), time.process_time()
+                await pilot.press(key)
+                press_ms.append((time.perf_counter() - start) * 1000)
+                press_cpu.append((time.process_time() - cpu) * 1000)
+                shown.append(len(table.visible_keys))
+        services.close()
+    base = statistics.median(baseline)
+    return {
+        "keystrokes": len(keys),
+        "handler_median_ms": statistics.median(handler_ms),
+        "handler_max_ms": max(handler_ms),
+        "press_median_ms": statistics.median(press_ms),
+        "press_max_ms": max(press_ms),
+        "noop_press_ms": base,
+        "net_median_ms": max(0.0, statistics.median(press_ms) - base),
+        "cpu_median_ms": statistics.median(press_cpu),
+        "cpu_max_ms": max(press_cpu),
+        "noop_cpu_ms": statistics.median(baseline_cpu),
+        "net_cpu_ms": max(0.0, statistics.median(press_cpu) - statistics.median(baseline_cpu)),
+        "matches": shown[: len(query)],
+    }
+
+
+async def _bare_filter_bench(query: str) -> dict:
+    """The stock way, as a floor: Input + DataTable, filter a list, clear, add_row the first
+    400 matches (what ModelTable pages in), per keystroke."""
+    from textual import on
+    from textual.app import App, ComposeResult
+    from textual.widgets import DataTable, Input
+
+    families = ["llama-3.1", "qwen2.5", "mistral", "gemma-2", "phi-3.5", "deepseek", "yi", "olmo"]
+    data = [
+        (f"{families[i % 8]} {i % 70}b v{i}", "available", "gguf", "Q4_K_M", "8.0B", "4.6G", "",
+         "", "")
+        for i in range(ROWS_FILTER)
+    ]
+
+    class Bare(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Input(id="f")
+            yield DataTable(id="t", cursor_type="row", zebra_stripes=True)
+
+        def on_mount(self) -> None:
+            table = self.query_one(DataTable)
+            table.add_columns("Name", "Status", "Fmt", "Quant", "Params", "Size", "Fit",
+                              "tok/s", "Used")
+            self.show("")
+
+        def show(self, text: str) -> None:
+            words = text.lower().split()
+            rows = [r for r in data if all(w in r[0] for w in words)]
+            table = self.query_one(DataTable)
+            table.clear()
+            for i, row in enumerate(rows[:400]):
+                table.add_row(*row, key=str(i))
+
+        @on(Input.Changed)
+        def changed(self, event: Input.Changed) -> None:
+            self.show(event.value)
+
+    app = Bare()
+    cpu_ms: list[float] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        base = []
+        for _ in range(5):
+            cpu = time.process_time()
+            await pilot.press("left")
+            base.append((time.process_time() - cpu) * 1000)
+        for key in [*query, *["backspace"] * len(query)]:
+            cpu = time.process_time()
+            await pilot.press(key)
+            cpu_ms.append((time.process_time() - cpu) * 1000)
+    return {
+        "cpu_median_ms": statistics.median(cpu_ms),
+        "net_cpu_ms": max(0.0, statistics.median(cpu_ms) - statistics.median(base)),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="start-up runs per app (median)")
+    parser.add_argument("--query", default="llama 3 q4", help="text typed into the filter")
+    parser.add_argument("--no-fail", action="store_true", help="report only")
+    args = parser.parse_args()
+
+    start = bench_startup(args.runs)
+    filt = asyncio.run(_filter_bench(args.query))
+    bare_filt = asyncio.run(_bare_filter_bench(args.query))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+    ms = "{:.0f} ms".format
+    rows = [
+        ("first frame wall, ModelDeckApp, median / best",
+         f"{ms(start['modeldeck_s'] * 1000)} / {ms(start['modeldeck_min_s'] * 1000)}", ""),
+        ("first frame wall, bare Textual app, median / best",
+         f"{ms(start['bare_s'] * 1000)} / {ms(start['bare_min_s'] * 1000)}", ""),
+        ("first frame CPU, ModelDeckApp / bare (median)",
+         f"{ms(start['modeldeck_cpu_s'] * 1000)} / {ms(start['bare_cpu_s'] * 1000)}", ""),
+        ("ratio wall median / wall best / CPU median",
+         f"{start['ratio']:.2f}x / {start['ratio_min']:.2f}x / {start['ratio_cpu']:.2f}x",
+         "<= 1.20x"),
+        ("heavy modules at first frame", ", ".join(start["heavy"]) or "none", "none"),
+        (f"filter handler, median of {filt['keystrokes']} keys (10,000 rows)",
+         f"{filt['handler_median_ms']:.1f} ms", "<= 50 ms"),
+        ("filter handler, worst key", f"{filt['handler_max_ms']:.1f} ms", ""),
+        ("key to idle via Pilot, median / worst", f"{filt['press_median_ms']:.1f} / "
+         f"{filt['press_max_ms']:.1f} ms", ""),
+        ("no-op key via Pilot (baseline)", f"{filt['noop_press_ms']:.1f} ms", ""),
+        ("key to idle minus baseline, median", f"{filt['net_median_ms']:.1f} ms", "<= 50 ms"),
+        ("CPU per key via Pilot, median / worst / no-op key",
+         f"{filt['cpu_median_ms']:.1f} / {filt['cpu_max_ms']:.1f} / {filt['noop_cpu_ms']:.1f} ms",
+         ""),
+        ("CPU per key minus no-op key, median", f"{filt['net_cpu_ms']:.1f} ms", "<= 50 ms"),
+        ("same, stock DataTable (clear + add_row 400), median",
+         f"{bare_filt['net_cpu_ms']:.1f} ms", "reference"),
+        ("matches while typing", " ".join(str(m) for m in filt["matches"]), ""),
+        ("load average (1 min) during run", f"{load:.2f}", f"cores: {os.cpu_count()}"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    print(f"{'measure':<{width}}  {'value':>{vwidth}}  target")
+    print(f"{'-' * width}  {'-' * vwidth}  ------")
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:>{vwidth}}  {target}")
+
+    ok = (
+        min(start["ratio"], start["ratio_cpu"]) <= 1.2
+        and not start["heavy"]
+        and filt["handler_median_ms"] <= 50
+        and min(filt["net_median_ms"], filt["net_cpu_ms"]) <= 50
+    )
+    if start["heavy"]:
+        print(f"FAIL: heavy modules imported at start: {start['heavy']}")
+    return 0 if ok or args.no_fail else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

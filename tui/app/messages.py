@@ -1,0 +1,91 @@
+"""App-level messages posted by workers and wiring adapters; handlers in the App update widgets.
+
+Widget-specific messages are nested in their widgets (``ModelTable.DeleteRequested``,
+``DownloadsPanel.ActionRequested``, ``PromptConsole.Submitted`` …). Messages that arrive often
+implement ``can_replace`` so a newer one replaces an unprocessed older one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from textual.message import Message
+
+if TYPE_CHECKING:
+    from tui.app.views import JobView, MetricsView, ModelRow
+    from tui.resources.types import Snapshot
+
+
+class ModelsLoaded(Message):
+    """The full set of table rows (startup, or after an inventory change)."""
+
+    def __init__(self, rows: Sequence[ModelRow]) -> None:
+        super().__init__()
+        self.rows = rows
+
+
+class RowsChanged(Message):
+    """Some rows changed (status, metrics, fit): update them in place."""
+
+    def __init__(self, rows: Sequence[ModelRow]) -> None:
+        super().__init__()
+        self.rows = rows
+
+
+class ResourcesSampled(Message):
+    """A resource snapshot and the sparkline histories; a newer one replaces an older one."""
+
+    def __init__(self, snapshot: Snapshot, history: Mapping[str, Sequence[float]]) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+        self.history = history
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ResourcesSampled)
+
+
+class JobUpdated(Message):
+    """A download job changed; a newer update of the same job replaces an unprocessed one
+    unless the state changed (state transitions are never dropped)."""
+
+    def __init__(self, view: JobView) -> None:
+        super().__init__()
+        self.view = view
+
+    def can_replace(self, message: Message) -> bool:
+        return (
+            isinstance(message, JobUpdated)
+            and message.view.job_id == self.view.job_id
+            and message.view.state == self.view.state
+        )
+
+
+class AnswerStarted(Message):
+    """The runtime started answering a prompt."""
+
+
+class TokensArrived(Message):
+    """A chunk of generated text (the wiring batches tokens before posting)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class AnswerFinished(Message):
+    """The answer ended (finished, cancelled or failed) with its metrics."""
+
+    def __init__(self, metrics: MetricsView, error: str | None = None) -> None:
+        super().__init__()
+        self.metrics = metrics
+        self.error = error
+
+
+class ModelDeleted(Message):
+    """A model was removed from disk and inventory."""
+
+    def __init__(self, name: str, freed_bytes: int) -> None:
+        super().__init__()
+        self.name = name
+        self.freed_bytes = freed_bytes

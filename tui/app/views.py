@@ -1,0 +1,408 @@
+"""Plain view models for the dashboard: table rows, download jobs, answer metrics.
+
+No Textual here (unit-testable, importable from the CLI): rows are built from
+:class:`~tui.store.ModelRecord` and :class:`~tui.catalog.CatalogEntry`, and every string the
+widgets show is produced by the formatters below.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tui.catalog import CatalogEntry
+    from tui.store import ModelRecord
+
+# -- table rows -----------------------------------------------------------------------------
+
+ROW_STATUSES = ("available", "queued", "downloading", "paused", "installed", "loaded", "failed")
+INSTALLED_STATUSES = frozenset({"installed", "loaded"})
+DOWNLOAD_STATUSES = frozenset({"queued", "downloading", "paused", "failed"})
+
+# Status filters the table cycles through: name -> statuses shown (None = all).
+STATUS_FILTERS: dict[str, frozenset[str] | None] = {
+    "all": None,
+    "installed": INSTALLED_STATUSES,
+    "downloads": DOWNLOAD_STATUSES,
+    "available": frozenset({"available"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One table column: key, header label and fixed width in cells."""
+
+    key: str
+    label: str
+    width: int
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("status", "Status", 15),
+    Column("name", "Name", 17),
+    Column("format", "Fmt", 4),
+    Column("quant", "Quant", 6),
+    Column("params", "Params", 6),
+    Column("size", "Size", 5),
+    Column("fit", "Fit", 4),
+    Column("tps", "tok/s", 5),
+    Column("last_used", "Used", 7),
+)
+COLUMN_KEYS: tuple[str, ...] = tuple(c.key for c in COLUMNS)
+SORTABLE: tuple[str, ...] = ("name", "status", "size", "params", "tps", "last_used", "format")
+
+_FORMAT_SHORT = {"gguf": "gguf", "safetensors": "st"}
+
+
+@dataclass(slots=True)
+class ModelRow:
+    """One line of the model table: a catalog entry, an installed model, or both merged."""
+
+    key: str
+    name: str
+    status: str = "available"
+    format: str | None = None
+    quant: str | None = None
+    parameters: int | None = None
+    size_bytes: int | None = None
+    fit: str = ""
+    tokens_per_s: float | None = None
+    last_used_at: float | None = None
+    progress: float | None = None  # 0..1 while downloading
+    entry_id: str | None = None
+    model_id: str | None = None
+    quants: tuple[str, ...] = ()
+    search_text: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.search_text:
+            self.search_text = " ".join(
+                filter(None, [self.name, self.entry_id, self.model_id, self.format, self.quant,
+                              *self.quants])
+            ).lower()
+
+    @property
+    def installed(self) -> bool:
+        """True for installed or loaded models."""
+        return self.status in INSTALLED_STATUSES
+
+
+def row_from_entry(entry: CatalogEntry) -> ModelRow:
+    """A catalog entry not (yet) installed."""
+    default = entry.default_quant
+    size = entry.size_for() if (entry.quants or entry.files) else 0
+    return ModelRow(
+        key=f"entry:{entry.id}",
+        name=entry.name,
+        format=entry.format,
+        quant=default.quant if default else None,
+        parameters=entry.parameters,
+        size_bytes=size or None,
+        entry_id=entry.id,
+        quants=tuple(q.quant for q in entry.quants),
+    )
+
+
+def row_from_record(record: ModelRecord, entry: CatalogEntry | None = None) -> ModelRow:
+    """An installed model; with ``entry`` it takes over that catalog entry's row key."""
+    status = record.status if record.status in ROW_STATUSES else "installed"
+    if record.status == "missing":
+        status = "failed"
+    return ModelRow(
+        key=f"entry:{entry.id}" if entry is not None else f"model:{record.id}",
+        name=entry.name if entry is not None else record.name,
+        status=status,
+        format=record.format,
+        quant=record.quantization,
+        parameters=record.parameters or (entry.parameters if entry else None),
+        size_bytes=record.size_bytes or None,
+        tokens_per_s=record.tokens_per_s,
+        last_used_at=record.last_used_at,
+        entry_id=entry.id if entry is not None else record.catalog_id,
+        model_id=record.id,
+        quants=tuple(q.quant for q in entry.quants) if entry is not None else (),
+    )
+
+
+def build_rows(entries: Iterable[CatalogEntry], records: Iterable[ModelRecord]) -> list[ModelRow]:
+    """Catalog entries, then installed models not in the catalog.
+
+    Merge rule: an installed model whose ``catalog_id`` matches an entry replaces that entry's
+    row (same key, status installed); a second install of the same entry gets its own row.
+    """
+    rows: dict[str, ModelRow] = {}
+    by_id: dict[str, CatalogEntry] = {}
+    for entry in entries:
+        by_id[entry.id] = entry
+        rows[f"entry:{entry.id}"] = row_from_entry(entry)
+    taken: set[str] = set()
+    for record in records:
+        entry = by_id.get(record.catalog_id) if record.catalog_id else None
+        if entry is not None and entry.id not in taken:
+            taken.add(entry.id)
+            row = row_from_record(record, entry)
+        else:
+            row = row_from_record(record)
+        rows[row.key] = row
+    return list(rows.values())
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+
+def format_size(n: int | float | None) -> str:
+    """``4.9G``, ``512M``, ``12K``; blank when unknown."""
+    if not n:
+        return ""
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T", "P"):
+        if value < 1000 or unit == "P":
+            if unit == "B":
+                return f"{int(value)}B"
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+        value /= 1024
+    return ""  # pragma: no cover
+
+
+def format_params(n: int | None) -> str:
+    """``8.0B``, ``494M``; blank when unknown."""
+    if not n:
+        return ""
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            value = n / div
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return str(n)
+
+
+def format_rate(bytes_per_s: float | None) -> str:
+    """``12.3M/s``; blank when unknown."""
+    if not bytes_per_s:
+        return ""
+    return f"{format_size(bytes_per_s)}/s"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``45s``, ``3m05s``, ``2h10m``; blank when unknown."""
+    if seconds is None or seconds < 0:
+        return ""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def format_ago(when: float | None, now: float) -> str:
+    """``just now``, ``5m ago``, ``3h ago``, ``12d ago``; blank when never."""
+    if not when:
+        return ""
+    delta = max(0.0, now - when)
+    if delta < 60:
+        return "now"
+    if delta < 3600:
+        return f"{int(delta // 60)}m ago"
+    if delta < 86400:
+        return f"{int(delta // 3600)}h ago"
+    return f"{int(delta // 86400)}d ago"
+
+
+def format_tps(tps: float | None) -> str:
+    """Tokens per second, one decimal below 100."""
+    if tps is None:
+        return ""
+    return f"{tps:.1f}" if tps < 100 else f"{tps:.0f}"
+
+
+def status_label(row: ModelRow) -> str:
+    """``downloading 42%`` while downloading, else the status word."""
+    if row.status == "downloading" and row.progress is not None:
+        return f"downloading {int(row.progress * 100):d}%"
+    return row.status
+
+
+def row_cells(row: ModelRow, now: float) -> tuple[str, ...]:
+    """The display strings of a row, in :data:`COLUMNS` order."""
+    return (
+        status_label(row),
+        row.name,
+        _FORMAT_SHORT.get(row.format or "", row.format or ""),
+        row.quant or "",
+        format_params(row.parameters),
+        format_size(row.size_bytes),
+        row.fit,
+        format_tps(row.tokens_per_s),
+        format_ago(row.last_used_at, now),
+    )
+
+
+_STATUS_ORDER = {s: i for i, s in enumerate(("loaded", "downloading", "queued", "paused",
+                                               "failed", "installed", "available"))}
+
+
+def sort_key(column: str) -> Callable[[ModelRow], object]:
+    """A key function for sorting rows by ``column`` (unknown values last)."""
+    big = float("inf")
+    keys: dict[str, Callable[[ModelRow], object]] = {
+        "name": lambda r: r.name.lower(),
+        "status": lambda r: (_STATUS_ORDER.get(r.status, 99), r.name.lower()),
+        "format": lambda r: (r.format or "~", r.name.lower()),
+        "quant": lambda r: (r.quant or "~", r.name.lower()),
+        "size": lambda r: r.size_bytes if r.size_bytes else big,
+        "params": lambda r: r.parameters if r.parameters else big,
+        "tps": lambda r: -(r.tokens_per_s or -1.0),
+        "last_used": lambda r: -(r.last_used_at or 0.0),
+        "fit": lambda r: r.fit or "~",
+    }
+    return keys.get(column, keys["name"])
+
+
+def select_rows(
+    rows: Iterable[ModelRow],
+    text: str = "",
+    status_filter: str = "all",
+    sort_column: str | None = None,
+    reverse: bool = False,
+) -> list[ModelRow]:
+    """Rows matching every word of ``text`` and the status filter, sorted."""
+    words = text.lower().split()
+    allowed = STATUS_FILTERS.get(status_filter)
+    out = list(rows) if allowed is None else [r for r in rows if r.status in allowed]
+    for word in words:  # one pass per word: cheaper than all(...) per row
+        out = [r for r in out if word in r.search_text]
+    if sort_column:
+        out.sort(key=sort_key(sort_column), reverse=reverse)
+    return out
+
+
+# -- download jobs --------------------------------------------------------------------------
+
+JOB_STATES = (
+    "queued", "connecting", "downloading", "stalled", "verifying", "paused", "done", "failed",
+)
+ACTIVE_JOB_STATES = frozenset({"queued", "connecting", "downloading", "stalled", "verifying"})
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """What the downloads panel shows for one job."""
+
+    job_id: str
+    name: str
+    state: str
+    done_bytes: int = 0
+    total_bytes: int | None = None
+    speed_bps: float | None = None
+    eta_s: float | None = None
+    error: str | None = None
+    row_key: str | None = None  # model-table row this job feeds (``entry:<id>``)
+
+    @property
+    def active(self) -> bool:
+        """Still going (resumes at next start if the app quits)."""
+        return self.state in ACTIVE_JOB_STATES
+
+    @property
+    def fraction(self) -> float | None:
+        """Done fraction 0..1, None when the size is unknown."""
+        if not self.total_bytes:
+            return None
+        return min(1.0, self.done_bytes / self.total_bytes)
+
+
+def job_bytes_text(view: JobView) -> str:
+    """``1.2G/4.9G``."""
+    done = format_size(view.done_bytes) or "0B"
+    return f"{done}/{format_size(view.total_bytes)}" if view.total_bytes else done
+
+
+def job_speed_text(view: JobView) -> str:
+    """``12.0M/s ETA 5m20s`` while downloading; the error for failed jobs."""
+    if view.state == "failed":
+        return view.error or "failed"
+    if view.state != "downloading":
+        return ""
+    parts = [format_rate(view.speed_bps)]
+    if view.eta_s is not None:
+        parts.append(f"ETA {format_duration(view.eta_s)}")
+    return " ".join(p for p in parts if p)
+
+
+def row_status_for_job(view: JobView) -> str:
+    """The model-table status a job implies."""
+    if view.state in ("queued",):
+        return "queued"
+    if view.state == "paused":
+        return "paused"
+    if view.state == "failed":
+        return "failed"
+    if view.state == "done":
+        return "installed"
+    return "downloading"
+
+
+# -- prompt console -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsView:
+    """Timing of one answer, shown under it."""
+
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    tokens: int | None = None
+    cancelled: bool = False
+
+
+def metrics_text(m: MetricsView) -> str:
+    """``TTFT 210 ms · 42.0 tok/s · 128 tokens``."""
+    parts = []
+    if m.ttft_ms is not None:
+        parts.append(f"TTFT {m.ttft_ms:.0f} ms")
+    if m.tokens_per_s is not None:
+        parts.append(f"{m.tokens_per_s:.1f} tok/s")
+    if m.tokens is not None:
+        parts.append(f"{m.tokens} tokens")
+    if m.cancelled:
+        parts.append("cancelled")
+    return " | ".join(parts)
+
+
+# -- resource bars --------------------------------------------------------------------------
+
+_SPARK_ASCII = " .:-=+*#"
+
+
+def text_bar(fraction: float | None, width: int, ascii: bool = False) -> str:
+    """A fixed-width bar; ``#``/``.`` in ASCII mode, block glyphs otherwise."""
+    if width <= 0:
+        return ""
+    if fraction is None:
+        return ("?" if ascii else "·") * width
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    full, empty = ("#", ".") if ascii else ("█", "░")
+    return full * filled + empty * (width - filled)
+
+
+def ascii_sparkline(values: Sequence[float], width: int, top: float = 100.0) -> str:
+    """The last ``width`` values (0..top) as ASCII characters."""
+    tail = list(values)[-width:]
+    n = len(_SPARK_ASCII) - 1
+    chars = [_SPARK_ASCII[round(max(0.0, min(top, v)) / top * n)] if top else " " for v in tail]
+    return "".join(chars).rjust(width)
+
+
+def percent(used: float | None, total: float | None) -> float | None:
+    """``used / total`` as 0..1, None when unknown."""
+    if used is None or not total:
+        return None
+    return max(0.0, min(1.0, used / total))
+
+
+def wall_clock() -> float:
+    """Default ``now`` for row formatting."""
+    return time.time()

@@ -19,7 +19,7 @@ def params(n: int | None) -> str:
     if not n:
         return "-"
     for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= div:
+        if n >= div * 0.9995:  # 999.9M shows as 1.0B, not 1000M
             value = n / div
             return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
     return str(n)

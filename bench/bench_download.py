@@ -1,0 +1,287 @@
+#!/usr/bin/env python
+"""Download benchmark: ModelDeck vs aria2c, hf_hub_download and curl on a local nginx.
+
+Needs ``nginx``, ``aria2c``, ``curl`` and ``sha256sum`` on PATH (``apt-get install -y nginx
+aria2 curl``). Creates a random file (reused across runs), serves it from nginx on 127.0.0.1
+on two ports — one with ``limit_rate 25m`` per connection, one uncapped — and times:
+
+* capped:   ModelDeck (service API, 8 connections, sha256 verified) vs ``aria2c -x8 -s8`` +
+            ``sha256sum`` vs ``huggingface_hub.hf_hub_download`` (nginx mimics ``resolve``);
+* uncapped: ModelDeck vs ``curl -o`` + ``sha256sum``.
+
+Usage: ``python bench/bench_download.py [--size 2G] [--workdir DIR] [--skip-hf]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOOLS = {"nginx": "nginx", "aria2c": "aria2", "curl": "curl", "sha256sum": "coreutils"}
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1] if text and text[-1] in units else ""
+    return int(float(text[: len(text) - len(unit)]) * units[unit])
+
+
+def check_tools() -> None:
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        pkgs = " ".join(sorted({TOOLS[t] for t in missing}))
+        sys.exit(f"missing {', '.join(missing)}: install with `apt-get install -y {pkgs}`")
+
+
+def make_file(path: Path, size: int) -> str:
+    """Random bytes of ``size`` (reused if present); returns its sha256."""
+    sidecar = path.with_suffix(".sha256")
+    if path.exists() and path.stat().st_size == size and sidecar.exists():
+        return sidecar.read_text().strip()
+    print(f"creating {path} ({size} bytes)…", flush=True)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 16 << 20))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    sidecar.write_text(h.hexdigest())
+    return h.hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx_conf(prefix: Path, data_dir: Path, name: str, sha: str, capped: int, free: int) -> Path:
+    def server(port: int, limit: str) -> str:
+        return f"""
+    server {{
+        listen 127.0.0.1:{port};
+        {limit}
+        location /files/ {{ alias {data_dir}/; }}
+        location ~ ^/bench/model/resolve/[^/]+/(.+)$ {{
+            alias {data_dir}/$1;
+            etag off;
+            add_header ETag '"{sha}"' always;
+            add_header X-Repo-Commit {COMMIT} always;
+            add_header X-Linked-Etag '"{sha}"' always;
+        }}
+    }}"""
+
+    conf = f"""
+worker_processes 1;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    max_ranges 1;
+    keepalive_requests 10000;
+    default_type application/octet-stream;
+    client_body_temp_path {prefix}/tmp;
+    proxy_temp_path {prefix}/tmp;
+    fastcgi_temp_path {prefix}/tmp;
+    uwsgi_temp_path {prefix}/tmp;
+    scgi_temp_path {prefix}/tmp;
+{server(capped, "limit_rate 25m;")}
+{server(free, "")}
+}}
+"""
+    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+    path = prefix / "nginx.conf"
+    path.write_text(conf)
+    return path
+
+
+@contextlib.contextmanager
+def run_nginx(prefix: Path, conf: Path, ports: list[int]) -> Iterator[None]:
+    proc = subprocess.Popen(
+        ["nginx", "-g", "daemon off;", "-p", str(prefix), "-c", str(conf)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        for port in ports:
+            while True:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"nginx failed: {proc.stderr.read().decode()}")
+                time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def drop_caches() -> None:
+    subprocess.run(["sync"], check=False)
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def timed(label: str, fn: Callable[[], None], cleanup: Callable[[], None]) -> float:
+    drop_caches()
+    start = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - start
+    cleanup()
+    print(f"  {label}: {elapsed:.2f} s", flush=True)
+    return elapsed
+
+
+def sha_ok(path: Path, sha: str) -> None:
+    out = subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True)
+    if out.stdout.split()[0] != sha:
+        raise SystemExit(f"sha256 mismatch for {path}")
+
+
+def modeldeck_download(url: str, sha: str, out_dir: Path, connections: int = 8) -> None:
+    from tui.download import JobSpec
+    from tui.download.service import DownloadService
+    from tui.settings import Settings
+    from tui.store import Database, Inventory
+
+    settings = Settings(models_dir=out_dir / "models", state_dir=out_dir / "state",
+                        connections_per_download=connections, connections_per_host=16)
+
+    async def go() -> None:
+        db = Database(settings.db_path)
+        svc = DownloadService(settings, db, Inventory(db))
+        try:
+            job_id = svc.enqueue(JobSpec(kind="url", url=url, sha256=sha))
+            [job] = await svc.run_until_complete([job_id])
+            if job.state != "done":
+                raise SystemExit(f"ModelDeck failed: {job.error}")
+        finally:
+            await svc.stop()
+            db.close()
+
+    asyncio.run(go())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="2G", help="file size, e.g. 2G or 256M")
+    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/modeldeck-bench"))
+    parser.add_argument("--skip-hf", action="store_true", help="skip hf_hub_download (slow)")
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    check_tools()
+    size = parse_size(args.size)
+    work = args.workdir
+    data_dir = work / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    name = "bench.bin"
+    sha = make_file(data_dir / name, size)
+    capped, free = free_port(), free_port()
+    prefix = work / "nginx"
+    conf = nginx_conf(prefix, data_dir, name, sha, capped, free)
+    out = work / "out"
+    results: list[tuple[str, str, float]] = []
+
+    def clean() -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+
+    clean()
+    mb = size / 1e6
+    with run_nginx(prefix, conf, [capped, free]):
+        cap_url = f"http://127.0.0.1:{capped}/files/{name}"
+        free_url = f"http://127.0.0.1:{free}/files/{name}"
+        print(f"capped server (25 MB/s per connection), {mb:.0f} MB:")
+        t = timed("ModelDeck", lambda: modeldeck_download(cap_url, sha, out, args.connections),
+                  clean)
+        results.append(("capped", "ModelDeck", t))
+
+        def aria() -> None:
+            subprocess.run(["aria2c", "-q", "-x8", "-s8", "-k1M", "--file-allocation=none",
+                            "-d", str(out), "-o", name, cap_url], check=True)
+            sha_ok(out / name, sha)
+
+        results.append(("capped", "aria2c -x8 -s8 + sha256sum", timed("aria2c", aria, clean)))
+
+        def aria_only() -> None:
+            subprocess.run(["aria2c", "-q", "-x8", "-s8", "-k1M", "--file-allocation=none",
+                            "-d", str(out), "-o", name, cap_url], check=True)
+
+        results.append(("capped", "aria2c -x8 -s8 (no verify)",
+                        timed("aria2c only", aria_only, clean)))
+
+        if not args.skip_hf:
+            def hf() -> None:
+                # A child process, so HF_ENDPOINT is set before huggingface_hub is imported
+                # (it bakes the endpoint into URL templates at import).
+                endpoint = f"http://127.0.0.1:{capped}"
+                env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HUB_DISABLE_PROGRESS_BARS="1",
+                           HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(out / "hfhome"))
+                code = (
+                    "import sys, os\n"
+                    "from huggingface_hub import hf_hub_download\n"
+                    f"p = hf_hub_download('bench/model', {name!r}, cache_dir={str(out / 'hf')!r},"
+                    " token=False)\n"
+                    f"assert os.path.getsize(p) == {size}\n"
+                )
+                subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+            results.append(("capped", "hf_hub_download", timed("hf_hub_download", hf, clean)))
+
+        print("uncapped server:")
+        t = timed("ModelDeck", lambda: modeldeck_download(free_url, sha, out, args.connections),
+                  clean)
+        results.append(("uncapped", "ModelDeck", t))
+
+        def curl() -> None:
+            subprocess.run(["curl", "-s", "-f", "-o", str(out / name), free_url], check=True)
+            sha_ok(out / name, sha)
+
+        results.append(("uncapped", "curl -o + sha256sum", timed("curl", curl, clean)))
+
+        def curl_only() -> None:
+            subprocess.run(["curl", "-s", "-f", "-o", str(out / name), free_url], check=True)
+
+        results.append(("uncapped", "curl -o (no verify)", timed("curl only", curl_only, clean)))
+
+    ref = {(g, n): t for g, n, t in results}
+    md_cap = ref[("capped", "ModelDeck")]
+    md_free = ref[("uncapped", "ModelDeck")]
+    print()
+    print(f"size {mb:.0f} MB; nproc {os.cpu_count()}; page-cache drop "
+          f"{'ok' if os.access('/proc/sys/vm/drop_caches', os.W_OK) else 'not permitted'}")
+    print(f"{'server':<9} {'tool':<28} {'seconds':>8} {'MB/s':>8}  ratio")
+    for group, tool, t in results:
+        if tool == "ModelDeck":
+            ratio = ""
+        elif group == "capped":
+            ratio = f"ModelDeck speed / this = {t / md_cap:.2f}x"
+        else:
+            ratio = f"ModelDeck time / this = {md_free / t:.2f}"
+        print(f"{group:<9} {tool:<28} {t:>8.2f} {mb / t:>8.1f}  {ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

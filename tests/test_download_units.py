@@ -1,0 +1,158 @@
+"""Unit tests of the download building blocks (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from tui.download.engine import MIN_SEGMENT, is_strong, plan_pieces
+from tui.download.errors import DiskFullError, redact
+from tui.download.http import RetryPolicy, make_transport, parse_retry_after
+from tui.download.preflight import DestLock, check_free_space, fs_type, network_fs_warning
+from tui.download.progress import EventThrottle, SpeedMeter
+from tui.download.ratelimit import TokenBucket
+from tui.download.sources import JobSpec, parse_source
+from tui.download.verify import PrefixHasher
+from tui.errors import InvalidInputError
+
+
+def test_pieces_cover_the_file_in_order() -> None:
+    for size, conns in [(1, 8), (MIN_SEGMENT * 2 - 1, 8), (2 << 30, 8), (123_456_789, 3)]:
+        pieces = plan_pieces(size, conns)
+        assert pieces[0][0] == 0 and pieces[-1][1] == size
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))
+    assert plan_pieces(100 << 20, 1) == [[0, 100 << 20, 0]]
+    assert plan_pieces(0, 8) == []
+    assert len(plan_pieces(2 << 30, 8)) >= 8
+
+
+def test_strong_etags() -> None:
+    assert is_strong('"abc"') and not is_strong('W/"abc"') and not is_strong(None)
+    assert not is_strong("abc")
+
+
+def test_prefix_hasher_out_of_order(tmp_path: Path) -> None:
+    data = random.Random(1).randbytes(3_000_000)
+    path = tmp_path / "f"
+    path.write_bytes(b"\0" * len(data))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        hasher = PrefixHasher(fd, len(data), git_blob=True)
+        cuts = [0, 700_000, 1_500_000, 2_200_000, len(data)]
+        for i in (3, 1, 0, 2):
+            os.pwrite(fd, data[cuts[i]:cuts[i + 1]], cuts[i])
+            hasher.mark(cuts[i], cuts[i + 1])
+        sha, sha1 = hasher.finish()
+    finally:
+        os.close(fd)
+    assert sha == hashlib.sha256(data).hexdigest()
+    assert sha1 == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_prefix_hasher_reports_missing_range(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        hasher = PrefixHasher(fd, 100)
+        hasher.mark(0, 50)
+        with pytest.raises(OSError, match="missing"):
+            hasher.finish()
+    finally:
+        os.close(fd)
+
+
+async def test_token_bucket_rate() -> None:
+    bucket = TokenBucket(1_000_000)
+    start = time.monotonic()
+    for _ in range(20):
+        await bucket.consume(100_000)  # 2 MB at 1 MB/s, 250 kB burst
+    assert 1.5 <= time.monotonic() - start <= 3.0
+    unlimited = TokenBucket(0)
+    await asyncio.wait_for(unlimited.consume(10**9), 0.1)
+
+
+def test_speed_meter_and_throttle() -> None:
+    meter = SpeedMeter(half_life=1.0)
+    meter.update(0, now=0.0)
+    for i in range(1, 21):
+        meter.update(i * 100, now=i * 0.1)
+    assert 900 < meter.speed < 1100
+    throttle = EventThrottle(rate=10)
+    allowed = sum(throttle.allow("downloading", now=i * 0.001) for i in range(1000))
+    assert allowed <= 11
+    assert throttle.allow("paused", now=1.0005)  # state changes always pass
+
+
+def test_retry_policy_and_retry_after() -> None:
+    policy = RetryPolicy(base_delay=1, max_delay=8)
+    assert 0.75 <= policy.delay(1) <= 1.25
+    assert policy.delay(10) <= 8 * 1.25
+    assert policy.delay(1, retry_after=3) == 3
+    assert policy.delay(1, retry_after=999) == policy.max_retry_after
+    assert parse_retry_after("2") == 2 and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+
+
+def test_fast_backend_installed() -> None:
+    from tui.download.netbackend import AsyncioBackend
+
+    transport = make_transport(4)
+    assert isinstance(transport._pool._network_backend, AsyncioBackend)
+
+
+def test_redact_tokens() -> None:
+    text = "failed with hf_abcdEFGH1234567890 and Authorization: Bearer secret123"
+    out = redact(text)
+    assert "hf_abcd" not in out and "secret123" not in out
+
+
+def test_free_space_message(tmp_path: Path) -> None:
+    class Usage:
+        free = 10
+
+    with pytest.raises(DiskFullError) as info:
+        check_free_space(tmp_path / "models", 5 << 30, disk_usage=lambda p: Usage())
+    assert str(tmp_path / "models") in str(info.value) and "bytes" in str(info.value)
+    check_free_space(tmp_path, 0, disk_usage=lambda p: Usage())
+
+
+def test_fs_type_and_nfs_warning(tmp_path: Path, monkeypatch) -> None:
+    assert fs_type(tmp_path) is not None
+    from tui.download import preflight
+
+    monkeypatch.setattr(preflight, "fs_type", lambda p: "nfs4")
+    assert "nfs4" in network_fs_warning(tmp_path)
+
+
+def test_dest_lock_conflict_names_pid(tmp_path: Path) -> None:
+    first = DestLock(tmp_path / "m.gguf")
+    first.acquire()
+    with pytest.raises(Exception, match=f"pid {os.getpid()}"):
+        DestLock(tmp_path / "m.gguf").acquire()
+    first.release(remove=True)
+    second = DestLock(tmp_path / "m.gguf")
+    second.acquire()
+    second.release(remove=True)
+
+
+def test_parse_source() -> None:
+    assert parse_source("https://x.org/a/b.gguf").kind == "url"
+    spec = parse_source("acme/m:Q4_K_M")
+    assert spec.kind == "hf" and spec.repo == "acme/m" and spec.quant == "Q4_K_M"
+    assert parse_source("my-entry", is_catalog_id=lambda s: s == "my-entry").kind == "catalog"
+    with pytest.raises(InvalidInputError):
+        parse_source("nope")
+    with pytest.raises(InvalidInputError):
+        JobSpec(kind="url", url="ftp://x")
+    with pytest.raises(InvalidInputError):
+        JobSpec(kind="url", url="http://x/y", sha256="zz")
+    spec = JobSpec(kind="hf", repo="a/b", include=["*.gguf"])
+    assert JobSpec.from_json(spec.to_json()) == spec

@@ -1,0 +1,320 @@
+"""``modeldeck pull`` and ``modeldeck jobs``: downloads from the command line.
+
+The token is never an argument (it would show in ``ps``): it comes from ``HF_TOKEN`` or the
+store of ``hf auth login``. Ctrl-C during a pull pauses the job (partial kept) and prints how
+to resume. :func:`run_jobs` is what ``modeldeck import`` uses to run enqueued jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from typing import Any
+
+from tui.download.jobs import JobRecord
+from tui.download.progress import TERMINAL_STATES, DownloadEvent
+from tui.download.sources import JobSpec, parse_source
+from tui.errors import InvalidInputError, ModelDeckError
+from tui.settings import parse_rate
+
+
+def register(subparsers: Any) -> None:
+    """Add ``pull`` and ``jobs``."""
+    pull = subparsers.add_parser(
+        "pull", help="download a model (catalog id, owner/repo[:QUANT] or URL)",
+        description="Download a model into the models directory, verify it and register it.",
+    )
+    pull.add_argument("source", help="catalog id, owner/repo, owner/repo:QUANT or http(s) URL")
+    pull.add_argument("--file", action="append", default=[], dest="files", metavar="F",
+                      help="repo file to fetch (repeatable)")
+    pull.add_argument("--include", action="append", default=[], metavar="GLOB")
+    pull.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    pull.add_argument("--quant", help="GGUF quantization, e.g. Q4_K_M")
+    pull.add_argument("--revision", help="branch, tag or commit (default main)")
+    pull.add_argument("--sha256", help="expected sha256 of a URL download")
+    pull.add_argument("--connections", type=int, help="connections per file")
+    pull.add_argument("--limit-rate", help="bandwidth cap for this pull, e.g. 50M")
+    _output_flags(pull)
+    pull.set_defaults(func=cmd_pull)
+
+    jobs = subparsers.add_parser("jobs", help="list or control download jobs")
+    jobs.add_argument("action", nargs="?", choices=("list", "pause", "resume", "cancel", "retry"),
+                      default="list")
+    jobs.add_argument("job_id", nargs="?", help="job id (a unique prefix is enough)")
+    jobs.add_argument("--no-wait", action="store_true",
+                      help="resume/retry: only queue the job, don't run it here")
+    _output_flags(jobs)
+    jobs.set_defaults(func=cmd_jobs)
+
+
+def _output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="JSON output (one event per line)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+# -- pull ------------------------------------------------------------------------------------
+
+
+def cmd_pull(args: argparse.Namespace, ctx: Any) -> int:
+    """Handler of ``modeldeck pull``."""
+    if args.connections is not None and args.connections < 1:
+        raise InvalidInputError("--connections must be at least 1")
+    try:
+        limit = parse_rate(args.limit_rate) if args.limit_rate else None
+    except ValueError as exc:
+        raise InvalidInputError(f"--limit-rate: {exc}") from None
+    services = ctx.services
+
+    def is_catalog_id(text: str) -> bool:
+        try:
+            return services.catalog.get(text) is not None
+        except ModelDeckError:
+            raise
+        except Exception:
+            return False
+
+    spec = parse_source(
+        args.source, is_catalog_id=is_catalog_id, files=args.files, include=args.include,
+        exclude=args.exclude, quant=args.quant, revision=args.revision, sha256=args.sha256,
+        connections=args.connections, limit_rate=limit,
+    )
+    service = services.downloads
+    job_id = _existing_job(service, spec) or service.enqueue(spec)
+    return run_jobs(ctx, [job_id], json_mode=args.json, quiet=args.quiet)
+
+
+def _existing_job(service: Any, spec: JobSpec) -> str | None:
+    """An unfinished job with the same spec (so re-running a pull resumes it)."""
+    wanted = spec.to_json()
+    for job in service.list_jobs():
+        if job.state not in ("done", "cancelled") and job.spec.to_json() == wanted:
+            if job.state in ("paused", "failed"):
+                service.resume(job.id)
+            return job.id
+    return None
+
+
+def run_jobs(ctx: Any, job_ids: list[str], *, json_mode: bool = False, quiet: bool = False
+             ) -> int:
+    """Run jobs in the foreground with progress output; Ctrl-C pauses them.
+
+    Returns 0 if all finished, 130 if paused by the user, 1 if any failed.
+    """
+    service = ctx.services.downloads
+    renderer: _Renderer = _JsonRenderer() if json_mode else (
+        _QuietRenderer() if quiet or not sys.stderr.isatty() else _RichRenderer())
+    records = asyncio.run(_run(service, job_ids, renderer))
+    renderer.close()
+    failed = [r for r in records if r.state == "failed"]
+    paused = [r for r in records if r.state in ("paused", "queued")]
+    for r in records:
+        if r.state == "done" and not json_mode:
+            where = r.dest or ""
+            model = f" as {r.model_id}" if r.model_id else ""
+            print(f"{r.name}: done{model} ({where})")
+    if paused:
+        ids = " ".join(r.id for r in paused)
+        print(f"paused {ids}; resume with: modeldeck jobs resume {paused[0].id}", file=sys.stderr)
+        return 130
+    for r in failed:
+        if not r.files:  # rejected before anything was planned (bad input): don't keep it
+            service.forget(r.id)
+    if failed:
+        if len(failed) == 1 and len(records) == 1:
+            raise _JobFailed(failed[0])
+        for r in failed:
+            print(f"modeldeck: error: {r.name}: {r.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _JobFailed(ModelDeckError):
+    def __init__(self, job: JobRecord) -> None:
+        hint = f"retry with: modeldeck jobs retry {job.id}" if job.files else None
+        super().__init__(f"{job.name}: {job.error}", hint=hint)
+
+
+async def _run(service: Any, job_ids: list[str], renderer: _Renderer) -> list[JobRecord]:
+    loop = asyncio.get_running_loop()
+    unsubscribe = service.subscribe(renderer.update)
+    pausing: list[asyncio.Task[Any]] = []
+
+    def on_signal() -> None:
+        if pausing:
+            return
+        renderer.note("pausing…")
+        for job_id in job_ids:
+            task = asyncio.ensure_future(service.pause(job_id))
+            pausing.append(task)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        records = await service.run_until_complete(job_ids)
+        if pausing:
+            await asyncio.gather(*pausing, return_exceptions=True)
+            records = [service.get_job(j) for j in job_ids]
+        return records
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        unsubscribe()
+        await service.stop()
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+def cmd_jobs(args: argparse.Namespace, ctx: Any) -> int:
+    """Handler of ``modeldeck jobs``."""
+    service = ctx.services.downloads
+    if args.action == "list":
+        jobs = service.list_jobs()
+        if args.json:
+            ctx.print_json([j.to_dict() for j in jobs])
+            return 0
+        if not jobs:
+            print("no download jobs")
+            return 0
+        for j in jobs:
+            total = _size(j.total_bytes) if j.total_bytes is not None else "?"
+            line = f"{j.id}  {j.state:<11} {_size(j.done_bytes):>10} / {total:<10} {j.name}"
+            if j.error:
+                line += f"  ({j.error})"
+            print(line)
+        return 0
+    if not args.job_id:
+        raise InvalidInputError(f"jobs {args.action} needs a job id", hint="see 'modeldeck jobs'")
+    if args.action in ("pause", "cancel"):
+        method = service.pause if args.action == "pause" else service.cancel
+        job = asyncio.run(method(args.job_id))
+        if job.state in ("paused", "cancelled"):
+            _report(ctx, args, job, f"{job.id} {job.state}")
+        else:
+            _report(ctx, args, job, f"{job.id} runs in another process; asked it to "
+                                    f"{args.action}")
+        return 0
+    job = service.resume(args.job_id) if args.action == "resume" else service.retry(args.job_id)
+    if args.no_wait:
+        _report(ctx, args, job, f"{job.id} queued (it runs when the dashboard starts)")
+        return 0
+    return run_jobs(ctx, [job.id], json_mode=args.json, quiet=args.quiet)
+
+
+def _report(ctx: Any, args: argparse.Namespace, job: JobRecord, text: str) -> None:
+    if args.json:
+        ctx.print_json(job.to_dict())
+    else:
+        print(text)
+
+
+# -- renderers -------------------------------------------------------------------------------
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class _Renderer:
+    def update(self, event: DownloadEvent) -> None:
+        raise NotImplementedError
+
+    def note(self, text: str) -> None:
+        print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        pass
+
+
+class _JsonRenderer(_Renderer):
+    def update(self, event: DownloadEvent) -> None:
+        sys.stdout.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    def note(self, text: str) -> None:
+        sys.stdout.write(json.dumps({"note": text}) + "\n")
+        sys.stdout.flush()
+
+
+class _QuietRenderer(_Renderer):
+    def __init__(self) -> None:
+        self._states: dict[str, str] = {}
+
+    def update(self, event: DownloadEvent) -> None:
+        if self._states.get(event.job_id) != event.state:
+            self._states[event.job_id] = event.state
+            if event.state in ("failed",) or event.state in TERMINAL_STATES:
+                return
+            print(f"{event.name}: {event.state}", file=sys.stderr)
+
+
+class _RichRenderer(_Renderer):
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.fields[size]}"),
+            TextColumn("{task.fields[speed]}"),
+            TextColumn("{task.fields[eta]}"),
+            TextColumn("{task.fields[state]}"),
+            console=Console(stderr=True),
+            transient=False,
+            refresh_per_second=8,
+        )
+        self.progress.start()
+        self._jobs: dict[str, Any] = {}
+        self._files: dict[tuple[str, str], Any] = {}
+
+    def update(self, event: DownloadEvent) -> None:
+        p = self.progress
+        fields = {
+            "size": f"{_size(event.done_bytes)}/{_size(event.total_bytes)}",
+            "speed": f"{_size(event.speed)}/s",
+            "eta": f"ETA {_eta(event.eta)}",
+            "state": event.state if event.state != "failed" else "failed",
+        }
+        task = self._jobs.get(event.job_id)
+        if task is None:
+            task = self._jobs[event.job_id] = p.add_task(event.name, total=None, **fields)
+        p.update(task, completed=event.done_bytes, total=event.total_bytes, **fields)
+        if len(event.files) > 1:
+            for f in event.files:
+                key = (event.job_id, f.path)
+                ftask = self._files.get(key)
+                ffields = {"size": f"{_size(f.done_bytes)}/{_size(f.total_bytes)}",
+                           "speed": "", "eta": "", "state": f.state}
+                if ftask is None:
+                    ftask = self._files[key] = p.add_task(f"  {f.path}", total=f.total_bytes,
+                                                          **ffields)
+                p.update(ftask, completed=f.done_bytes, total=f.total_bytes, **ffields)
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(text)
+
+    def close(self) -> None:
+        self.progress.stop()

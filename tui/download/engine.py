@@ -1,0 +1,541 @@
+"""Segmented transfer of one file into a pre-sized ``<dest>.part``.
+
+Large files are split into pieces fetched over ``connections`` connections at once, each
+written in place with ``os.pwrite`` by a writer thread (so the event loop only receives); a
+:class:`~tui.download.verify.PrefixHasher` hashes the contiguous prefix while bytes arrive.
+Resuming sends ``Range`` + ``If-Range: <strong ETag>``; a ``200`` answer (the file changed,
+or the server ignores ranges) restarts from zero. Stalls (no byte for ``stall_timeout``) and
+dropped connections are retried per piece with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import queue
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tui.download.aio import in_thread
+from tui.download.errors import DiskFullError, DownloadError
+from tui.download.http import HttpStatusError, RetryPolicy, Transport, strip_query
+from tui.download.jobs import JobFile
+from tui.download.preflight import human
+from tui.download.ratelimit import TokenBucket
+from tui.download.verify import PrefixHasher
+
+log = logging.getLogger(__name__)
+
+MIN_SEGMENT = 4 << 20  # smallest piece worth its own request
+MAX_PIECE = 64 << 20
+PIECES_PER_CONNECTION = 4
+MAX_RESTARTS = 3
+_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+# Seams for tests (ENOSPC injection).
+pwrite = os.pwrite
+
+
+def preallocate(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes (``posix_fallocate`` where supported, else ``ftruncate``)."""
+    os.ftruncate(fd, size)
+    if size and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise
+            # EOPNOTSUPP / EINVAL on some file systems: the truncate is enough.
+
+
+def is_strong(etag: str | None) -> bool:
+    """A quoted ETag that is not weak (``W/``) — usable for ``If-Range``."""
+    return bool(etag) and not etag.startswith("W/") and etag.startswith('"')
+
+
+def plan_pieces(size: int, connections: int) -> list[list[int]]:
+    """Split ``size`` bytes into ``[start, end, 0]`` pieces for ``connections`` workers.
+
+    About ``PIECES_PER_CONNECTION`` pieces per connection, each between ``MIN_SEGMENT`` and
+    ``MAX_PIECE`` bytes; one piece when ``connections`` is 1 or the file is small.
+    """
+    if size <= 0:
+        return []
+    if connections <= 1 or size < 2 * MIN_SEGMENT:
+        return [[0, size, 0]]
+    piece = -(-size // (connections * PIECES_PER_CONNECTION))
+    piece = max(MIN_SEGMENT, min(MAX_PIECE, piece))
+    piece = -(-piece // 65536) * 65536
+    return [[start, min(size, start + piece), 0] for start in range(0, size, piece)]
+
+
+class RestartFromZero(Exception):
+    """The remote changed or ignored a range: throw the partial away."""
+
+    def __init__(self, reason: str, *, single_stream: bool, etag: str | None) -> None:
+        super().__init__(reason)
+        self.single_stream = single_stream
+        self.etag = etag
+
+
+@dataclass(slots=True)
+class TransferContext:
+    """What a file transfer needs from its job and service."""
+
+    transport: Transport
+    policy: RetryPolicy
+    buckets: list[TokenBucket]
+    token: Callable[[], str | None] | None = None
+    auth_origin: str | None = None
+    on_bytes: Callable[[int], None] = lambda n: None
+    on_state: Callable[[str], None] = lambda s: None
+    map_error: Callable[[HttpStatusError], Exception] | None = None
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    """What HEAD told us."""
+
+    size: int | None
+    etag: str | None
+    last_modified: str | None
+    ranges: bool
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FileTransfer:
+    """Downloads ``jf.url`` into ``part``; :meth:`run` returns (sha256, blob sha1, size).
+
+    ``jf.segments`` / ``jf.done_bytes`` / ``jf.etag`` / ``jf.size`` are updated in place so the
+    job runner can persist them at any moment.
+    """
+
+    def __init__(self, ctx: TransferContext, jf: JobFile, part: Path, connections: int) -> None:
+        self.ctx = ctx
+        self.jf = jf
+        self.part = part
+        self.fd = -1
+        self.connections = max(1, connections)
+        self.single_stream = False
+        self.hasher: PrefixHasher | None = None
+        self.writer: _Writer
+        self.resumed_bytes = 0
+
+    # -- public ---------------------------------------------------------------------------
+
+    async def run(self) -> tuple[str, str | None, int]:
+        """Transfer (resuming when safe); returns sha256, git blob sha1 and size of the part.
+
+        The ``.part`` is created only after the server answered the probe, and is fsynced.
+        """
+        probe = await self._probe()
+        self._adopt_probe(probe)
+        self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        self.writer = _Writer(self)
+        try:
+            sha256, sha1 = await self._run()
+            size = os.fstat(self.fd).st_size
+            await in_thread(os.fsync, self.fd)
+            return sha256, sha1, size
+        finally:
+            self.writer.close()  # joins: no write can hit the fd after it is closed
+            self._stop_hasher()
+            os.close(self.fd)
+            self.fd = -1
+
+    async def _run(self) -> tuple[str, str | None]:
+        restarts = 0
+        while True:
+            self._start_hasher()
+            try:
+                await self._transfer()
+                break
+            except RestartFromZero as exc:
+                restarts += 1
+                log.info("restart from zero for %s: %s", self.jf.path, exc)
+                if restarts > MAX_RESTARTS:
+                    raise DownloadError(
+                        f"{self.jf.path}: the server keeps changing the file ({exc})"
+                    ) from None
+                self.single_stream = self.single_stream or exc.single_stream
+                if exc.etag:
+                    self.jf.etag = exc.etag
+                await self.writer.drain(raise_error=False)
+                self._reset()
+            except BaseException:
+                self._stop_hasher()
+                raise
+        assert self.hasher is not None
+        if self.jf.size is None:
+            self.jf.size = self.jf.done_bytes
+        try:
+            return await in_thread(self.hasher.finish)
+        finally:
+            self.hasher = None
+
+    def reset_to_zero(self) -> None:
+        """Forget segments (the partial is truncated on the next :meth:`run`)."""
+        self.jf.segments = None
+        self.jf.done_bytes = 0
+
+    # -- planning ---------------------------------------------------------------------------
+
+    async def _probe(self) -> ProbeResult | None:
+        try:
+            async with self.ctx.transport.open(
+                self.jf.url, method="HEAD", token=self.ctx.token,
+                auth_origin=self.ctx.auth_origin,
+            ) as resp:
+                h = resp.headers
+                size = h.get("x-linked-size") or h.get("content-length")
+                etag = h.get("etag") or h.get("x-linked-etag")
+                return ProbeResult(
+                    size=int(size) if size and size.isdigit() else None,
+                    etag=etag,
+                    last_modified=h.get("last-modified"),
+                    ranges="bytes" in h.get("accept-ranges", "").lower(),
+                )
+        except HttpStatusError as exc:
+            if exc.status in (401, 403, 404) and self.ctx.map_error:
+                raise self.ctx.map_error(exc) from None
+            if exc.status in (401, 403, 404):
+                raise DownloadError(str(exc)) from None
+            return None  # HEAD unsupported or flaky: let the GET path decide
+        except httpx.HTTPError:
+            return None
+
+    def _adopt_probe(self, probe: ProbeResult | None) -> None:
+        jf = self.jf
+        if probe is None:
+            if not is_strong(jf.etag):
+                self.reset_to_zero()
+            return
+        if probe.size is not None:
+            if jf.size is not None and jf.sha256 is not None and probe.size != jf.size:
+                raise DownloadError(
+                    f"{jf.path}: server reports {probe.size} bytes, the listing {jf.size}"
+                )
+            if jf.size != probe.size:
+                self.reset_to_zero()
+            jf.size = probe.size
+        if jf.segments and not (is_strong(jf.etag) and probe.etag == jf.etag):
+            log.info("validator changed for %s: restarting from zero", jf.path)
+            self.reset_to_zero()
+        jf.etag = probe.etag
+        jf.last_modified = probe.last_modified
+        if not probe.ranges and not is_strong(probe.etag):
+            self.single_stream = True
+
+    def _plan(self) -> None:
+        jf = self.jf
+        part_size = os.fstat(self.fd).st_size
+        if jf.segments and jf.size is not None and part_size == jf.size:
+            jf.done_bytes = sum(s[2] for s in jf.segments)
+            self.resumed_bytes = jf.done_bytes
+            return
+        jf.segments = None
+        jf.done_bytes = 0
+        size = jf.size
+        if size is None:
+            os.ftruncate(self.fd, 0)
+            jf.segments = [[0, -1, 0]]
+            return
+        try:
+            preallocate(self.fd, size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError(
+                    f"disk full reserving {human(size)} ({size} bytes) for {self.part}",
+                    hint="free space and run `modeldeck jobs retry`",
+                ) from None
+            raise
+        jf.segments = plan_pieces(size, 1 if self.single_stream else self.connections)
+
+    def _start_hasher(self) -> None:
+        self._plan()
+        self.hasher = self._new_hasher()
+        for start, _end, done in self.jf.segments or []:
+            self.hasher.mark(start, start + done)
+
+    def _new_hasher(self) -> PrefixHasher:
+        git_blob = self.jf.blob_sha1 is not None and self.jf.sha256 is None
+        return PrefixHasher(self.fd, self.jf.size, git_blob=git_blob)
+
+    def _stop_hasher(self) -> None:
+        if self.hasher is not None:
+            self.hasher.abort()
+            self.hasher = None
+
+    def _reset(self) -> None:
+        self._stop_hasher()
+        self.ctx.on_bytes(-self.jf.done_bytes)
+        self.reset_to_zero()
+        os.ftruncate(self.fd, 0)
+
+    # -- transfer ---------------------------------------------------------------------------
+
+    async def _transfer(self) -> None:
+        """Fetch the missing pieces in file order over up to ``connections`` workers.
+
+        Dispatching small pieces in order keeps the completed region close to a contiguous
+        prefix, so the hasher keeps pace and the last wave of requests is short.
+        """
+        todo = [s for s in self.jf.segments or [] if s[1] < 0 or s[2] < s[1] - s[0]]
+        pending = iter(todo)
+        if not todo:
+            return
+        if len(todo) == 1:
+            await self._segment(todo[0])
+            return
+
+        async def worker() -> None:
+            for seg in pending:
+                await self._segment(seg)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(self.connections, len(todo))):
+                    tg.create_task(worker())
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+
+    async def _segment(self, seg: list[int]) -> None:
+        failures = 0
+        writer = self.writer
+        while True:
+            await writer.drain()
+            if not (seg[1] < 0 or seg[2] < seg[1] - seg[0]):
+                return
+            before = seg[2]
+            try:
+                await self._fetch(seg)
+                await writer.drain()
+                if seg[1] >= 0 and seg[2] < seg[1] - seg[0]:
+                    raise httpx.RemoteProtocolError("response ended early")
+                return
+            except (RestartFromZero, DownloadError, asyncio.CancelledError):
+                raise
+            except HttpStatusError as exc:
+                if not exc.retryable:
+                    if self.ctx.map_error:
+                        raise self.ctx.map_error(exc) from None
+                    raise DownloadError(str(exc)) from None
+                retry_after = exc.retry_after
+                reason = str(exc)
+            except (httpx.HTTPError, OSError, _BadResponse) as exc:
+                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                    raise self._disk_full() from None
+                if (
+                    isinstance(exc, OSError)
+                    and not isinstance(exc, httpx.HTTPError)
+                    and exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ECONNREFUSED)
+                ):
+                    raise
+                retry_after = None
+                reason = type(exc).__name__
+                if isinstance(exc, httpx.ReadTimeout):
+                    self.ctx.on_state("stalled")
+            await writer.drain()
+            failures = 1 if seg[2] > before else failures + 1
+            if failures >= self.ctx.policy.max_tries:
+                raise DownloadError(
+                    f"{self.jf.path}: giving up after {failures} failed attempts ({reason})",
+                    hint="run `modeldeck jobs retry` to try again",
+                )
+            delay = self.ctx.policy.delay(failures, retry_after)
+            log.debug("segment %s of %s: %s; retry in %.2fs", seg[0], self.jf.path, reason, delay)
+            await asyncio.sleep(delay)
+
+    def _disk_full(self) -> DiskFullError:
+        remaining = (self.jf.size or 0) - self.jf.done_bytes
+        return DiskFullError(
+            f"disk full writing {self.part}: {human(remaining)} ({remaining} bytes) still needed",
+            hint="free space and run `modeldeck jobs retry` (the partial is kept)",
+        )
+
+    async def _fetch(self, seg: list[int]) -> None:
+        start, end, done = seg
+        pos = start + done
+        headers: dict[str, str] = {}
+        whole = len(self.jf.segments or []) == 1 and start == 0
+        if not (whole and done == 0 and (self.single_stream or end < 0)):
+            headers["Range"] = f"bytes={pos}-" if end < 0 else f"bytes={pos}-{end - 1}"
+            if is_strong(self.jf.etag):
+                headers["If-Range"] = str(self.jf.etag)
+        try:
+            async with self.ctx.transport.open(
+                self.jf.url, headers=headers, token=self.ctx.token,
+                auth_origin=self.ctx.auth_origin,
+            ) as resp:
+                await self._handle(resp, seg, headers, pos, whole)
+        except HttpStatusError as exc:
+            if exc.status != 416:
+                raise
+            m = re.match(r"bytes \*/(\d+)", exc.headers.get("content-range", ""))
+            if m and end < 0 and int(m.group(1)) == pos:
+                seg[1] = pos  # an open-ended range that was already complete
+                self.jf.size = pos
+                return
+            raise RestartFromZero("server refused the range (416)", single_stream=False,
+                                  etag=None) from None
+
+    async def _handle(self, resp: httpx.Response, seg: list[int], headers: dict[str, str],
+                      pos: int, whole: bool) -> None:
+        start, end, _done = seg
+        etag = resp.headers.get("etag")
+        if resp.status_code == 200:
+            if "Range" in headers:
+                changed = etag != self.jf.etag
+                if whole and (end < 0 or self.single_stream):
+                    # A full body we can use right away from offset 0.
+                    await self.writer.drain()
+                    self.ctx.on_bytes(-self.jf.done_bytes)
+                    seg[2] = 0
+                    self.jf.done_bytes = 0
+                    pos = start
+                    self.jf.etag = etag
+                    if self.hasher is not None:
+                        self.hasher.abort()
+                    self.hasher = PrefixHasher(self.fd, self.jf.size)
+                else:
+                    raise RestartFromZero(
+                        "file changed on the server" if changed else "server ignored Range",
+                        single_stream=not changed, etag=etag,
+                    )
+        elif resp.status_code == 206:
+            m = _CONTENT_RANGE_RE.match(resp.headers.get("content-range", ""))
+            if not m or int(m.group(1)) != pos:
+                raise _BadResponse(f"Content-Range {resp.headers.get('content-range')!r}")
+            total = m.group(3)
+            if self.jf.size is not None and total != "*" and int(total) != self.jf.size:
+                raise RestartFromZero("size changed", single_stream=False, etag=etag)
+        else:
+            raise _BadResponse(f"unexpected HTTP {resp.status_code}")
+        limit = None if end < 0 else end
+        self.ctx.on_state("downloading")
+        await self._consume(resp, seg, pos, limit)
+
+    async def _consume(self, resp: httpx.Response, seg: list[int], pos: int, limit: int | None
+                       ) -> None:
+        buckets = [b for b in self.ctx.buckets if b.rate > 0]
+        on_bytes = self.ctx.on_bytes
+        writer = self.writer
+        async for chunk in resp.aiter_raw():
+            n = len(chunk)
+            if limit is not None and pos + n > limit:  # more than we asked for
+                n = limit - pos
+                chunk = chunk[:n]
+                if n <= 0:
+                    break
+            for bucket in buckets:
+                await bucket.consume(n)
+            if writer.submit(seg, pos, chunk):
+                await writer.wait_below(_Writer.HIGH // 2)
+            pos += n
+            on_bytes(n)
+            # At the range end keep iterating: the stream then ends cleanly and the
+            # connection goes back to the pool instead of being closed.
+
+
+class _Writer:
+    """A thread that ``pwrite``s received chunks, then counts them (``seg[2]``,
+    ``jf.done_bytes``) and marks them for the hasher, in that order.
+
+    Counters only ever cover bytes that are on disk (page cache), so flushed segment offsets
+    are safe to resume from. At most ``HIGH`` bytes wait in memory; :meth:`drain` waits for
+    all and re-raises a write error (ENOSPC becomes :class:`DiskFullError`).
+    """
+
+    HIGH = 32 << 20
+
+    def __init__(self, owner: FileTransfer) -> None:
+        self.owner = owner
+        self.loop = asyncio.get_running_loop()
+        self.queue: queue.SimpleQueue[tuple[list[int], int, bytes] | None] = queue.SimpleQueue()
+        self.pending = 0
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+        self.changed = asyncio.Event()
+        self.waiting = False
+        self.thread = threading.Thread(target=self._run, name="modeldeck-write", daemon=True)
+        self.thread.start()
+
+    def submit(self, seg: list[int], pos: int, chunk: bytes) -> bool:
+        """Queue a write; True if the caller should wait for the queue to shrink."""
+        if self.error is not None:
+            raise self.error
+        with self.lock:
+            self.pending += len(chunk)
+            full = self.pending > self.HIGH
+        self.queue.put((seg, pos, chunk))
+        return full
+
+    async def wait_below(self, limit: int, *, raise_error: bool = True) -> None:
+        """Wait until at most ``limit`` bytes are queued."""
+        while True:
+            if self.error is not None and raise_error:
+                raise self.error
+            with self.lock:
+                if self.pending <= limit:
+                    return
+                self.waiting = True
+                self.changed.clear()
+            await self.changed.wait()
+
+    async def drain(self, *, raise_error: bool = True) -> None:
+        """Wait until every queued chunk is written (and counted)."""
+        await self.wait_below(0, raise_error=raise_error)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread (blocking, bounded by ``HIGH``)."""
+        self.queue.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        owner = self.owner
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            seg, pos, chunk = item
+            n = len(chunk)
+            if self.error is None:
+                try:
+                    if pwrite(owner.fd, chunk, pos) != n:
+                        raise OSError(errno.EIO, f"short write to {owner.part}")
+                except OSError as exc:
+                    self.error = owner._disk_full() if exc.errno == errno.ENOSPC else exc
+                else:
+                    hasher = owner.hasher
+                    if hasher is not None:
+                        hasher.mark(pos, pos + n)
+                    seg[2] += n
+                    owner.jf.done_bytes += n
+            with self.lock:
+                self.pending -= n
+                if self.waiting and (self.pending <= self.HIGH // 2 or self.error is not None):
+                    self.waiting = False
+                    self.loop.call_soon_threadsafe(self.changed.set)
+
+
+class _BadResponse(Exception):
+    """A response we cannot use (wrong Content-Range…); retried."""
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
+
+
+__all__ = ["FileTransfer", "RestartFromZero", "TransferContext", "is_strong", "strip_query"]

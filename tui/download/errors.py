@@ -1,0 +1,52 @@
+"""Download errors (one line, actionable, secret-free) and token redaction."""
+
+from __future__ import annotations
+
+import re
+
+from tui.errors import ModelDeckError
+
+_TOKEN_RE = re.compile(r"(hf_|api_org_)[A-Za-z0-9_\-]{4,}")
+_BEARER_RE = re.compile(r"(?i)(authorization:?\s*bearer\s+)\S+")
+
+
+def redact(text: str) -> str:
+    """Replace anything that looks like a Hugging Face token or bearer credential."""
+    text = _BEARER_RE.sub(r"\1<redacted>", text)
+    return _TOKEN_RE.sub("<redacted-token>", text)
+
+
+class DownloadError(ModelDeckError):
+    """A download failed; the message says why and what to do."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(redact(message), hint=redact(hint) if hint else None)
+
+
+class GatedRepoError(DownloadError):
+    """The repo is gated or private and this user has no access (yet)."""
+
+
+class RemoteNotFoundError(DownloadError):
+    """The repo, revision or file does not exist (or is hidden from this user)."""
+
+
+class DiskFullError(DownloadError):
+    """Not enough free space on the target volume."""
+
+
+class AlreadyDownloadingError(DownloadError):
+    """Another process holds the lock on a destination file."""
+
+
+class ChecksumMismatchError(DownloadError):
+    """A file's size or sha256 did not match after a retry from zero."""
+
+
+def gated_message(repo: str) -> GatedRepoError:
+    """The error for a gated/private repo without access."""
+    return GatedRepoError(
+        f"{repo} is gated or private and this token has no access",
+        hint=f"accept the licence at https://huggingface.co/{repo} and set HF_TOKEN "
+        "or run `hf auth login`",
+    )

@@ -1,0 +1,105 @@
+"""Progress events for the UI and the CLI, speed smoothing and event-rate limiting."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+JOB_STATES = (
+    "queued", "connecting", "downloading", "stalled", "verifying", "paused", "done", "failed",
+    "cancelled",
+)
+ACTIVE_STATES = ("queued", "connecting", "downloading", "stalled", "verifying")
+TERMINAL_STATES = ("done", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class FileProgress:
+    """One file of a job."""
+
+    path: str
+    done_bytes: int
+    total_bytes: int | None
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadEvent:
+    """A snapshot of one job, emitted at most ~10 times a second plus at every state change.
+
+    ``speed`` is bytes/s (EWMA-smoothed), ``eta`` seconds (None when unknown), ``error`` the
+    one-line reason when ``state == "failed"``.
+    """
+
+    job_id: str
+    name: str
+    state: str
+    done_bytes: int
+    total_bytes: int | None
+    speed: float
+    eta: float | None
+    files: tuple[FileProgress, ...] = ()
+    error: str | None = None
+    timestamp: float = field(default_factory=time.time)
+
+    @property
+    def fraction(self) -> float | None:
+        """0..1 when the total is known."""
+        if not self.total_bytes:
+            return None
+        return min(1.0, self.done_bytes / self.total_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (one ``--json`` line)."""
+        data = asdict(self)
+        data["files"] = [asdict(f) for f in self.files]
+        return data
+
+
+class SpeedMeter:
+    """Exponentially weighted moving average of a byte counter's rate."""
+
+    def __init__(self, half_life: float = 2.0) -> None:
+        self.half_life = half_life
+        self.speed = 0.0
+        self._last_bytes: int | None = None
+        self._last_time = 0.0
+
+    def update(self, total_bytes: int, now: float | None = None) -> float:
+        """Feed the counter's current value; returns the smoothed bytes/s."""
+        now = time.monotonic() if now is None else now
+        if self._last_bytes is None:
+            self._last_bytes, self._last_time = total_bytes, now
+            return self.speed
+        dt = now - self._last_time
+        if dt < 0.05:
+            return self.speed
+        instant = max(0, total_bytes - self._last_bytes) / dt
+        alpha = 1 - 0.5 ** (dt / self.half_life)
+        self.speed = instant if self.speed == 0 else self.speed + alpha * (instant - self.speed)
+        self._last_bytes, self._last_time = total_bytes, now
+        return self.speed
+
+    def reset(self, total_bytes: int) -> None:
+        """Restart measuring from ``total_bytes`` (after a pause or restart)."""
+        self.speed = 0.0
+        self._last_bytes = total_bytes
+        self._last_time = time.monotonic()
+
+
+class EventThrottle:
+    """Decides whether a progress event may go out: state changes always, else ≤ ``rate``/s."""
+
+    def __init__(self, rate: float = 10.0) -> None:
+        self.interval = 1.0 / rate
+        self._last = 0.0
+        self._last_state: str | None = None
+
+    def allow(self, state: str, now: float | None = None) -> bool:
+        """True if an event in ``state`` may be emitted now (and records it)."""
+        now = time.monotonic() if now is None else now
+        if state != self._last_state or now - self._last >= self.interval:
+            self._last, self._last_state = now, state
+            return True
+        return False

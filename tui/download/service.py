@@ -1,0 +1,703 @@
+"""The download service: a persistent job queue over the segmented engine.
+
+Plain asyncio (no Textual). Typical use::
+
+    service = DownloadService(settings, db, inventory, catalog)
+    await service.start()                  # restore jobs left queued/downloading, run queue
+    job_id = service.enqueue(JobSpec(kind="hf", repo="owner/name", quant="Q4_K_M"))
+    unsubscribe = service.subscribe(lambda event: ...)   # DownloadEvent callbacks
+    await service.run_until_complete([job_id])
+    await service.stop()
+
+Every job is persisted (spec, plan, validators, segment offsets) so a crash, ``kill -9`` or
+pause resumes from the bytes on disk (only under ``If-Range`` with a strong validator).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from tui.download import engine
+from tui.download.aio import in_thread
+from tui.download.engine import FileTransfer, TransferContext
+from tui.download.errors import (
+    ChecksumMismatchError,
+    DownloadError,
+    RemoteNotFoundError,
+    gated_message,
+    redact,
+)
+from tui.download.http import HttpStatusError, RetryPolicy, Transport, make_client, origin
+from tui.download.jobs import JobFile, JobRecord, JobStore
+from tui.download.planner import Plan, plan_hub, plan_url, resolve_catalog
+from tui.download.preflight import DestLock, check_free_space, network_fs_warning
+from tui.download.progress import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    DownloadEvent,
+    EventThrottle,
+    FileProgress,
+    SpeedMeter,
+)
+from tui.download.ratelimit import TokenBucket
+from tui.download.sources import JobSpec
+from tui.download.verify import fsync_dir, git_blob_sha1_file, sha256_file
+from tui.errors import InvalidInputError, ModelDeckError
+from tui.hub.client import HubClient, hub_endpoint
+from tui.settings import Settings
+from tui.store.db import Database
+from tui.store.inventory import Inventory
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[DownloadEvent], None]
+SMALL_FILE = 2 * engine.MIN_SEGMENT
+
+
+class _Stop(Exception):
+    """Internal: why a runner was cancelled."""
+
+
+class _Runtime:
+    """In-memory state of one running job: counters, speed, throttle."""
+
+    def __init__(self, job: JobRecord) -> None:
+        self.job = job
+        self.state = "queued"
+        self.error: str | None = None
+        self.meter = SpeedMeter()
+        self.throttle = EventThrottle()
+        self.stop_reason: str | None = None  # paused | cancelled | queued (shutdown)
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def done(self) -> int:
+        return sum(f.done_bytes for f in self.job.files)
+
+    @property
+    def total(self) -> int | None:
+        files = self.job.files
+        if not files or any(f.size is None for f in files):
+            return None
+        return sum(f.size or 0 for f in files)
+
+
+class DownloadService:
+    """Jobs, queue, verification and registration of downloads."""
+
+    flush_interval = 0.5  # seconds between persisting segment offsets
+
+    def __init__(
+        self, settings: Settings, db: Database, inventory: Inventory, catalog: Any = None
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.inventory = inventory
+        self.catalog = catalog
+        self.jobs = JobStore(db)
+        self.hub = HubClient()
+        self.policy = RetryPolicy()
+        self.bucket = TokenBucket(settings.bandwidth_limit)
+        self._client: Any = None
+        self._transport: Transport | None = None
+        self._subscribers: list[Subscriber] = []
+        self._runtimes: dict[str, _Runtime] = {}
+        self._queue: list[str] = []
+        self._scheduler: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._changed: asyncio.Condition | None = None
+        self._sha: dict[str, str] = {}  # dest -> sha256 computed while downloading
+        self._background: set[asyncio.Future[None]] = set()
+        self._elsewhere: dict[str, DownloadError] = {}  # job id -> "running in pid N"
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` for every progress event; returns an unsubscribe function."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    async def events(self, job_id: str | None = None) -> AsyncIterator[DownloadEvent]:
+        """Async iterator of events (of one job, or all); ends when the consumer stops."""
+        queue: asyncio.Queue[DownloadEvent] = asyncio.Queue()
+
+        def put(event: DownloadEvent) -> None:
+            if job_id is None or event.job_id == job_id:
+                queue.put_nowait(event)
+
+        unsubscribe = self.subscribe(put)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            unsubscribe()
+
+    def _emit(self, rt: _Runtime, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not (force or rt.throttle.allow(rt.state, now)):
+            return
+        if force:
+            rt.throttle.allow(rt.state, now)
+        done, total = rt.done, rt.total
+        speed = rt.meter.update(done, now)
+        eta = (total - done) / speed if total is not None and speed > 1 else None
+        event = DownloadEvent(
+            job_id=rt.job.id, name=rt.job.name, state=rt.state, done_bytes=done,
+            total_bytes=total, speed=speed, eta=eta, error=rt.error,
+            files=tuple(FileProgress(f.path, f.done_bytes, f.size, f.state)
+                        for f in rt.job.files),
+        )
+        self._publish(event)
+
+    def _publish(self, event: DownloadEvent) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("download event subscriber failed")
+
+    def _set_state(self, rt: _Runtime, state: str, error: str | None = None) -> None:
+        changed = state != rt.state or error != rt.error
+        rt.state, rt.error = state, error
+        if changed:
+            self._emit(rt, force=True)
+
+    def _event_for(self, job: JobRecord) -> DownloadEvent:
+        return DownloadEvent(
+            job_id=job.id, name=job.name, state=job.state, done_bytes=job.done_bytes,
+            total_bytes=job.total_bytes, speed=0.0, eta=None, error=job.error,
+            files=tuple(FileProgress(f.path, f.done_bytes, f.size, f.state) for f in job.files),
+        )
+
+    # -- queue ----------------------------------------------------------------------------
+
+    def enqueue(self, spec: JobSpec) -> str:
+        """Persist a new queued job and return its id (it runs once the service runs)."""
+        if (
+            spec.kind == "catalog"
+            and self.catalog is not None
+            and self.catalog.get(spec.catalog_id) is None
+        ):
+            raise InvalidInputError(f"no catalog entry {spec.catalog_id!r}")
+        job = self.jobs.create(spec)
+        self._queue_job(job.id)
+        self._publish(self._event_for(job))
+        return job.id
+
+    def _queue_job(self, job_id: str) -> None:
+        if job_id not in self._queue and job_id not in self._runtimes:
+            self._queue.append(job_id)
+        if self._wake is not None:
+            self._wake.set()
+
+    def list_jobs(self) -> list[JobRecord]:
+        """Every job, oldest first (state as persisted; running ones are flushed each second)."""
+        return self.jobs.list()
+
+    def get_job(self, job_id: str) -> JobRecord:
+        """One job (unique id prefixes accepted); :class:`NotFoundError` if unknown."""
+        return self.jobs.require(job_id)
+
+    async def start(self) -> None:
+        """Reconcile and restore jobs left queued/downloading, then run the queue."""
+        for job in self.jobs.list(ACTIVE_STATES):
+            if self._held_elsewhere(job.id):
+                continue
+            self._queue_job(job.id)
+        self._ensure_scheduler()
+
+    async def stop(self) -> None:
+        """Stop running jobs (they stay queued and resume at the next start) and close."""
+        for rt in list(self._runtimes.values()):
+            rt.stop_reason = rt.stop_reason or "queued"
+            if rt.task is not None:
+                rt.task.cancel()
+        await self._await_runners(list(self._runtimes))
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+            self._scheduler = None
+        self._queue.clear()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+            self._transport = None
+
+    async def run_until_complete(self, job_ids: list[str]) -> list[JobRecord]:
+        """Run these jobs (queueing them if needed) until each is done/failed/paused/cancelled.
+
+        Returns the final records. Does not raise for failed jobs (check ``record.state``);
+        raises :class:`DownloadError` if a job is being run by another process.
+        """
+        job_ids = [self.jobs.require(j).id for j in job_ids]
+        for job_id in job_ids:
+            self._elsewhere.pop(job_id, None)
+        for job_id in job_ids:
+            job = self.jobs.require(job_id)
+            if job.state in ACTIVE_STATES:
+                self._queue_job(job_id)
+        self._ensure_scheduler()
+        assert self._changed is not None
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: all(j not in self._queue and j not in self._runtimes for j in job_ids)
+            )
+        for job_id in job_ids:
+            if job_id in self._elsewhere:
+                raise self._elsewhere.pop(job_id)
+        return [self.jobs.require(j) for j in job_ids]
+
+    def _ensure_scheduler(self) -> None:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+            self._changed = asyncio.Condition()
+        if self._scheduler is None or self._scheduler.done():
+            self._scheduler = asyncio.create_task(self._schedule(), name="modeldeck-downloads")
+            self._scheduler.add_done_callback(_log_task_error)
+        self._wake.set()
+
+    async def _schedule(self) -> None:
+        assert self._wake is not None
+        while True:
+            while self._queue and len(self._runtimes) < self.settings.concurrent_downloads:
+                job_id = self._queue.pop(0)
+                job = self.jobs.get(job_id)
+                if job is None or job.state not in ACTIVE_STATES:
+                    await self._notify()
+                    continue
+                rt = _Runtime(job)
+                self._runtimes[job_id] = rt
+                rt.task = asyncio.create_task(self._run(rt), name=f"download-{job_id}")
+                rt.task.add_done_callback(self._runner_done(job_id))
+            self._wake.clear()
+            await self._wake.wait()
+
+    def _runner_done(self, job_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            _log_task_error(task)
+            self._runtimes.pop(job_id, None)
+            if self._wake is not None:
+                self._wake.set()
+            notify = asyncio.ensure_future(self._notify())
+            self._background.add(notify)
+            notify.add_done_callback(self._background.discard)
+
+        return done
+
+    async def _notify(self) -> None:
+        if self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _await_runners(self, job_ids: list[str]) -> None:
+        tasks = [rt.task for j in job_ids if (rt := self._runtimes.get(j)) and rt.task]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- control ---------------------------------------------------------------------------
+
+    async def pause(self, job_id: str) -> JobRecord:
+        """Pause a job: the partial and segment offsets are kept."""
+        return await self._halt(job_id, "paused")
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job and delete its partial files."""
+        return await self._halt(job_id, "cancelled")
+
+    async def _halt(self, job_id: str, state: str) -> JobRecord:
+        job = self.jobs.require(job_id)
+        rt = self._runtimes.get(job.id)
+        if rt is not None and rt.task is not None:
+            rt.stop_reason = state
+            rt.task.cancel()
+            await self._await_runners([job.id])
+            return self.jobs.require(job.id)
+        if job.id in self._queue:
+            self._queue.remove(job.id)
+        if job.state in TERMINAL_STATES and not (state == "cancelled" and job.state == "failed"):
+            return job
+        if self._held_elsewhere(job.id):
+            self.jobs.request(job.id, "pause" if state == "paused" else "cancel")
+            return self.jobs.require(job.id)
+        if state == "cancelled":
+            self._delete_partials(job)
+        self.jobs.set_state(job.id, state)
+        job = self.jobs.require(job.id)
+        self._publish(self._event_for(job))
+        await self._notify()
+        return job
+
+    def resume(self, job_id: str) -> JobRecord:
+        """Queue a paused (or failed) job again; it continues from its partial files."""
+        job = self.jobs.require(job_id)
+        if job.state in ("done", "cancelled"):
+            raise InvalidInputError(f"job {job.id} is {job.state}; use retry to start it again")
+        if job.state not in ACTIVE_STATES:
+            self.jobs.set_state(job.id, "queued")
+        self._queue_job(job.id)
+        return self.jobs.require(job.id)
+
+    def retry(self, job_id: str) -> JobRecord:
+        """Queue a failed or cancelled job again (a failed one resumes from its partials)."""
+        job = self.jobs.require(job_id)
+        if job.state == "cancelled":
+            self.jobs.reset_files(job.id)
+        elif job.state == "done":
+            raise InvalidInputError(f"job {job.id} is already done")
+        self.jobs.set_state(job.id, "queued")
+        self._queue_job(job.id)
+        return self.jobs.require(job.id)
+
+    def forget(self, job_id: str) -> None:
+        """Delete a finished, failed or cancelled job's record (partials of a failed one too)."""
+        job = self.jobs.require(job_id)
+        if job.state in ACTIVE_STATES or job.id in self._runtimes:
+            raise InvalidInputError(f"job {job.id} is {job.state}; pause or cancel it first")
+        if job.state != "done":
+            self._delete_partials(job)
+        self.jobs.delete(job.id)
+
+    def _delete_partials(self, job: JobRecord) -> None:
+        for f in job.files:
+            if f.state != "installed":
+                with contextlib.suppress(OSError):
+                    os.unlink(f.dest + ".part")
+
+    def _job_lock(self, job_id: str) -> DestLock:
+        return DestLock(self.settings.state_dir / "jobs" / job_id)
+
+    def _held_elsewhere(self, job_id: str) -> bool:
+        if job_id in self._runtimes:
+            return False
+        lock = self._job_lock(job_id)
+        try:
+            lock.acquire()
+        except DownloadError:
+            return True
+        lock.release()
+        return False
+
+    # -- running a job ---------------------------------------------------------------------
+
+    def _transport_for(self) -> Transport:
+        if self._transport is None:
+            s = self.settings
+            pool = max(s.connections_per_host, s.connections_per_download) * 2 + 4
+            self._client = make_client(pool_size=pool, stall_timeout=s.stall_timeout)
+            self._transport = Transport(self._client, s.connections_per_host)
+        return self._transport
+
+    async def _run(self, rt: _Runtime) -> None:
+        job = rt.job
+        lock = self._job_lock(job.id)
+        try:
+            lock.acquire()
+        except DownloadError as exc:
+            log.info("job %s runs in another process", job.id)
+            self._elsewhere[job.id] = DownloadError(
+                f"job {job.id} ({job.name}) is already running in another process "
+                f"({str(exc).split(' by ', 1)[-1].split(' (')[0]})",
+                hint="pause it there or wait for it",
+            )
+            return
+        flusher: asyncio.Task[None] | None = None
+        try:
+            self._set_state(rt, "connecting")
+            self.jobs.set_state(job.id, "connecting", clear_control=False)
+            plan = await self._plan(job)
+            flusher = asyncio.create_task(self._flush_loop(rt), name=f"flush-{job.id}")
+            await self._download_all(rt, plan)
+            self._set_state(rt, "verifying")
+            done = asyncio.ensure_future(asyncio.to_thread(self._finish, job, plan))
+            try:
+                records = await asyncio.shield(done)
+            except asyncio.CancelledError:
+                records = await done  # files are in place: finish registering, then stop
+            rt.job.model_id = records[0].id if records else None
+            self._set_state(rt, "done")
+        except asyncio.CancelledError:
+            reason = rt.stop_reason or "queued"
+            await self._on_stop(rt, reason)
+            if rt.stop_reason is None:
+                raise
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, ModelDeckError) else (
+                f"{type(exc).__name__}: {exc}")
+            message = redact(" ".join(message.split()))
+            if not isinstance(exc, ModelDeckError):
+                log.error("download %s failed: %s", job.id, message)
+            self._save(rt)
+            self.jobs.set_state(job.id, "failed", error=message)
+            self._set_state(rt, "failed", message)
+        finally:
+            if flusher is not None:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await flusher
+            lock.release(remove=rt.state in TERMINAL_STATES)
+
+    async def _on_stop(self, rt: _Runtime, reason: str) -> None:
+        self._save(rt)
+        if reason == "cancelled":
+            self._delete_partials(rt.job)
+        self.jobs.set_state(rt.job.id, reason)
+        self._set_state(rt, reason)
+
+    def _save(self, rt: _Runtime) -> None:
+        if rt.job.files:
+            snapshot = [_copy_file(f) for f in rt.job.files]
+            self.jobs.save_files(rt.job.id, snapshot)
+
+    async def _flush_loop(self, rt: _Runtime) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            snapshot = [_copy_file(f) for f in rt.job.files]
+            await in_thread(self.jobs.save_files, rt.job.id, snapshot)
+            control = await in_thread(self.jobs.control, rt.job.id)
+            if control in ("pause", "cancel") and rt.task is not None:
+                rt.stop_reason = "paused" if control == "pause" else "cancelled"
+                rt.task.cancel()
+                return
+            self._emit(rt)
+
+    async def _plan(self, job: JobRecord) -> Plan:
+        spec = job.spec
+        models_dir = Path(self.settings.models_dir)
+        if job.files:  # resuming: the plan (pinned to a commit) is in the database
+            root = Path(job.dest) if job.dest else models_dir
+            return _plan_from_record(job, root)
+        if spec.kind == "catalog":
+            spec = resolve_catalog(spec, self.catalog)
+        if spec.kind == "hf":
+            listing = await in_thread(self.hub.list_repo, str(spec.repo), spec.revision)
+            plan = plan_hub(spec, listing, models_dir, self.hub)
+        else:
+            plan = plan_url(spec, models_dir)
+        job.spec = spec
+        job.files = plan.files
+        job.dest = str(plan.root)
+        self.jobs.set_plan(job.id, str(plan.root), plan.files, spec)
+        return plan
+
+    async def _download_all(self, rt: _Runtime, plan: Plan) -> None:
+        job = rt.job
+        self._preflight(job, plan)
+        todo = [f for f in job.files if f.state != "installed" or not Path(f.dest).exists()]
+        small = [f for f in todo if f.size is not None and f.size < SMALL_FILE]
+        large = [f for f in todo if f not in small]
+        connections = job.spec.connections or self.settings.connections_per_download
+        ctx = self._context(rt)
+        if small:
+            sem = asyncio.Semaphore(max(1, connections))
+
+            async def one(f: JobFile) -> None:
+                async with sem:
+                    await self._download_file(rt, f, ctx, 1)
+
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for f in small:
+                        tg.create_task(one(f))
+            except BaseExceptionGroup as group:
+                raise engine.first_error(group) from None
+        for f in large:
+            await self._download_file(rt, f, ctx, connections)
+
+    def _preflight(self, job: JobRecord, plan: Plan) -> None:
+        remaining = 0
+        for f in job.files:
+            if f.state == "installed" or f.size is None:
+                continue
+            have = 0
+            with contextlib.suppress(OSError):
+                st = os.stat(f.dest + ".part")
+                have = min(f.size, st.st_blocks * 512, st.st_size)
+            remaining += max(0, f.size - have)
+        check_free_space(plan.root, remaining, disk_usage=_disk_usage)
+        warning = network_fs_warning(plan.root)
+        if warning:
+            log.warning("%s", warning)
+
+    def _context(self, rt: _Runtime) -> TransferContext:
+        job = rt.job
+        buckets = [self.bucket]
+        if job.spec.limit_rate:
+            buckets.append(TokenBucket(job.spec.limit_rate))
+        endpoint = hub_endpoint()
+        first_url = job.files[0].url if job.files else ""
+        hub_like = job.spec.kind == "hf" or (
+            first_url and origin(first_url) == origin(endpoint))
+
+        def on_bytes(n: int) -> None:
+            if rt.state != "downloading":
+                self._set_state(rt, "downloading")
+            elif n:
+                self._emit(rt)
+
+        def on_state(state: str) -> None:
+            if state != rt.state and rt.state in ("downloading", "stalled", "connecting"):
+                self._set_state(rt, state)
+
+        return TransferContext(
+            transport=self._transport_for(),
+            policy=self.policy,
+            buckets=buckets,
+            token=self.hub.token if hub_like else None,
+            auth_origin=endpoint if hub_like else None,
+            on_bytes=on_bytes,
+            on_state=on_state,
+            map_error=lambda exc: _map_http_error(job, exc),
+        )
+
+    async def _download_file(
+        self, rt: _Runtime, jf: JobFile, ctx: TransferContext, connections: int
+    ) -> None:
+        dest = Path(jf.dest)
+        part = dest.with_name(dest.name + ".part")
+        lock = DestLock(dest)
+        lock.acquire()
+        try:
+            if await self._already_there(jf, dest, part):
+                return
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            for attempt in (1, 2):
+                jf.state = "downloading"
+                transfer = FileTransfer(ctx, jf, part, connections)
+                sha256, sha1, size = await transfer.run()
+                problem = _check(jf, sha256, sha1, size)
+                if problem is None:
+                    break
+                log.warning("verification failed for %s: %s", jf.path, problem)
+                ctx.on_bytes(-jf.done_bytes)
+                jf.segments, jf.done_bytes = None, 0
+                with contextlib.suppress(OSError):
+                    os.unlink(part)
+                if attempt == 2:
+                    jf.state = "failed"
+                    raise ChecksumMismatchError(
+                        f"{jf.path} failed verification twice ({problem})",
+                        hint="the source may be corrupt; check the URL or --sha256",
+                    )
+            os.replace(part, dest)
+            await in_thread(fsync_dir, dest.parent)
+            jf.state = "installed"
+            jf.done_bytes = jf.size or jf.done_bytes
+            self._sha[jf.dest] = sha256
+            self.jobs.save_files(rt.job.id, [_copy_file(jf)])
+        finally:
+            lock.release(remove=True)
+
+    async def _already_there(self, jf: JobFile, dest: Path, part: Path) -> bool:
+        """True if ``dest`` already holds the verified file (crash after rename, re-pull)."""
+        if not dest.is_file():
+            return False
+        size = dest.stat().st_size
+        if jf.size is not None and size != jf.size:
+            return False
+        if jf.sha256 is None and jf.blob_sha1 is None and jf.state != "installed":
+            return False  # nothing to verify it against: download again
+        sha256 = await in_thread(sha256_file, dest)
+        sha1 = None
+        if jf.blob_sha1 and not jf.sha256:
+            sha1 = await in_thread(git_blob_sha1_file, dest)
+        if jf.state != "installed" and _check(jf, sha256, sha1, size) is not None:
+            return False
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        jf.size = size
+        jf.state, jf.done_bytes, jf.segments = "installed", size, None
+        self._sha[jf.dest] = sha256
+        return True
+
+    def _finish(self, job: JobRecord, plan: Plan) -> list[Any]:
+        """Register verified files and mark the job done in one transaction (in a thread)."""
+        from tui.registration import register_download
+
+        files = [
+            (Path(f.dest), int(f.size or 0), self._sha.get(f.dest) or f.sha256) for f in job.files
+        ]
+        with self.db.write():
+            records = register_download(
+                self.inventory, model_root=plan.root, files=files, source=plan.source,
+                source_ref=plan.source_ref, revision=plan.revision, catalog_id=plan.catalog_id,
+                name=plan.name,
+            )
+            self.jobs.save_files(job.id, [_copy_file(f) for f in job.files])
+            self.jobs.set_model(job.id, records[0].id if records else None)
+            self.jobs.set_state(job.id, "done")
+        return records
+
+
+def _copy_file(f: JobFile) -> JobFile:
+    return JobFile(
+        path=f.path, url=f.url, dest=f.dest, size=f.size, sha256=f.sha256,
+        blob_sha1=f.blob_sha1, etag=f.etag, last_modified=f.last_modified,
+        commit_hash=f.commit_hash, state=f.state, done_bytes=f.done_bytes,
+        segments=[list(s) for s in f.segments] if f.segments is not None else None,
+        error=f.error, position=f.position,
+    )
+
+
+def _plan_from_record(job: JobRecord, root: Path) -> Plan:
+    spec = job.spec
+    revision = job.files[0].commit_hash if job.files else None
+    if spec.kind == "hf":
+        source, ref = ("catalog" if spec.catalog_id else "hf"), str(spec.repo)
+    else:
+        source, ref = ("catalog" if spec.catalog_id else "url"), str(spec.url)
+    return Plan(root=root, files=job.files, source=source, source_ref=ref, revision=revision,
+                catalog_id=spec.catalog_id, name=spec.name)
+
+
+def _check(jf: JobFile, sha256: str, sha1: str | None, size: int) -> str | None:
+    """None if the file matches what we expected, else what is wrong."""
+    if jf.size is not None and size != jf.size:
+        return f"size {size} != expected {jf.size}"
+    if jf.sha256 and sha256 != jf.sha256.lower():
+        return f"sha256 {sha256[:12]}… != expected {jf.sha256[:12]}…"
+    if not jf.sha256 and jf.blob_sha1 and sha1 and sha1 != jf.blob_sha1.lower():
+        return f"git blob id {sha1[:12]}… != expected {jf.blob_sha1[:12]}…"
+    return None
+
+
+def _map_http_error(job: JobRecord, exc: HttpStatusError) -> Exception:
+    spec = job.spec
+    where = spec.repo if spec.kind == "hf" else redact(str(spec.url))[:200]
+    if exc.status in (401, 403):
+        if spec.kind == "hf" or exc.error_code == "GatedRepo":
+            return gated_message(str(spec.repo or where))
+        return DownloadError(f"access denied (HTTP {exc.status}) for {where}",
+                             hint="the server needs credentials ModelDeck does not have")
+    if exc.status == 404:
+        return RemoteNotFoundError(f"not found (HTTP 404): {redact(exc.url.split('?')[0])}")
+    if exc.status == 416:
+        return DownloadError(f"the server refused the byte range for {where} (HTTP 416)",
+                             hint="run `modeldeck jobs retry` to start over")
+    return DownloadError(f"HTTP {exc.status} for {where}")
+
+
+def _disk_usage(path: str) -> Any:
+    import shutil
+
+    return shutil.disk_usage(path)
+
+
+def _log_task_error(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("download task %s crashed: %s", task.get_name(), redact(repr(exc)))

@@ -1,0 +1,164 @@
+"""Hashing without a second slow pass, and whole-file checks.
+
+:class:`PrefixHasher` runs in a thread and hashes the *contiguous completed prefix* of a
+``.part`` file while the download is still going: segments report the byte ranges they have
+written, and the thread reads those bytes back with ``pread`` (they are still in the page
+cache) as soon as they extend the prefix. When the last byte lands, the digest is nearly done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import deque
+from pathlib import Path
+
+READ_CHUNK = 8 << 20
+WRITEBACK_STEP = 64 << 20
+
+
+class PrefixHasher:
+    """sha256 (and optionally the git blob sha1) of a file written out of order.
+
+    :meth:`mark` is called from the event loop for every chunk written; it only appends to a
+    thread-safe deque (no lock, no wake-up), so the download loop never waits on the hasher.
+    The hasher thread drains the deque, merges ranges and polls every few milliseconds when
+    it has caught up.
+    """
+
+    POLL = 0.004
+
+    def __init__(self, fd: int, size: int | None, *, git_blob: bool = False) -> None:
+        self._fd = fd
+        self._size = size
+        self._sha256 = hashlib.sha256()
+        self._sha1 = None
+        if git_blob and size is not None:
+            self._sha1 = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+        self._flushed = 0  # bytes behind the hash position handed to writeback
+        self._marks: deque[tuple[int, int]] = deque()
+        self._ranges: list[list[int]] = []  # merged, sorted [start, end); hasher thread only
+        self._pos = 0
+        self._closed = threading.Event()
+        self._aborted = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="modeldeck-hash", daemon=True)
+        self._thread.start()
+
+    @property
+    def position(self) -> int:
+        """Bytes hashed so far."""
+        return self._pos
+
+    def mark(self, start: int, end: int) -> None:
+        """Record that ``[start, end)`` is written to the file (cheap; any thread)."""
+        if end > start:
+            self._marks.append((start, end))
+
+    def _drain(self) -> int:
+        """Merge new marks; return the end of the contiguous region from the position."""
+        marks = self._marks
+        if marks:
+            rs = self._ranges
+            while marks:
+                s, e = marks.popleft()
+                rs.append([s, e])
+            rs.sort()
+            merged: list[list[int]] = [rs[0]]
+            for s, e in rs[1:]:
+                if s <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], e)
+                else:
+                    merged.append([s, e])
+            self._ranges = [r for r in merged if r[1] > self._pos]
+        for s, e in self._ranges:
+            if s <= self._pos < e:
+                return e
+        return self._pos
+
+    def _run(self) -> None:
+        try:
+            while not self._aborted:
+                end = self._drain()
+                if end <= self._pos:
+                    if self._closed.is_set():
+                        if self._drain() <= self._pos:
+                            return
+                        continue
+                    self._closed.wait(self.POLL)
+                    continue
+                while self._pos < end and not self._aborted:
+                    n = min(READ_CHUNK, end - self._pos)
+                    data = os.pread(self._fd, n, self._pos)
+                    if not data:
+                        raise OSError(f"short read at offset {self._pos}")
+                    self._sha256.update(data)
+                    if self._sha1 is not None:
+                        self._sha1.update(data)
+                    self._pos += len(data)
+                    self._start_writeback()
+        except BaseException as exc:  # reported by finish()
+            self._error = exc
+
+    def _start_writeback(self) -> None:
+        """Start writing the hashed prefix to disk now (async, Linux) so the final fsync is
+        short; those pages are not needed in the page cache any more."""
+        if self._pos - self._flushed < WRITEBACK_STEP or not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            os.posix_fadvise(self._fd, self._flushed, self._pos - self._flushed,
+                             os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+        self._flushed = self._pos
+
+    def finish(self) -> tuple[str, str | None]:
+        """Block until the whole marked prefix is hashed; returns (sha256, git blob sha1)."""
+        self._closed.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        total = self._size if self._size is not None else self._pos
+        if self._pos != total:
+            raise OSError(f"hashed {self._pos} of {total} bytes (a range is missing)")
+        return self._sha256.hexdigest(), (self._sha1.hexdigest() if self._sha1 else None)
+
+    def abort(self) -> None:
+        """Stop the thread without a result."""
+        self._aborted = True
+        self._closed.set()
+        self._thread.join()
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file (blocking; run in a thread)."""
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(READ_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_blob_sha1_file(path: Path) -> str:
+    """The git blob id of a file (what the Hub lists for non-LFS files)."""
+    size = os.path.getsize(path)
+    h = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(READ_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it is durable (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

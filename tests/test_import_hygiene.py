@@ -13,7 +13,8 @@ HEAVY = ("torch", "transformers", "llama_cpp")
 SERVICE_MODULES = [
     "tui", "tui.settings", "tui.store", "tui.catalog", "tui.discovery", "tui.registration",
     "tui.inventory_ops", "tui.manifest", "tui.doctor", "tui.services", "tui.metadata.gguf",
-    "tui.metadata.safetensors", "tui.resources.sampler",
+    "tui.metadata.safetensors", "tui.resources.sampler", "tui.download.service",
+    "tui.hub.client", "tui.runtime.service", "tui.cli.download_cmds", "tui.cli.runtime_cmds",
 ]
 
 

@@ -47,7 +47,6 @@ import io
 import math
 import os
 import re
-import stat
 import struct
 from collections.abc import Iterable
 from dataclasses import replace
@@ -57,6 +56,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from tui.errors import MetadataError
+from tui.metadata.files import open_regular
 from tui.metadata.quant import (
     GGML_TYPES,
     file_type_name,
@@ -807,26 +807,13 @@ def _number(value: Any) -> float | int | None:
     return None
 
 
-def _open_regular(path: str | os.PathLike[str]) -> io.FileIO:
-    """Open a regular file for reading without blocking (a FIFO named like a model would
-    otherwise hang the caller); anything else raises :class:`MetadataError`."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise MetadataError(f"{os.fspath(path)}: not a regular file")
-        return io.FileIO(fd, "rb", closefd=True)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _read(
     path: str | os.PathLike[str], allow_jump: bool = True
 ) -> tuple[ModelMetadata, _TensorSummary]:
     """Parse one header. ``allow_jump=False`` forces the exact walk over big string arrays."""
     label = os.fspath(path)
     try:
-        with _open_regular(path) as fp:
+        with open_regular(path) as fp:
             size = os.fstat(fp.fileno()).st_size
             parser = _HeaderParser(fp, size, label, allow_jump)
             try:

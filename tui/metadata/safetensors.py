@@ -13,12 +13,12 @@ import json
 import math
 import os
 import re
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tui.errors import MetadataError
+from tui.metadata.files import open_regular
 from tui.metadata.types import ModelMetadata
 
 __all__ = ["read_safetensors", "read_safetensors_file", "read_safetensors_folder"]
@@ -86,19 +86,6 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _open_regular(path: str | os.PathLike[str]) -> io.FileIO:
-    """Open a regular file for reading without blocking (a FIFO named like a model would
-    otherwise hang the caller); anything else raises :class:`MetadataError`."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise MetadataError(f"{os.fspath(path)}: not a regular file")
-        return io.FileIO(fd, "rb", closefd=True)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _read_exact(fp: io.FileIO, n: int) -> bytes:
     """Up to ``n`` bytes (fewer only at end of file), across short reads."""
     chunks: list[bytes] = []
@@ -114,7 +101,7 @@ def _read_exact(fp: io.FileIO, n: int) -> bytes:
 def _read_header(path: Path) -> _FileSummary:
     """Parse and validate one file's header."""
     try:
-        with _open_regular(path) as fp:
+        with open_regular(path) as fp:
             size = os.fstat(fp.fileno()).st_size
             prefix = _read_exact(fp, 8)
             if len(prefix) < 8:
@@ -217,7 +204,7 @@ def read_safetensors_file(path: str | os.PathLike[str]) -> ModelMetadata:
 
 def _read_json(path: Path) -> Any:
     try:
-        with _open_regular(path) as fp:
+        with open_regular(path) as fp:
             size = os.fstat(fp.fileno()).st_size
             if size > MAX_JSON_BYTES:
                 raise MetadataError(f"{path}: {size} bytes, too large (limit 32 MiB)")
@@ -232,7 +219,7 @@ def _read_json(path: Path) -> Any:
 
 def _read_text(path: Path, limit: int) -> str:
     try:
-        with _open_regular(path) as fp:
+        with open_regular(path) as fp:
             raw = _read_exact(fp, limit + 1)
     except OSError as exc:
         raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc

@@ -8,8 +8,15 @@
 (b) filter-as-you-type over 10,000 rows: per keystroke, the filter handler (select + page the
     table) and key-to-idle through Pilot (minus a no-op key's cost). Target <= 50 ms.
 
-Run: ``python bench/bench_tui.py [--runs N]``. Prints a table; exits 1 if a target is missed
-(``--no-fail`` to only report).
+(c) with ``--download SIZE`` (e.g. ``1G``): the UI's CPU cost while a download runs at full
+    speed. nginx on 127.0.0.1 serves a random file; ``modeldeck pull URL --sha256 …`` (CLI) and
+    ``ModelDeckApp`` headless (the same URL job enqueued on its download service, the panel
+    and the table following it, sampler running) each download it; the CPU time of each
+    process over the download (after start-up) is compared. The difference divided by the
+    download's wall time is the UI's cost in % of one core. Target <= 5%. Needs nginx.
+
+Run: ``python bench/bench_tui.py [--runs N] [--download 1G]``. Prints a table; exits 1 if a
+target is missed (``--no-fail`` to only report).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -310,12 +318,146 @@ async def _bare_filter_bench(query: str) -> dict:
     }
 
 
+_CHILD_CLI_PULL = textwrap.dedent(
+    """
+    import json, sys, time
+    from tui.cli import main
+    import tui.cli.download_cmds, tui.download.service  # imports are start-up, not download
+    url, sha, out = sys.argv[1:4]
+    c0, t0 = time.process_time(), time.perf_counter()
+    rc = main(["pull", url, "--sha256", sha])
+    result = {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0, "rc": rc}
+    open(out, "w").write(json.dumps(result))
+    """
+)
+
+_CHILD_APP_PULL = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    from pathlib import Path
+    from tui.services import build_services
+    from tui.settings import Settings
+    from tui.app.app import ModelDeckApp
+    from tui.download.sources import JobSpec
+
+    state, url, sha, out = Path(sys.argv[1]), *sys.argv[2:5]
+    services = build_services(Settings(models_dir=state / "models", state_dir=state,
+                                       scan_hf_cache=False))
+    app = ModelDeckApp(services)
+    result = {}
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await app.models_ready.wait()
+            await pilot.pause(1.5)  # start-up settles: sampler, fit column, download service
+            c0, t0 = time.process_time(), time.perf_counter()
+            job = services.downloads.enqueue(JobSpec(kind="url", url=url, sha256=sha))
+            while True:
+                view = app.downloads_panel.jobs.get(job)
+                if view is not None and view.state in ("done", "failed"):
+                    break
+                await asyncio.sleep(0.05)
+            result.update(cpu_s=time.process_time() - c0, wall_s=time.perf_counter() - t0,
+                          state=view.state, error=view.error)
+            app.exit()
+
+    asyncio.run(run())
+    open(out, "w").write(json.dumps(result))
+    """
+)
+
+
+def _make_gguf(path: Path, size: int) -> str:
+    """A GGUF header (no tensors) plus random bytes, ``size`` in all (reused); its sha256."""
+    import hashlib
+    import struct
+
+    sidecar = path.with_suffix(".sha256")
+    if path.exists() and path.stat().st_size == size and sidecar.exists():
+        return sidecar.read_text().strip()
+    print(f"creating {path} ({size} bytes)…", flush=True)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        head = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
+        h.update(head)
+        f.write(head)
+        left = size - len(head)
+        while left > 0:
+            chunk = os.urandom(min(left, 16 << 20))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    sidecar.write_text(h.hexdigest())
+    return h.hexdigest()
+
+
+def bench_download_cpu(size_text: str, runs: int) -> dict:
+    """(c): CPU of ``modeldeck pull`` vs the headless app downloading the same file."""
+    if shutil.which("nginx") is None:
+        raise SystemExit("--download needs nginx (apt-get install -y nginx)")
+    sys.path.insert(0, str(REPO / "bench"))
+    import bench_download as bd  # nginx helpers shared with the download benchmark
+
+    size = bd.parse_size(size_text)
+    work = Path(tempfile.gettempdir()) / "modeldeck-bench-tui"
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    sha = _make_gguf(data / "big.gguf", size)
+    port, spare = bd.free_port(), bd.free_port()
+    conf = bd.nginx_conf(work / "nginx", data, "big.gguf", sha, spare, port)
+    url = f"http://127.0.0.1:{port}/files/big.gguf"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cli: list[dict] = []
+    app: list[dict] = []
+    with bd.run_nginx(work / "nginx", conf, [port, spare]):
+        for i in range(runs):
+            for kind in ("cli", "app"):
+                state = work / f"state-{kind}-{i}"
+                shutil.rmtree(state, ignore_errors=True)
+                state.mkdir(parents=True)
+                out = state / "result.json"
+                if kind == "cli":
+                    code, args = _CHILD_CLI_PULL, [url, sha, str(out)]
+                    child_env = {**env, "MODELDECK_STATE_DIR": str(state),
+                                 "MODELDECK_MODELS_DIR": str(state / "models"),
+                                 "MODELDECK_SCAN_HF_CACHE": "0"}
+                else:
+                    code, args = _CHILD_APP_PULL, [str(state), url, sha, str(out)]
+                    child_env = env
+                subprocess.run([sys.executable, "-c", code, *args], env=child_env, check=True,
+                               stdout=subprocess.DEVNULL, timeout=900)
+                result = json.loads(out.read_text())
+                (cli if kind == "cli" else app).append(result)
+                shutil.rmtree(state, ignore_errors=True)
+    med = statistics.median
+    cli_cpu, app_cpu = med(r["cpu_s"] for r in cli), med(r["cpu_s"] for r in app)
+    app_wall = med(r["wall_s"] for r in app)
+    return {
+        "size": size,
+        "cli_cpu_s": cli_cpu,
+        "cli_wall_s": med(r["wall_s"] for r in cli),
+        "app_cpu_s": app_cpu,
+        "app_wall_s": app_wall,
+        "ui_pct": max(0.0, app_cpu - cli_cpu) / app_wall * 100,
+        "states": [r.get("state") for r in app] + [f"rc={r['rc']}" for r in cli],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="start-up runs per app (median)")
     parser.add_argument("--query", default="llama 3 q4", help="text typed into the filter")
     parser.add_argument("--no-fail", action="store_true", help="report only")
+    parser.add_argument("--download", metavar="SIZE",
+                        help="also measure the UI's CPU cost during a download of SIZE (1G)")
+    parser.add_argument("--download-runs", type=int, default=2, help="runs per side (median)")
+    parser.add_argument("--only-download", action="store_true", help="skip (a) and (b)")
     args = parser.parse_args()
+    if args.only_download:
+        if not args.download:
+            parser.error("--only-download needs --download SIZE")
+        return _report_download(bench_download_cpu(args.download, args.download_runs),
+                                args.no_fail)
 
     start = bench_startup(args.runs)
     filt = asyncio.run(_filter_bench(args.query))
@@ -365,7 +507,30 @@ def main() -> int:
     )
     if start["heavy"]:
         print(f"FAIL: heavy modules imported at start: {start['heavy']}")
+    if args.download:
+        print()
+        ok = _report_download(bench_download_cpu(args.download, args.download_runs), True) == 0 \
+            and ok
     return 0 if ok or args.no_fail else 1
+
+
+def _report_download(d: dict, no_fail: bool) -> int:
+    """Print (c); 1 when the UI costs more than 5% of a core (unless ``no_fail``)."""
+    mib = d["size"] / (1 << 20)
+    rows = [
+        (f"download {mib:.0f} MiB, modeldeck pull: CPU / wall",
+         f"{d['cli_cpu_s']:.2f} s / {d['cli_wall_s']:.2f} s", ""),
+        (f"download {mib:.0f} MiB, ModelDeckApp headless: CPU / wall",
+         f"{d['app_cpu_s']:.2f} s / {d['app_wall_s']:.2f} s", ""),
+        ("UI CPU cost during the download, % of one core",
+         f"{d['ui_pct']:.1f}%", "<= 5%"),
+        ("results", " ".join(str(s) for s in d["states"]), ""),
+    ]
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:>{vwidth}}  {target}")
+    return 0 if d["ui_pct"] <= 5 or no_fail else 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from textual.clock import MockClock
 from tui.app.app import ModelDeckApp
 from tui.catalog import CatalogEntry, entry_from_dict
 from tui.resources.types import STATUS_NO_GPU, STATUS_OK, DiskReading, GpuReading, Snapshot
+from tui.runtime.memory import FixedMemoryProbe, GpuFree
+from tui.runtime.service import RuntimeService
 from tui.services import Services, build_services
 from tui.settings import Settings
 from tui.store import ModelRecord
@@ -184,12 +186,25 @@ def make_services(
     models, state = tmp_path / "models", tmp_path / "state"
     models.mkdir(exist_ok=True)
     state.mkdir(exist_ok=True)
+    settings.setdefault("scan_hf_cache", False)
     services = build_services(Settings(models_dir=models, state_dir=state, **settings))
+    # A runtime with fixed free memory (two 24 GiB cards, 20 GiB free on the first; 48 GiB
+    # RAM) so the Fit column is the same on every machine.
+    services.__dict__["runtime"] = RuntimeService(
+        services.settings, services.inventory, memory_probe=fixed_probe()
+    )
     for record in records:
         services.inventory.upsert_model(record)
     if fixed_catalog:
         services.__dict__["catalog"] = FixedCatalog(fixed_entries())
     return services
+
+
+def fixed_probe(ram_free: int = 48 * GIB, vram_free: tuple[int, ...] = (20 * GIB, 23 * GIB)
+                ) -> FixedMemoryProbe:
+    """Fixed free RAM/VRAM for the fit checks."""
+    gpus = tuple(GpuFree(i, free, 24 * GIB) for i, free in enumerate(vram_free))
+    return FixedMemoryProbe(ram_free, gpus, ram_total=64 * GIB)
 
 
 def make_app(
@@ -199,13 +214,13 @@ def make_app(
 ) -> ModelDeckApp:
     """A deterministic app: fixed sampler, mock clock, fixed now, no blinking, no downloads
     watcher."""
+    kwargs.setdefault("watch_downloads", False)
     app = ModelDeckApp(
         services,
         sampler=sampler or two_gpu_sampler(),
         clock=MockClock(),
         now=fixed_now,
         cursor_blink=False,
-        watch_downloads=False,
         **kwargs,
     )
     app.animation_level = "none"
@@ -216,6 +231,8 @@ async def wait_ready(app: ModelDeckApp, pilot: Any) -> None:
     """Wait until the rows are in the table and the first sample is shown."""
     await asyncio.wait_for(app.models_ready.wait(), 10)
     await pilot.pause()
+    await wait_for(pilot, lambda: not any(
+        w.group == "fit" and not w.is_finished for w in app.workers), timeout=10)
     await pilot.pause()
 
 

@@ -183,7 +183,8 @@ async def test_help_screen_lists_every_binding(services) -> None:
 async def test_palette_finds_and_loads_a_model(services, monkeypatch) -> None:
     loaded: list[str] = []
 
-    def fake_load(_services: Any, model_id: str) -> str:
+    async def fake_load(_services: Any, model_id: str, force: bool = False,
+                        options: Any = None) -> str:
         loaded.append(model_id)
         return "Llama 3.1 8B Instruct"
 
@@ -377,7 +378,11 @@ async def test_console_streams_tokens_and_esc_cancels(services) -> None:
 
 
 async def test_console_submit_streams_from_wiring(services, monkeypatch) -> None:
-    async def fake_generate(_s: Any, model_id: Any, prompt: str, system: str, emit: Any):
+    conversations: list[list[dict[str, str]]] = []
+
+    async def fake_generate(_s: Any, model_id: Any, messages: Any, emit: Any,
+                            params: Any = None):
+        conversations.append(list(messages))
         for token in ["The ", "answer ", "is ", "42."]:
             emit(token)
         return MetricsView(ttft_ms=50, tokens_per_s=80.0, tokens=4)
@@ -386,6 +391,8 @@ async def test_console_submit_streams_from_wiring(services, monkeypatch) -> None
     app = make_app(services)
     async with app.run_test(size=SIZE) as pilot:
         await wait_ready(app, pilot)
+        app._active_model = "llama-3.1-8b-q4"
+        app.prompt_console.set_system_prompt("Be brief.")
         await pilot.press("e")
         await pilot.press(*"question", "enter")
         await wait_for(pilot, lambda: not app.prompt_console.streaming)
@@ -395,6 +402,16 @@ async def test_console_submit_streams_from_wiring(services, monkeypatch) -> None
         # history: up recalls the prompt
         await pilot.press("up")
         assert console.prompt_input.value == "question"
+        # The conversation goes on: system prompt, the first turn and its answer.
+        await pilot.press("ctrl+u", *"more", "enter")
+        await wait_for(pilot, lambda: len(conversations) == 2 and not console.streaming)
+        assert conversations[1] == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "question"},
+            {"role": "assistant", "content": "The answer is 42."},
+            {"role": "user", "content": "more"},
+        ]
+        assert str(app.model_table.get_cell(LLAMA, "tps")) == "80.0"
 
 
 async def test_delete_asks_with_space_freed_and_calls_wiring(services, monkeypatch) -> None:
@@ -406,6 +423,7 @@ async def test_delete_asks_with_space_freed_and_calls_wiring(services, monkeypat
         return 4_920_000_000
 
     monkeypatch.setattr(wiring, "delete_model", fake_delete)
+    monkeypatch.setattr(wiring, "plan_delete", lambda _s, _id: (4_920_000_000, False))
     app = make_app(services)
     async with app.run_test(size=SIZE) as pilot:
         await wait_ready(app, pilot)
@@ -420,16 +438,17 @@ async def test_delete_asks_with_space_freed_and_calls_wiring(services, monkeypat
         assert str(app.model_table.get_cell(LLAMA, "status")) == "available"
 
 
-async def test_not_wired_services_notify_instead_of_crashing(services) -> None:
+async def test_load_errors_notify_instead_of_crashing(services) -> None:
     app = make_app(services)
     async with app.run_test(size=SIZE) as pilot:
         await wait_ready(app, pilot)
-        app.model_table.move_cursor(row=0)  # Llama, installed: loading needs the runtime
+        app.model_table.move_cursor(row=0)  # Llama, "installed" but its file does not exist
         await pilot.press("enter")
-        titles = lambda: [n.title for n in app._notifications]  # noqa: E731
-        await wait_for(pilot, lambda: "Not available yet" in titles())
-        assert "Not available yet" in titles()
+        messages = lambda: [n.message for n in app._notifications]  # noqa: E731
+        await wait_for(pilot, lambda: any("gone from disk" in m for m in messages()))
+        assert any("gone from disk" in m for m in messages())
         assert app.is_running
+        assert app.prompt_console.model_name is None
 
 
 async def test_theme_switch(services) -> None:

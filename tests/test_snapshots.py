@@ -23,6 +23,9 @@ from conftest_app import (
     no_gpu_sampler,
     wait_ready,
 )
+from fakehub.testing import hub
+
+__all__ = ["hub"]
 
 SNAPSHOT_DIR = Path(__file__).resolve().parent.parent / "snapshots"
 
@@ -108,6 +111,55 @@ def test_console_answer(snap_compare: Any, tmp_path: Path) -> None:
         from tui.app.views import MetricsView
 
         console.finish_answer(MetricsView(ttft_ms=184, tokens_per_s=41.2, tokens=17))
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path), terminal_size=(120, 40), run_before=run_before)
+
+
+def _hub_repos(hub: Any) -> None:
+    from fakehub.testing import gguf_bytes
+
+    hub.add_repo("acme/qwen-7b-GGUF", {
+        "qwen-7b-Q4_K_M.gguf": gguf_bytes(4096, 1),
+        "qwen-7b-Q8_0.gguf": gguf_bytes(8192, 2),
+        "README.md": b"qwen",
+    }, downloads=12_345, likes=67, commit="a" * 40)
+    hub.add_repo("other/qwen-tiny-GGUF", {"q-Q8_0.gguf": gguf_bytes(2048, 3)},
+                 downloads=99, likes=1, commit="b" * 40)
+
+
+def test_add_model_modal(snap_compare: Any, tmp_path: Path, hub: Any) -> None:
+    from textual.widgets import SelectionList
+
+    from conftest_app import wait_for
+
+    _hub_repos(hub)
+
+    async def run_before(pilot: Any) -> None:
+        app = pilot.app
+        await wait_ready(app, pilot)
+        await pilot.press("a", *"acme/qwen-7b-GGUF", "enter")
+        files = app.screen.query_one("#add-files", SelectionList)
+        assert await wait_for(pilot, lambda: files.option_count == 2, timeout=10)
+        await pilot.press("space")
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path), terminal_size=(120, 40), run_before=run_before)
+
+
+def test_hub_search_modal(snap_compare: Any, tmp_path: Path, hub: Any) -> None:
+    from textual.widgets import DataTable
+
+    from conftest_app import wait_for
+
+    _hub_repos(hub)
+
+    async def run_before(pilot: Any) -> None:
+        app = pilot.app
+        await wait_ready(app, pilot)
+        await pilot.press("ctrl+f", *"qwen", "enter")
+        table = app.screen.query_one("#hub-results", DataTable)
+        assert await wait_for(pilot, lambda: table.row_count == 2, timeout=10)
         await pilot.pause()
 
     assert snap_compare(_app(tmp_path), terminal_size=(120, 40), run_before=run_before)

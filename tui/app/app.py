@@ -14,7 +14,9 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.clock import Clock
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.reactive import reactive
+from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
@@ -23,15 +25,25 @@ from tui.app.commands import ModelDeckCommands
 from tui.app.messages import (
     AnswerFinished,
     AnswerStarted,
+    DeletePlanned,
     JobUpdated,
+    LoadRefused,
     ModelDeleted,
     ModelsLoaded,
     ResourcesSampled,
     RowsChanged,
+    RuntimeChanged,
     TokensArrived,
 )
 from tui.app.paths import styles_dir
-from tui.app.screens import ConfirmScreen, HelpScreen, TextPromptScreen, binding_rows
+from tui.app.screens import (
+    AddModelScreen,
+    ConfirmScreen,
+    HelpScreen,
+    HubSearchScreen,
+    TextPromptScreen,
+    binding_rows,
+)
 from tui.app.views import JobView, MetricsView, ModelRow, format_size, row_status_for_job
 from tui.app.widgets import (
     DownloadsPanel,
@@ -41,6 +53,7 @@ from tui.app.widgets import (
     ResourceLine,
     ResourceSidebar,
 )
+from tui.errors import ModelDeckError
 
 if TYPE_CHECKING:
     from tui.resources.types import Snapshot
@@ -48,6 +61,7 @@ if TYPE_CHECKING:
 
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
 TOKEN_FLUSH_S = 1 / 30  # console redraw rate while streaming
+JOB_REDRAW_S = 0.5  # progress redraws per job while its state stays the same
 
 
 class SamplerLike(Protocol):
@@ -80,6 +94,7 @@ class ModelDeckApp(App[None]):
         cursor_blink: blink input cursors (off for snapshots; default from ``CURSOR_BLINK``).
         start_sampler: start the resource sampler worker on mount.
         watch_downloads: start the download-events worker on mount.
+        compute_fit: fill the Fit column from the runtime's memory estimate.
     """
 
     TITLE = "ModelDeck"
@@ -95,6 +110,9 @@ class ModelDeckApp(App[None]):
         Binding("w", "toggle_downloads", "Downloads"),
         Binding("e", "toggle_console", "Console"),
         Binding("ctrl+o", "pick_model", "Models"),
+        Binding("u", "unload", "Unload"),
+        Binding("a", "add_model", "Add model"),
+        Binding("ctrl+f", "hub_search", "Hub search"),
         Binding("t", "toggle_theme", "Theme", show=False),
     ]
 
@@ -112,6 +130,7 @@ class ModelDeckApp(App[None]):
         cursor_blink: bool | None = None,
         start_sampler: bool = True,
         watch_downloads: bool = True,
+        compute_fit: bool = True,
     ) -> None:
         super().__init__()
         self.services = services
@@ -121,6 +140,7 @@ class ModelDeckApp(App[None]):
         self._now = now or time.time
         self._start_sampler = start_sampler
         self._watch_downloads = watch_downloads
+        self._compute_fit = compute_fit
         blink = self.CURSOR_BLINK if cursor_blink is None else cursor_blink
         self.cursor_blink = blink and not self.settings.low_redraw
         if self.settings.low_redraw:
@@ -128,9 +148,20 @@ class ModelDeckApp(App[None]):
         self.theme = THEMES.get(self.settings.theme, "textual-dark")
         self.models_ready = asyncio.Event()
         self._job_states: dict[str, str] = {}
+        self._job_applied: dict[str, float] = {}  # job id -> monotonic time of last redraw
+        self._job_pending: dict[str, JobView] = {}
+        self._job_timer: Any = None
+        self._closing = False
         self._pending_tokens: list[str] = []
         self._flush_timer: Any = None
         self._background_started = False
+        self._active_model: str | None = None  # model id answering in the console
+        self._conversations: dict[str, list[dict[str, str]]] = {}
+        self._answer: list[str] = []
+        self._runtime_unsubscribe: Callable[[], None] | None = None
+        self._entries: dict[str, Any] = {}  # catalog entries by id (read with the rows)
+        self.load_options: Any = None  # LoadOptions for loads (None: runtime defaults)
+        self.gen_params: Any = None  # GenParams for answers (None: runtime defaults)
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -183,6 +214,26 @@ class ModelDeckApp(App[None]):
             self._sampler = self.services.sampler
         return self._sampler
 
+    def _ui_alive(self) -> bool:
+        """False once the app is shutting down (late service events are then dropped)."""
+        if self._closing:
+            return False
+        try:
+            self.query_one("#models", ModelTable)
+        except NoMatches:
+            return False
+        return True
+
+    def _focus_now(self, widget: Widget) -> None:
+        """Focus at once, not on the next idle (``Widget.focus`` defers): keys that arrive in
+        the same burst — a paste, or typing ahead over a slow SSH link — then reach the
+        newly focused widget instead of the old one."""
+        screen = widget.screen
+        if screen is self.screen:
+            screen.set_focus(widget)
+        else:
+            widget.focus()
+
     def _apply_visibility(self) -> None:
         self.query_one("#sidebar").set_class(not self.show_sidebar, "-hidden")
         self.query_one("#resource-line").set_class(not self.show_sidebar, "-hidden")
@@ -201,16 +252,17 @@ class ModelDeckApp(App[None]):
         if self.is_mounted:
             self._apply_visibility()
             if show:
-                self.prompt_console.prompt_input.focus()
+                self._focus_now(self.prompt_console.prompt_input)
             elif self.prompt_console.has_focus_within:
-                self.model_table.focus()
+                self._focus_now(self.model_table)
 
     # -- workers ---------------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="rows", exit_on_error=False)
     def _load_rows(self) -> None:
         """Read catalog + inventory (blocking SQLite) and post the rows."""
-        self.post_message(ModelsLoaded(wiring.load_rows(self.services)))
+        entries = {e.id: e for e in self.services.catalog.entries()}
+        self.post_message(ModelsLoaded(wiring.load_rows(self.services), entries))
 
     @work(exclusive=True, group="sampler", exit_on_error=False)
     async def _run_sampler(self) -> None:
@@ -236,12 +288,22 @@ class ModelDeckApp(App[None]):
             self.log.warning(f"downloads panel idle: {exc}")
 
     async def on_unmount(self) -> None:
-        """Stop the download queue on exit; running jobs stay queued for the next start."""
+        """Stop the download queue (running jobs stay queued for the next start) and the
+        runtime (unloads every model)."""
+        self._closing = True
+        if self._job_timer is not None:
+            self._job_timer.stop()
+        if self._runtime_unsubscribe is not None:
+            self._runtime_unsubscribe()
         if self._watch_downloads:
             try:
                 await wiring.stop_downloads(self.services)
             except Exception as exc:  # exiting anyway: log, do not raise
                 self.log.error(f"stopping downloads failed: {exc!r}")
+        try:
+            await wiring.close_runtime(self.services)
+        except Exception as exc:
+            self.log.error(f"closing the runtime failed: {exc!r}")
 
     def post_job(self, view: JobView) -> None:
         """Thread-safe entry point for job updates (coalesced per job)."""
@@ -254,6 +316,8 @@ class ModelDeckApp(App[None]):
         error = event.worker.error
         if isinstance(error, wiring.NotWired):
             self.notify(str(error), title="Not available yet", severity="warning")
+        elif isinstance(error, ModelDeckError):
+            self.notify(str(error), title="Error", severity="error")
         else:
             self.notify(f"{type(error).__name__}: {error}", title="Error", severity="error")
 
@@ -271,17 +335,56 @@ class ModelDeckApp(App[None]):
 
     @on(ModelsLoaded)
     def _models_loaded(self, message: ModelsLoaded) -> None:
+        if not self._ui_alive():
+            return
         self.call_after_refresh(self._start_background)
-        self.model_table.set_rows(message.rows)
+        if message.entries is not None:
+            self._entries = dict(message.entries)
+        table = self.model_table
+        rows = []  # keep known Fit verdicts until they are recomputed (no blank flash)
+        for row in message.rows:
+            old = table.get_model_row(row.key)
+            if old is not None and old.fit and not row.fit:
+                row = dataclasses.replace(row, fit=old.fit)
+            rows.append(row)
+        table.set_rows(rows)
         self._update_table_status()
         for row in message.rows:
             if row.status == "loaded":
                 self.prompt_console.set_model(row.name)
+        self._mark_loaded_rows()
         self.models_ready.set()
+        if self._compute_fit:
+            self._fill_fit(list(self.model_table.all_rows.values()))
+
+    def _mark_loaded_rows(self) -> None:
+        """Rows of models the runtime holds show "loaded" (after a reload from the inventory)."""
+        if not wiring.runtime_built(self.services):
+            return
+        table = self.model_table
+        for row in list(table.all_rows.values()):
+            loaded = row.model_id and self.services.runtime.is_loaded(row.model_id)
+            if loaded and row.status != "loaded":
+                table.update_row(dataclasses.replace(row, status="loaded"))
+
+    @work(exclusive=True, group="fit", exit_on_error=False)
+    async def _fill_fit(self, rows: list[ModelRow]) -> None:
+        """Fill the Fit column (the runtime reads headers and memory in its threads)."""
+        changed = await wiring.fit_for(self.services, rows)
+        if changed:
+            self.post_message(RowsChanged(changed))
 
     @on(RowsChanged)
     def _rows_changed(self, message: RowsChanged) -> None:
-        self.model_table.update_rows(message.rows)
+        if not self._ui_alive():
+            return
+        table = self.model_table
+        # Merge the changed fields into the current rows (the status may have moved on).
+        current = []
+        for row in message.rows:
+            now = table.get_model_row(row.key)
+            current.append(dataclasses.replace(now, fit=row.fit) if now is not None else row)
+        table.update_rows(current)
 
     @on(ResourcesSampled)
     def _resources_sampled(self, message: ResourcesSampled) -> None:
@@ -290,7 +393,34 @@ class ModelDeckApp(App[None]):
 
     @on(JobUpdated)
     def _job_updated(self, message: JobUpdated) -> None:
-        self.apply_job(message.view)
+        """Apply job updates: state changes at once, progress at most every
+        :data:`JOB_REDRAW_S` per job (the latest one wins)."""
+        view = message.view
+        if not self._ui_alive():
+            return
+        last = self._job_applied.get(view.job_id)
+        now = time.monotonic()
+        same_state = self._job_states.get(view.job_id) == view.state
+        if same_state and last is not None and now - last < JOB_REDRAW_S:
+            self._job_pending[view.job_id] = view
+            if self._job_timer is None:
+                self._job_timer = self.set_timer(JOB_REDRAW_S - (now - last),
+                                                 self._flush_jobs)
+            return
+        self._job_pending.pop(view.job_id, None)
+        self._job_applied[view.job_id] = now
+        self.apply_job(view)
+
+    def _flush_jobs(self) -> None:
+        self._job_timer = None
+        if not self._ui_alive():
+            return
+        pending, self._job_pending = self._job_pending, {}
+        now = time.monotonic()
+        with self.batch_update():
+            for view in pending.values():
+                self._job_applied[view.job_id] = now
+                self.apply_job(view)
 
     def apply_job(self, view: JobView) -> None:
         """Show a job in the panel, mirror it on its table row, alert on transitions."""
@@ -319,6 +449,8 @@ class ModelDeckApp(App[None]):
 
     @on(ModelTable.ViewChanged, "#models")
     def _view_changed(self, message: ModelTable.ViewChanged) -> None:
+        if not self._ui_alive():
+            return
         self._update_table_status(message.shown, message.total, message.description)
 
     def _update_table_status(
@@ -338,27 +470,124 @@ class ModelDeckApp(App[None]):
         row = message.row
         if row.installed:
             self.load_row(row)
+        elif row.status in ("queued", "downloading", "paused"):
+            self.notify(f"{row.name} is {row.status}", severity="warning")
+        elif len(row.quants) > 1:
+            self.pick_quant(row)
         else:
             self.download_row(row, row.quant)
 
-    def load_row(self, row: ModelRow) -> None:
-        """Load an installed model (in a thread)."""
+    # -- runtime ---------------------------------------------------------------------------
+
+    def _follow_runtime(self) -> None:
+        """Subscribe to the runtime's lifecycle events (once; builds the runtime)."""
+        if self._runtime_unsubscribe is None:
+            self._runtime_unsubscribe = wiring.subscribe_runtime(
+                self.services, lambda event: self.post_message(RuntimeChanged(event))
+            )
+
+    def _row_of_model(self, model_id: str) -> ModelRow | None:
+        return next(
+            (r for r in self.model_table.all_rows.values() if r.model_id == model_id), None
+        )
+
+    def load_row(self, row: ModelRow, force: bool = False) -> None:
+        """Load an installed model (an async worker; the runtime loads in its threads)."""
         if row.model_id is None:
             return
-        self.notify(f"Loading {row.name}…")
-        self._load_model(row.model_id)
+        if row.status == "loaded" and row.model_id == self._active_model:
+            self.notify(f"{row.name} is already loaded")
+            self.show_console = True
+            return
+        self._follow_runtime()
+        self._load_model(row, force)
 
-    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def _load_model(self, model_id: str) -> None:
-        name = wiring.load_model(self.services, model_id)
-        self.call_from_thread(self._model_loaded, name)
+    @work(exclusive=True, group="load", exit_on_error=False)
+    async def _load_model(self, row: ModelRow, force: bool) -> None:
+        from tui.runtime.errors import WontFitError
 
-    def _model_loaded(self, name: str) -> None:
+        assert row.model_id is not None
+        try:
+            name = await wiring.load_model(self.services, row.model_id, force, self.load_options)
+        except WontFitError as exc:
+            self.post_message(LoadRefused(row, str(exc)))
+            return
+        self._model_loaded(row.model_id, name)
+
+    def _model_loaded(self, model_id: str, name: str) -> None:
+        self._active_model = model_id
         self.prompt_console.set_model(name)
         self.notify(f"{name} loaded")
 
+    @on(LoadRefused)
+    def _load_refused(self, message: LoadRefused) -> None:
+        row = message.row
+        self.notify(message.reason, title=f"{row.name} won't fit", severity="warning")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.load_row(row, force=True)
+
+        question = f"{row.name} won't fit in free memory.\nLoad anyway?"
+        self.push_screen(ConfirmScreen(question, yes="Load anyway", no="Cancel"), answered)
+
+    @on(RuntimeChanged)
+    def _runtime_changed(self, message: RuntimeChanged) -> None:
+        if not self._ui_alive():
+            return
+        event = message.event
+        state = str(event.state)
+        row = self._row_of_model(event.model_id)
+        status = {"loading": "loading", "loaded": "loaded", "unloading": "unloading",
+                  "unloaded": "installed", "failed": "installed"}.get(state)
+        if row is not None and status is not None and row.installed:
+            self.model_table.update_row(dataclasses.replace(row, status=status))
+        name = row.name if row is not None else event.model_id
+        console = self.prompt_console
+        if state == "loading":
+            console.set_model(f"{name} (loading…)")
+        elif state == "loaded":
+            self._active_model = event.model_id
+            console.set_model(name)
+        elif state in ("unloaded", "failed") and self._active_model == event.model_id:
+            self._active_model = None
+            console.set_model(None)
+        elif state == "failed" and console.model_name and "loading" in console.model_name:
+            console.set_model(None)
+        # A failed load is reported by the load worker (won't fit → the force question).
+        if state == "unloaded" and event.message not in ("unload all",):
+            self.notify(f"{name} unloaded ({event.message})")
+
+    def action_unload(self) -> None:
+        """Unload the model under the cursor (or the one answering in the console)."""
+        row = self.model_table.current_row()
+        model_id = row.model_id if row is not None and row.status == "loaded" else None
+        model_id = model_id or self._active_model
+        if model_id is None:
+            self.notify("No model is loaded", severity="warning")
+            return
+        if self.prompt_console.streaming:
+            self._cancel_answer()
+        self._unload_model(model_id)
+
+    @work(group="unload", exit_on_error=False)
+    async def _unload_model(self, model_id: str) -> None:
+        await wiring.unload_model(self.services, model_id)
+
+    # -- downloads -------------------------------------------------------------------------
+
+    def pick_quant(self, row: ModelRow) -> None:
+        """A palette of the entry's quants with their sizes; picking one queues it."""
+        entry = self._entries.get(row.entry_id) if row.entry_id else None
+        choices = []
+        for quant in row.quants:
+            size = entry.size_for(quant) if entry is not None else None
+            choices.append((f"Download {row.name} {quant}", partial(self.download_row, row, quant),
+                            format_size(size)))
+        self.search_commands(choices, placeholder=f"Which quant of {row.name}?")
+
     def download_row(self, row: ModelRow, quant: str | None) -> None:
-        """Queue a download of a catalog row (in a thread)."""
+        """Queue a download of a catalog row."""
         if row.entry_id is None:
             return
         self.notify(f"Queued {row.name} {quant or ''}".rstrip())
@@ -377,11 +606,36 @@ class ModelDeckApp(App[None]):
     async def _run_download_action(self, job_id: str, action: str) -> None:
         await wiring.download_action(self.services, job_id, action)
 
+    # -- delete ----------------------------------------------------------------------------
+
     @on(ModelTable.DeleteRequested, "#models")
     def _delete_requested(self, message: ModelTable.DeleteRequested) -> None:
         row = message.row
-        size = format_size(row.size_bytes) or "unknown space"
-        question = f"Delete {row.name}?\nThis frees {size} on the models volume."
+        if row.model_id is None:
+            return
+        loaded = row.status in ("loaded", "loading") or (
+            wiring.runtime_built(self.services) and self.services.runtime.is_loaded(row.model_id)
+        )
+        if loaded:
+            self.notify(f"{row.name} is loaded: unload first (u)", severity="warning")
+            return
+        self._plan_delete(row)
+
+    @work(thread=True, group="delete", exit_on_error=False)
+    def _plan_delete(self, row: ModelRow) -> None:
+        assert row.model_id is not None
+        freed, forget_only = wiring.plan_delete(self.services, row.model_id)
+        self.post_message(DeletePlanned(row, freed, forget_only))
+
+    @on(DeletePlanned)
+    def _delete_planned(self, message: DeletePlanned) -> None:
+        row = message.row
+        if message.forget_only:
+            question = (f"Forget {row.name}?\nIts files are outside the models folder "
+                        "and stay on disk.")
+        else:
+            size = format_size(message.freed_bytes) or "0B"
+            question = f"Delete {row.name}?\nThis frees {size} on the models volume."
 
         def answered(yes: bool | None) -> None:
             if yes and row.model_id:
@@ -399,38 +653,85 @@ class ModelDeckApp(App[None]):
     def _model_deleted(self, message: ModelDeleted) -> None:
         self.notify(f"Deleted {message.name}, freed {format_size(message.freed_bytes) or '0B'}")
 
+    # -- add model / Hub search ------------------------------------------------------------
+
+    def action_add_model(self, repo: str | None = None) -> None:
+        """The add-custom-model modal (Hub repo, URL or local path)."""
+
+        def done(entry_ids: list[str] | None) -> None:
+            if entry_ids:
+                self.notify(f"Added {', '.join(entry_ids)}")
+                self._load_rows()
+
+        self.push_screen(AddModelScreen(self.services, repo=repo), done)
+
+    def action_hub_search(self) -> None:
+        """Search the Hub for GGUF repos; picking one opens the add modal on it."""
+
+        def picked(repo: str | None) -> None:
+            if repo:
+                self.action_add_model(repo)
+
+        self.push_screen(HubSearchScreen(), picked)
+
     # -- console ---------------------------------------------------------------------------
 
     @on(PromptConsole.Submitted, "#console")
     def _prompt_submitted(self, message: PromptConsole.Submitted) -> None:
-        self.prompt_console.start_answer(message.prompt)
-        row = next(
-            (r for r in self.model_table.all_rows.values() if r.status == "loaded"), None
-        )
-        self._generate(row.model_id if row else None, message.prompt, message.system_prompt)
+        console = self.prompt_console
+        console.start_answer(message.prompt)
+        model_id = self._active_model
+        if model_id is None:
+            console.finish_answer(MetricsView(), error="no model loaded (enter or ctrl+o)")
+            return
+        history = self._conversations.setdefault(model_id, [])
+        history.append({"role": "user", "content": message.prompt})
+        system = [{"role": "system", "content": message.system_prompt}]
+        messages = (system if message.system_prompt else []) + list(history)
+        self._answer = []
+        self._generate(model_id, messages)
 
     @work(exclusive=True, group="generate", exit_on_error=False)
-    async def _generate(self, model_id: str | None, prompt: str, system_prompt: str) -> None:
+    async def _generate(self, model_id: str, messages: list[dict[str, str]]) -> None:
         """Stream an answer; tokens are batched to :data:`TOKEN_FLUSH_S`."""
         self.post_message(AnswerStarted())
         try:
             metrics = await wiring.generate(
-                self.services, model_id, prompt, system_prompt, self._queue_tokens
+                self.services, model_id, messages, self._queue_tokens, self.gen_params
             )
-        except wiring.NotWired as exc:
+        except (wiring.NotWired, ModelDeckError) as exc:
             self._flush_tokens()
             self.post_message(AnswerFinished(MetricsView(), error=str(exc)))
             return
         self._flush_tokens()
+        self._remember_answer(model_id)
         self.post_message(AnswerFinished(metrics))
+        if metrics.tokens_per_s:
+            row = self._row_of_model(model_id)
+            if row is not None:
+                self.model_table.update_row(
+                    dataclasses.replace(row, tokens_per_s=metrics.tokens_per_s)
+                )
+
+    def _remember_answer(self, model_id: str) -> None:
+        """Append the streamed answer to the model's conversation."""
+        text = "".join(self._answer)
+        self._answer = []
+        if text:
+            self._conversations.setdefault(model_id, []).append(
+                {"role": "assistant", "content": text}
+            )
 
     def _queue_tokens(self, text: str) -> None:
         """Collect tokens; one :class:`TokensArrived` per flush interval."""
         self._pending_tokens.append(text)
+        self._answer.append(text)
         if self._flush_timer is None:
             self._flush_timer = self.set_timer(TOKEN_FLUSH_S, self._flush_tokens)
 
     def _flush_tokens(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
         self._flush_timer = None
         if self._pending_tokens:
             text = "".join(self._pending_tokens)
@@ -439,7 +740,8 @@ class ModelDeckApp(App[None]):
 
     @on(TokensArrived)
     def _tokens_arrived(self, message: TokensArrived) -> None:
-        self.prompt_console.append_tokens(message.text)
+        if self.prompt_console.streaming:
+            self.prompt_console.append_tokens(message.text)
 
     @on(AnswerFinished)
     def _answer_finished(self, message: AnswerFinished) -> None:
@@ -448,9 +750,19 @@ class ModelDeckApp(App[None]):
 
     @on(PromptConsole.CancelRequested, "#console")
     def _cancel_requested(self) -> None:
-        self.workers.cancel_group(self, "generate")
+        self._cancel_answer()
+
+    @on(PromptConsole.LeaveRequested, "#console")
+    def _leave_console(self) -> None:
+        self._focus_now(self.model_table)
+
+    def _cancel_answer(self) -> None:
+        """Stop the answer: the runtime thread first, then the worker; keep what came."""
         wiring.cancel_generation(self.services)
+        self.workers.cancel_group(self, "generate")
         self._flush_tokens()
+        if self._active_model is not None:
+            self._remember_answer(self._active_model)
         self.prompt_console.finish_answer(MetricsView(cancelled=True))
 
     @on(PromptConsole.SystemPromptRequested, "#console")
@@ -502,7 +814,7 @@ class ModelDeckApp(App[None]):
         """Show and focus the filter line."""
         filter_input = self.query_one("#filter", FilterInput)
         filter_input.add_class("-active")
-        filter_input.focus()
+        self._focus_now(filter_input)
 
     def action_clear_filter(self) -> None:
         """Clear and hide the filter, back to the table."""
@@ -510,14 +822,14 @@ class ModelDeckApp(App[None]):
         filter_input.value = ""
         filter_input.remove_class("-active")
         self.model_table.filter_text = ""
-        self.model_table.focus()
+        self._focus_now(self.model_table)
 
     def action_focus_table(self) -> None:
         """Back to the table, keeping the filter."""
         filter_input = self.query_one("#filter", FilterInput)
         if not filter_input.value:
             filter_input.remove_class("-active")
-        self.model_table.focus()
+        self._focus_now(self.model_table)
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -569,13 +881,18 @@ class ModelDeckApp(App[None]):
             ("Switch theme", self.action_toggle_theme, "Dark / light"),
             ("Installed only", self.model_table.action_toggle_installed, "Status filter"),
             ("Help", self.action_help, "All key bindings"),
+            ("Add model", self.action_add_model, "Hub repo, URL or local file"),
+            ("Search the Hub", self.action_hub_search, "GGUF repos on Hugging Face"),
+            ("Unload model", self.action_unload, "Free the loaded model's memory"),
         ]
         for row in self.model_table.all_rows.values():
             if row.installed:
                 commands.append((f"Load {row.name}", partial(self.load_row, row), "Load model"))
             elif row.entry_id is not None:
+                entry = self._entries.get(row.entry_id)
                 for quant in row.quants or (row.quant,):
                     label = f"Download {row.name} {quant or ''}".rstrip()
-                    size = format_size(row.size_bytes) if quant == row.quant else ""
+                    size = format_size(entry.size_for(quant) if entry and quant else None)
+                    size = size or (format_size(row.size_bytes) if quant == row.quant else "")
                     commands.append((label, partial(self.download_row, row, quant), size))
         return commands

@@ -8,25 +8,28 @@ implement ``can_replace`` so a newer one replaces an unprocessed older one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
 if TYPE_CHECKING:
     from tui.app.views import JobView, MetricsView, ModelRow
     from tui.resources.types import Snapshot
+    from tui.runtime.types import RuntimeEvent
 
 
 class ModelsLoaded(Message):
-    """The full set of table rows (startup, or after an inventory change)."""
+    """The full set of table rows (startup, or after an inventory change), with the catalog
+    entries by id when they were read too (quant sizes for the pickers)."""
 
-    def __init__(self, rows: Sequence[ModelRow]) -> None:
+    def __init__(self, rows: Sequence[ModelRow], entries: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.rows = rows
+        self.entries = entries
 
 
 class RowsChanged(Message):
-    """Some rows changed (status, metrics, fit): update them in place."""
+    """The Fit verdicts of some rows were (re)computed: update those cells in place."""
 
     def __init__(self, rows: Sequence[ModelRow]) -> None:
         super().__init__()
@@ -89,3 +92,30 @@ class ModelDeleted(Message):
         super().__init__()
         self.name = name
         self.freed_bytes = freed_bytes
+
+
+class RuntimeChanged(Message):
+    """A model's runtime state changed (loading, loaded, unloading, unloaded, failed)."""
+
+    def __init__(self, event: RuntimeEvent) -> None:
+        super().__init__()
+        self.event = event
+
+
+class LoadRefused(Message):
+    """The fit check refused a load; the App asks whether to force it."""
+
+    def __init__(self, row: ModelRow, reason: str) -> None:
+        super().__init__()
+        self.row = row
+        self.reason = reason
+
+
+class DeletePlanned(Message):
+    """What deleting a model frees, ready for the confirmation."""
+
+    def __init__(self, row: ModelRow, freed_bytes: int, forget_only: bool) -> None:
+        super().__init__()
+        self.row = row
+        self.freed_bytes = freed_bytes
+        self.forget_only = forget_only

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 # -- table rows -----------------------------------------------------------------------------
 
-ROW_STATUSES = ("available", "queued", "downloading", "paused", "installed", "loaded", "failed")
-INSTALLED_STATUSES = frozenset({"installed", "loaded"})
+ROW_STATUSES = ("available", "queued", "downloading", "paused", "installed", "loading",
+                "loaded", "unloading", "failed")
+INSTALLED_STATUSES = frozenset({"installed", "loading", "loaded", "unloading"})
 DOWNLOAD_STATUSES = frozenset({"queued", "downloading", "paused", "failed"})
 
 # Status filters the table cycles through: name -> statuses shown (None = all).
@@ -240,8 +241,10 @@ def row_cells(row: ModelRow, now: float) -> tuple[str, ...]:
     )
 
 
-_STATUS_ORDER = {s: i for i, s in enumerate(("loaded", "downloading", "queued", "paused",
-                                               "failed", "installed", "available"))}
+_STATUS_ORDER = {s: i for i, s in enumerate((
+    "loaded", "loading", "unloading", "downloading", "queued", "paused", "failed", "installed",
+    "available",
+))}
 
 
 def sort_key(column: str) -> Callable[[ModelRow], object]:

@@ -1,11 +1,11 @@
 """Adapters between the App and the services. No Textual here.
 
-The App calls these from workers (thread workers for blocking calls, async workers for the
-watch/generate loops); they return plain views (:mod:`tui.app.views`) or call the ``emit``
-callbacks they are given (the App turns those into messages). Functions marked
-``LEAD: TODO`` raise :class:`NotWired` until the runtime API settles; the download adapters are
-drafted against today's ``tui.download.service`` and raise :class:`NotWired` when it is not
-importable. The App shows a quiet notification instead of failing.
+The App calls these from workers (thread workers for blocking calls such as SQLite, the Hub
+client and file registration; async workers for the runtime and the download service, which
+are asyncio-native); they return plain views (:mod:`tui.app.views`) or call the ``emit``
+callbacks they are given (the App turns those into messages). Errors are the services'
+one-line :class:`~tui.errors.ModelDeckError` subclasses; :class:`NotWired` remains for a
+download package that cannot be imported.
 """
 
 from __future__ import annotations
@@ -33,23 +33,90 @@ def load_rows(services: Services) -> list[ModelRow]:
     return build_rows(services.catalog.entries(), services.inventory.list_models())
 
 
+def plan_delete(services: Services, model_id: str) -> tuple[int, bool]:
+    """``(bytes freed, forget_only)`` of deleting a model, without deleting (blocking)."""
+    from tui.inventory_ops import plan_removal
+
+    plan = plan_removal(services.settings, services.inventory, model_id)
+    return plan.freed_bytes, plan.forget_only
+
+
 def delete_model(services: Services, model_id: str) -> int:
     """Delete an installed model's files and inventory record; returns the bytes freed.
 
-    Blocking: call from a thread worker. Goes through the lead's
-    ``tui.inventory_ops.remove_model(services, model_id)``.
+    Blocking: call from a thread worker.
     """
-    record = services.inventory.get_model(model_id)
-    expected = record.size_bytes if record is not None else 0
-    try:
-        from tui.inventory_ops import remove_model
-    except ImportError as exc:
-        raise NotWired("tui.inventory_ops.remove_model is not available yet") from exc
-    result: Any = remove_model(services, model_id)
-    if isinstance(result, int) and not isinstance(result, bool):
-        return result
-    freed = getattr(result, "freed_bytes", None)
-    return int(freed) if isinstance(freed, int) else expected
+    from tui.inventory_ops import remove_model
+
+    return remove_model(services.settings, services.inventory, model_id).freed_bytes
+
+
+def add_local(services: Services, path: str, name: str | None = None) -> str:
+    """Register a model already on disk (a .gguf file or a model folder); returns the entry id.
+
+    Same steps as ``modeldeck add --path``: read the metadata first (fails before anything is
+    written), add the catalog entry, then the inventory record. Blocking.
+    """
+    from pathlib import Path
+
+    from tui.errors import InvalidInputError, NotFoundError
+    from tui.registration import build_record, group_model_files, read_metadata
+    from tui.store import ModelFile
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise NotFoundError(f"no such file or folder: {p}")
+    candidates = [p] if p.is_file() else [*p.glob("*.gguf"), *p.glob("*.safetensors")]
+    groups = group_model_files(candidates)
+    if not groups:
+        raise InvalidInputError(f"{p} is neither a .gguf file nor a model folder")
+    form, main, members = groups[0]
+    meta = read_metadata(form, main, members if form == "gguf" else None)
+    entry = services.catalog.add_local(p, name=name)
+    files = [
+        ModelFile(str(m.resolve()), m.stat().st_size, None, m.stat().st_mtime_ns) for m in members
+    ]
+    existing = services.inventory.find_by_path(str(main.resolve()))
+    record = build_record(
+        model_id=existing.id if existing else entry.id, fmt=form, path=main.resolve(),
+        files=files, metadata=meta, source="local", source_ref=str(main.resolve()),
+        catalog_id=entry.id, name=name,
+    )
+    services.inventory.upsert_model(record)
+    return entry.id
+
+
+def add_hf_files(services: Services, repo: str, picks: list[tuple[str, str | None]]) -> list[str]:
+    """One catalog entry per picked ``(path, quant)`` of a Hub repo; returns the entry ids."""
+    ids = []
+    for path, quant in picks:
+        entry = services.catalog.add_hf(repo, files=[path], quant=quant)
+        ids.append(entry.id)
+    return ids
+
+
+def add_url(services: Services, url: str, sha256: str | None) -> str:
+    """A catalog entry for a direct URL (optional sha256); returns the entry id."""
+    sha = (sha256 or "").strip().lower() or None
+    if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+        from tui.errors import InvalidInputError
+
+        raise InvalidInputError("sha256 must be 64 hex digits")
+    return services.catalog.add_url(url.strip(), sha256=sha).id
+
+
+def list_repo(repo: str) -> Any:
+    """The Hub listing of ``repo`` (blocking; ``HF_ENDPOINT`` decides the server)."""
+    from tui.hub.client import HubClient, validate_repo_id
+
+    return HubClient().list_repo(validate_repo_id(repo.strip()))
+
+
+def search_hub(query: str, limit: int = 30) -> list[Any]:
+    """GGUF repos on the Hub matching ``query`` (blocking)."""
+    from tui.hub.client import HubClient
+
+    return HubClient().search_gguf(query.strip() or None, limit)
 
 
 # -- downloads (drafted against tui.download.service as of today; LEAD: confirm) --------------
@@ -151,46 +218,133 @@ async def download_action(services: Services, job_id: str, action: str) -> None:
         await result
 
 
-# -- runtime (LEAD: TODO) -------------------------------------------------------------------
+# -- runtime -------------------------------------------------------------------------------
+
+FIT_SHORT = {"gpu": "gpu", "partial": "part", "cpu": "cpu", "wont_fit": "no"}
 
 
-def load_model(services: Services, model_id: str) -> str:
-    """Load an installed model for the console; returns its display name. Blocking.
+def runtime_built(services: Services) -> bool:
+    """Whether ``services.runtime`` was created (nothing to stop otherwise)."""
+    return "runtime" in services.__dict__
 
-    LEAD: TODO — ``services.runtime.load(model_id)`` and ``inventory.touch_last_used``.
+
+async def load_model(
+    services: Services, model_id: str, force: bool = False, options: Any = None
+) -> str:
+    """Load an installed model; returns its display name.
+
+    ``options`` is a :class:`~tui.runtime.types.LoadOptions` (None: the runtime's defaults).
+    Raises the runtime's errors (``WontFitError`` unless ``force``, ``LoadError`` …).
     """
-    raise NotWired("runtime not wired yet")
+    import dataclasses
+
+    from tui.runtime.types import LoadOptions
+
+    if force:
+        options = dataclasses.replace(options or LoadOptions(), force=True)
+    info = await services.runtime.load(model_id, options)
+    return info.name
+
+
+async def unload_model(services: Services, model_id: str) -> bool:
+    """Unload a model; False when it was not loaded."""
+    if not runtime_built(services):
+        return False
+    return await services.runtime.unload(model_id, "requested")
 
 
 async def generate(
     services: Services,
-    model_id: str | None,
-    prompt: str,
-    system_prompt: str,
+    model_id: str,
+    messages: list[dict[str, str]],
     emit: Callable[[str], None],
+    params: Any = None,
 ) -> MetricsView:
-    """Stream an answer: ``emit(text)`` per chunk; returns the metrics when done.
+    """Stream an answer to the conversation ``messages``: ``emit(text)`` per delta.
 
-    Cancelled by cancelling the calling worker (``asyncio.CancelledError``); LEAD: TODO —
-    iterate ``services.runtime.generate(...)`` and measure TTFT and tok/s, e.g.::
-
-        start = time.perf_counter(); first = None; n = 0
-        async for chunk in services.runtime.stream(model_id, prompt, system=system_prompt):
-            first = first or time.perf_counter(); n += chunk.tokens; emit(chunk.text)
+    ``params`` is a :class:`~tui.runtime.types.GenParams` (None: defaults).
+    Returns the metrics when done. Cancelled by cancelling the calling worker (the stream is
+    closed with ``aclosing``) and :func:`cancel_generation` (stops the runtime thread).
     """
-    raise NotWired("runtime not wired yet")
+    import contextlib
+
+    from tui.runtime.types import GenerationMetrics
+
+    metrics: GenerationMetrics | None = None
+    stream = services.runtime.generate(model_id, messages, params)
+    async with contextlib.aclosing(stream) as items:
+        async for item in items:
+            if isinstance(item, str):
+                emit(item)
+            else:
+                metrics = item
+    if metrics is None:
+        return MetricsView()
+    return MetricsView(
+        ttft_ms=metrics.ttft_ms,
+        tokens_per_s=metrics.tokens_per_s,
+        tokens=metrics.completion_tokens,
+        cancelled=metrics.finish_reason == "cancelled",
+    )
 
 
 def cancel_generation(services: Services) -> None:
-    """Stop a generation running in a runtime thread (after the worker was cancelled).
+    """Stop a generation running in a runtime thread (thread-safe; no-op when idle)."""
+    if runtime_built(services):
+        services.runtime.cancel()
 
-    LEAD: TODO — ``services.runtime.cancel()``; a no-op until then.
+
+def subscribe_runtime(services: Services, callback: Callable[[Any], None]) -> Callable[[], None]:
+    """Follow the runtime's lifecycle events (loading/loaded/unloading/unloaded/failed)."""
+    return services.runtime.subscribe(callback)
+
+
+async def close_runtime(services: Services) -> None:
+    """Unload everything and stop the runtime threads, if the runtime was built."""
+    if runtime_built(services):
+        await services.runtime.aclose()
+
+
+async def fit_for(services: Services, rows: list[ModelRow]) -> list[ModelRow]:
+    """Rows with their ``fit`` column filled (``gpu``/``part``/``cpu``/``no``).
+
+    Installed models go through ``runtime.fit`` (reads the file's header); catalog rows use
+    :func:`~tui.runtime.fit.estimate_from_catalog`. Rows whose fit cannot be told are left out.
     """
+    import dataclasses
+
+    from tui.errors import ModelDeckError
+    from tui.runtime.fit import check_fit, estimate_from_catalog
+
+    runtime = services.runtime
+    snapshot = await asyncio.to_thread(runtime.memory_probe)
+    verdicts: dict[str, str] = {}
+
+    def catalog_verdicts() -> None:  # pure arithmetic, but 10,000 rows: not on the loop
+        for row in rows:
+            if not row.installed and row.parameters:
+                estimate = estimate_from_catalog(
+                    row.parameters, quantization=row.quant, weights_bytes=row.size_bytes
+                )
+                verdicts[row.key] = check_fit(estimate, snapshot).verdict
+
+    await asyncio.to_thread(catalog_verdicts)
+    for row in rows:
+        if row.installed and row.model_id is not None:
+            try:
+                verdicts[row.key] = (await runtime.fit(row.model_id)).verdict
+            except (ModelDeckError, OSError) as exc:
+                log_debug(f"fit of {row.key}: {exc}")
+    out: list[ModelRow] = []
+    for row in rows:
+        short = FIT_SHORT.get(verdicts.get(row.key, ""), "")
+        if short != row.fit:
+            out.append(dataclasses.replace(row, fit=short))
+    return out
 
 
-def fit_for(services: Services, rows: list[ModelRow]) -> list[ModelRow]:
-    """Rows whose ``fit`` column the runtime can fill (``full``/``part``/``no``).
+def log_debug(text: str) -> None:
+    """Debug log (fit failures are expected for rows whose files are gone)."""
+    import logging
 
-    LEAD: TODO — ask the runtime's estimator; returns no rows until then.
-    """
-    return []
+    logging.getLogger("tui.app").debug(text)

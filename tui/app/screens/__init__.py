@@ -1,7 +1,16 @@
 """Modal screens."""
 
+from tui.app.screens.add_model import AddModelScreen
 from tui.app.screens.confirm import ConfirmScreen
 from tui.app.screens.help import HelpScreen, binding_rows
+from tui.app.screens.hub_search import HubSearchScreen
 from tui.app.screens.text_prompt import TextPromptScreen
 
-__all__ = ["ConfirmScreen", "HelpScreen", "TextPromptScreen", "binding_rows"]
+__all__ = [
+    "AddModelScreen",
+    "ConfirmScreen",
+    "HelpScreen",
+    "HubSearchScreen",
+    "TextPromptScreen",
+    "binding_rows",
+]

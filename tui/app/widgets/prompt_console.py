@@ -51,7 +51,7 @@ class PromptConsole(Vertical):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel answer"),
+        Binding("escape", "cancel", "Cancel answer / back to table"),
         Binding("f2", "edit_system_prompt", "System prompt"),
     ]
 
@@ -78,6 +78,9 @@ class PromptConsole(Vertical):
 
     class CancelRequested(_ConsoleMessage):
         """Esc while an answer streams."""
+
+    class LeaveRequested(_ConsoleMessage):
+        """Esc while idle: the App moves the focus back to the table."""
 
     class SystemPromptRequested(_ConsoleMessage):
         """The user wants to edit the system prompt (the App opens a modal)."""
@@ -171,9 +174,11 @@ class PromptConsole(Vertical):
         self.post_message(self.Submitted(self, prompt, self.system_prompt, self.model_name))
 
     def action_cancel(self) -> None:
-        """Ask the App to cancel the answer being streamed."""
+        """Ask the App to cancel the answer being streamed (or, idle, to leave the console)."""
         if self.streaming:
             self.post_message(self.CancelRequested(self))
+        else:
+            self.post_message(self.LeaveRequested(self))
 
     def action_edit_system_prompt(self) -> None:
         """Ask the App to open the system-prompt editor."""

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tui import formatting
+
 if TYPE_CHECKING:
     from tui.catalog import CatalogEntry
     from tui.store import ModelRecord
@@ -170,13 +172,7 @@ def format_size(n: int | float | None) -> str:
 
 def format_params(n: int | None) -> str:
     """``8.0B``, ``494M``; blank when unknown."""
-    if not n:
-        return ""
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            value = n / div
-            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
-    return str(n)
+    return formatting.params(n) if n else ""
 
 
 def format_rate(bytes_per_s: float | None) -> str:

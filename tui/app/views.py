@@ -365,7 +365,7 @@ def metrics_text(m: MetricsView) -> str:
     if m.tokens_per_s is not None:
         parts.append(f"{m.tokens_per_s:.1f} tok/s")
     if m.tokens is not None:
-        parts.append(f"{m.tokens} tokens")
+        parts.append(f"{m.tokens} token{'' if m.tokens == 1 else 's'}")
     if m.cancelled:
         parts.append("cancelled")
     return " | ".join(parts)

@@ -124,7 +124,9 @@ async def test_add_repo_download_load_generate_unload(
         assert await wait_for(pilot, lambda: status_of(app, row.model_id) == "loaded", 30)
         assert app.prompt_console.model_name == row.name
 
-        # Ask; tokens stream into the console; metrics follow.
+        # Ask; tokens stream into the console; metrics follow. Greedy decoding: a sampled
+        # answer from the tiny random model can be a lone end token (no text, no speed).
+        app.gen_params = GenParams(temperature=0, max_tokens=32)
         await pilot.press("e")
         await pilot.press(*"Hello", "enter")
         console = app.prompt_console

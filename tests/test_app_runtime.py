@@ -107,8 +107,10 @@ async def test_add_repo_download_load_generate_unload(
         assert await wait_for(pilot, lambda: bool(panel.jobs), timeout=10)
 
         def installed() -> Any:
+            # Installed *and* reloaded from the inventory (the row then carries the model id).
             return next((r for r in app.model_table.all_rows.values()
-                         if "tiny-GGUF" in r.name and r.status == "installed"), None)
+                         if "tiny-GGUF" in r.name and r.status == "installed"
+                         and r.model_id is not None), None)
 
         assert await wait_for(pilot, lambda: installed() is not None, timeout=30)
         assert await wait_for(

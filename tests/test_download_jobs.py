@@ -47,7 +47,7 @@ async def test_pause_resume_keeps_bytes(hub: FakeHub, service: DownloadService, 
     hub.add_fault("p.bin", "slow", times=None, rate=1 << 20)
     job_id = service.enqueue(JobSpec(kind="url", url=url, sha256=sha256(data)))
     runner = asyncio.create_task(service.run_until_complete([job_id]))
-    await _wait_for(lambda: hub.bytes_served("p.bin") > len(data) // 3)
+    await _wait_for(lambda: hub.bytes_served("p.bin") > len(data) // 3, timeout=30)
     job = await service.pause(job_id)
     [final] = await runner
     assert job.state == final.state == "paused"

@@ -236,7 +236,7 @@ async def wait_ready(app: ModelDeckApp, pilot: Any) -> None:
     await pilot.pause()
 
 
-async def wait_for(pilot: Any, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+async def wait_for(pilot: Any, predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
     """Pause until ``predicate()`` holds (or ``timeout`` seconds pass); its last value."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -32,7 +32,7 @@ from fakehub.testing import (
 __all__ = ["dl_settings", "hub", "service"]
 
 
-async def _wait_for(predicate, timeout: float = 5.0) -> None:
+async def _wait_for(predicate, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

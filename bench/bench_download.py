@@ -48,16 +48,18 @@ def check_tools() -> None:
         sys.exit(f"missing {', '.join(missing)}: install with `apt-get install -y {pkgs}`")
 
 
-def make_file(path: Path, size: int) -> str:
-    """Random bytes of ``size`` (reused if present); returns its sha256."""
+def make_file(path: Path, size: int, prefix: bytes = b"") -> str:
+    """``prefix`` then random bytes, ``size`` in all (reused if present); returns its sha256."""
     sidecar = path.with_suffix(".sha256")
     if path.exists() and path.stat().st_size == size and sidecar.exists():
         return sidecar.read_text().strip()
     print(f"creating {path} ({size} bytes)…", flush=True)
     h = hashlib.sha256()
     with open(path, "wb") as f:
-        left = size
-        while left:
+        h.update(prefix)
+        f.write(prefix)
+        left = size - len(prefix)
+        while left > 0:
             chunk = os.urandom(min(left, 16 << 20))
             h.update(chunk)
             f.write(chunk)

@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -367,30 +368,6 @@ _CHILD_APP_PULL = textwrap.dedent(
 )
 
 
-def _make_gguf(path: Path, size: int) -> str:
-    """A GGUF header (no tensors) plus random bytes, ``size`` in all (reused); its sha256."""
-    import hashlib
-    import struct
-
-    sidecar = path.with_suffix(".sha256")
-    if path.exists() and path.stat().st_size == size and sidecar.exists():
-        return sidecar.read_text().strip()
-    print(f"creating {path} ({size} bytes)…", flush=True)
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        head = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
-        h.update(head)
-        f.write(head)
-        left = size - len(head)
-        while left > 0:
-            chunk = os.urandom(min(left, 16 << 20))
-            h.update(chunk)
-            f.write(chunk)
-            left -= len(chunk)
-    sidecar.write_text(h.hexdigest())
-    return h.hexdigest()
-
-
 def bench_download_cpu(size_text: str, runs: int) -> dict:
     """(c): CPU of ``modeldeck pull`` vs the headless app downloading the same file."""
     if shutil.which("nginx") is None:
@@ -402,7 +379,8 @@ def bench_download_cpu(size_text: str, runs: int) -> dict:
     work = Path(tempfile.gettempdir()) / "modeldeck-bench-tui"
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
-    sha = _make_gguf(data / "big.gguf", size)
+    # A GGUF header (v3, no tensors, no keys) then random bytes.
+    sha = bd.make_file(data / "big.gguf", size, prefix=b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
     port, spare = bd.free_port(), bd.free_port()
     conf = bd.nginx_conf(work / "nginx", data, "big.gguf", sha, spare, port)
     url = f"http://127.0.0.1:{port}/files/big.gguf"

@@ -212,14 +212,14 @@ def make_app(
     sampler: FakeSampler | None = None,
     **kwargs: Any,
 ) -> ModelDeckApp:
-    """A deterministic app: fixed sampler, mock clock, fixed now, no blinking, no downloads
-    watcher."""
+    """A deterministic app: fixed sampler, mock clock, fixed now (unless ``now=`` is given), no
+    blinking, no downloads watcher."""
     kwargs.setdefault("watch_downloads", False)
+    kwargs.setdefault("now", fixed_now)
     app = ModelDeckApp(
         services,
         sampler=sampler or two_gpu_sampler(),
         clock=MockClock(),
-        now=fixed_now,
         cursor_blink=False,
         **kwargs,
     )

@@ -9,16 +9,18 @@ import pytest
 from textual.command import CommandPalette
 from textual.message import Message
 from textual.widgets import DataTable, Static
+from textual.widgets.data_table import ColumnKey
 
 from tui.app import wiring
 from tui.app.app import ModelDeckApp
 from tui.app.messages import JobUpdated
 from tui.app.screens import ConfirmScreen, HelpScreen
-from tui.app.views import JobView, MetricsView
+from tui.app.views import COLUMN_KEYS, JobView, MetricsView, ModelRow
 from tui.app.widgets import DownloadsPanel, ModelTable, PromptConsole
 from tui.app.widgets.resource_sidebar import GpuBox
 
 from conftest_app import (
+    NOW,
     FakeSampler,
     installed_record,
     make_app,
@@ -160,6 +162,154 @@ async def test_narrow_terminal_collapses_sidebar_to_a_line(services) -> None:
         line = app.query_one("#resource-line")
         assert line.display
         assert "GPU0 20.5G/24.0G 87%" in text_of(line)
+
+
+def shown_columns(table: ModelTable) -> list[str]:
+    return [str(c.key.value) for c in table.ordered_columns]
+
+
+def assert_columns_fit(table: ModelTable) -> None:
+    """No horizontal scrolling, and Name takes every cell the other columns leave."""
+    available = table.scrollable_content_region.width
+    widths = {str(c.key.value): c.get_render_width(table) for c in table.ordered_columns}
+    assert sum(widths.values()) == available
+    assert table.virtual_size.width <= available
+    assert table.max_scroll_x == 0 and not table.show_horizontal_scrollbar
+    name = table.columns[ColumnKey("name")]
+    assert name.width == available - sum(w for k, w in widths.items() if k != "name") - 2
+
+
+@pytest.mark.parametrize(
+    ("size", "hidden"),
+    [
+        ((80, 24), {"tps", "last_used"}),
+        ((100, 30), {"params", "tps", "last_used"}),  # the sidebar shows from 100 columns
+        ((120, 40), {"last_used"}),
+        ((130, 40), set()),
+    ],
+)
+async def test_columns_fit_the_width(services, size: tuple[int, int], hidden: set[str]) -> None:
+    app = make_app(services)
+    async with app.run_test(size=size) as pilot:
+        await wait_ready(app, pilot)
+        table = app.model_table
+        assert shown_columns(table) == [k for k in COLUMN_KEYS if k not in hidden]
+        assert_columns_fit(table)
+        assert table.columns[ColumnKey("name")].width >= 24
+        line = table.render_line(table.get_row_index(LLAMA) + 1).text  # below the header
+        assert "Llama 3.1 8B Instruct" in line
+        # Hidden columns keep their cells.
+        assert str(table.get_cell(LLAMA, "last_used")) == "3h ago"
+
+
+async def test_columns_refit_on_resize_and_with_a_scrollbar(services) -> None:
+    app = make_app(services)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_ready(app, pilot)
+        table = app.model_table
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert "last_used" not in shown_columns(table)
+        assert_columns_fit(table)
+        # Enough rows for a vertical scrollbar: the columns make room for it.
+        wide = table.scrollable_content_region.width
+        rows = [ModelRow(key=f"k{i}", name=f"model {i}", size_bytes=i + 1) for i in range(300)]
+        table.set_rows(rows)
+        await pilot.pause()
+        assert table.show_vertical_scrollbar
+        assert table.scrollable_content_region.width < wide
+        assert_columns_fit(table)
+        # ... and the rows scroll.
+        table.move_cursor(row=100)
+        await pilot.pause()
+        assert table.scroll_y > 0
+        assert "model 100" in table.render_line(100 - int(table.scroll_y) + 1).text
+        await pilot.resize_terminal(130, 40)
+        await pilot.pause()
+        assert shown_columns(table) == list(COLUMN_KEYS)
+        assert_columns_fit(table)
+        await pilot.resize_terminal(124, 40)
+        await pilot.pause()
+        # 94 cells less the scrollbar: all but Used (all fit without the scrollbar).
+        assert shown_columns(table) == list(COLUMN_KEYS[:-1])
+        assert_columns_fit(table)
+        table.set_rows(rows[:5])
+        await pilot.pause()
+        assert not table.show_vertical_scrollbar
+        assert shown_columns(table) == list(COLUMN_KEYS)
+        assert_columns_fit(table)
+
+
+async def test_used_times_refresh_on_a_timer(services, monkeypatch) -> None:
+    from tui.app import app as app_module
+
+    monkeypatch.setattr(app_module, "USED_REFRESH_S", 0.05)
+    clock = [NOW]
+    app = make_app(services, now=lambda: clock[0])
+    async with app.run_test(size=(130, 40)) as pilot:  # wide enough to show Used
+        await wait_ready(app, pilot)
+        table = app.model_table
+        assert table.used_refresh == 0.05
+        assert str(table.get_cell(LLAMA, "last_used")) == "3h ago"
+        clock[0] += 2 * 3600
+        assert await wait_for(pilot, lambda: str(table.get_cell(LLAMA, "last_used")) == "5h ago")
+        await pilot.pause()
+        line = table.render_line(table.get_row_index(LLAMA) + 1).text
+        assert line.rstrip().endswith("5h ago")
+
+
+async def test_used_refresh_is_slower_with_low_redraw(tmp_path: Path) -> None:
+    from tui.app.app import USED_REFRESH_LOW_REDRAW_S, USED_REFRESH_S
+
+    assert USED_REFRESH_LOW_REDRAW_S > USED_REFRESH_S
+    services = make_services(tmp_path, low_redraw=True)
+    app = make_app(services)
+    async with app.run_test(size=SIZE):
+        assert app.model_table.used_refresh == USED_REFRESH_LOW_REDRAW_S
+    services.close()
+
+
+async def test_used_refresh_touches_only_changed_cells_on_screen(tmp_path: Path) -> None:
+    services = make_services(tmp_path)
+    clock = [NOW]
+    app = make_app(services, now=lambda: clock[0])
+    ago = [7200, 120]  # even rows: used 2h ago, odd rows: 2m ago
+    rows = [
+        ModelRow(key=f"k{i}", name=f"m{i}", status="installed", last_used_at=NOW - ago[i % 2])
+        for i in range(200)
+    ]
+    async with app.run_test(size=(140, 40)) as pilot:  # Used is shown beside a scrollbar
+        await wait_ready(app, pilot)
+        table = app.model_table
+        table.set_rows(rows)
+        await pilot.pause()
+        assert "last_used" in shown_columns(table)
+        updated: list[str] = []
+        update_cell = table.update_cell
+
+        def spy(row_key: Any, column_key: Any, value: Any, **kwargs: Any) -> None:
+            updated.append(str(row_key))
+            update_cell(row_key, column_key, value, **kwargs)
+
+        table.update_cell = spy  # type: ignore[method-assign]
+        table.refresh_used()
+        assert updated == []  # the clock did not move: nothing to redraw
+        clock[0] += 30 * 60  # 2m -> 32m ago; 2h ago stays 2h ago
+        table.refresh_used()
+        on_screen = table.size.height - 1  # rows below the header
+        assert updated == [f"k{i}" for i in range(1, on_screen, 2)]
+        assert str(table.get_cell("k1", "last_used")) == "32m ago"
+        assert str(table.get_cell("k151", "last_used")) == "2m ago"  # off screen: later
+        table.move_cursor(row=151)
+        await pilot.pause()
+        assert table.scroll_y > 0
+        assert str(table.get_cell("k151", "last_used")) == "32m ago"  # scrolled to: caught up
+        # A filter rebuilds the table (scrolled back to the top): its rows catch up too.
+        table.filter_text = "m17"
+        await pilot.pause()
+        assert table.visible_keys == ["k17", *(f"k{i}" for i in range(170, 180))]
+        assert str(table.get_cell("k175", "last_used")) == "32m ago"
+    services.close()
 
 
 async def test_help_screen_lists_every_binding(services) -> None:

@@ -3,17 +3,22 @@ the add-model and Hub-search modals (Pilot, headless)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.cells import cell_len
+from rich.console import Console
+from textual.geometry import Region
 from textual.widgets import Button, DataTable, SelectionList, Static
 
 from tui.app.app import ModelDeckApp
 from tui.app.screens import AddModelScreen, ConfirmScreen, HubSearchScreen
-from tui.app.views import format_size
+from tui.app.views import MetricsView, format_size
+from tui.app.widgets.prompt_console import wrap_line
 from tui.runtime.service import RuntimeService
 from tui.runtime.types import GenParams, LoadOptions
 from tui.services import Services
@@ -182,6 +187,119 @@ async def test_escape_cancels_a_long_generation_quickly(services: Services) -> N
         assert "tok/s" in text_of(console.metrics_line)
 
 
+# -- (b2) the console wraps answers ---------------------------------------------------------
+
+# Unwrapped, a long answer gave the console log a horizontal scrollbar whose thumb showed as a
+# stray block glyph under the answer, while streaming and after it (also after Esc).
+BLOCK_GLYPHS = frozenset("▏▎▍▌▋▊▉█▐")
+
+
+def region_text(app: ModelDeckApp, region: Region) -> str:
+    """The characters on screen inside ``region`` (scrollbars included), rows joined."""
+    screen = Console(
+        width=app.size.width,
+        height=app.size.height,
+        file=io.StringIO(),
+        record=True,
+        force_terminal=True,
+        color_system="truecolor",
+        legacy_windows=False,
+        safe_box=False,
+    )
+    screen.print(app.screen._compositor.render_update(full=True))
+    rows = screen.export_text(styles=False).splitlines()
+    return "\n".join(row[region.x : region.right] for row in rows[region.y : region.bottom])
+
+
+def assert_wrapped(app: ModelDeckApp, streamed: str | None) -> None:
+    """Lines fit, no horizontal scrollbar or block glyph; the answer shows ``streamed``
+    (when given) but for the spaces the lines were broken at."""
+    log = app.prompt_console.output
+    assert log.wrap_width > 0
+    assert all(cell_len(line) <= log.wrap_width for line in log.lines), log.lines
+    assert not log.show_horizontal_scrollbar
+    shown = region_text(app, log.region)
+    assert not BLOCK_GLYPHS & set(shown), shown
+    if streamed is not None:
+        answer = "".join(log.lines[log.lines.index("> Hello") + 1 :])
+        assert "".join(answer.split()) == "".join(streamed.split())
+
+
+def test_wrap_line_breaks_at_spaces_and_counts_cells() -> None:
+    assert wrap_line("the quick brown fox", 10) == ["the quick", "brown fox"]
+    assert wrap_line("abcdefghij klm", 4) == ["abcd", "efgh", "ij", "klm"]
+    assert wrap_line("漢字漢字漢", 5) == ["漢字", "漢字", "漢"]  # two cells each
+    assert wrap_line("漢", 1) == ["漢"]  # wider than the line: still moves on
+    assert wrap_line("fits", 4) == ["fits"] and wrap_line("any", 0) == ["any"]
+    assert wrap_line("ends at a break ", 15) == ["ends at a break", ""]  # next text: new line
+
+
+async def test_console_wraps_long_answers_and_rewraps_on_resize(services: Services) -> None:
+    tokens = [f"word{i} " for i in range(60)] + ["x" * 150]
+    app = make_app(services, sampler=no_gpu_sampler())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        await pilot.press("e")
+        console = app.prompt_console
+        log = console.output
+        console.start_answer("Hello")
+        for token in tokens[:30]:
+            console.append_tokens(token)
+        await pilot.pause()
+        assert console.streaming and len(log.lines) > 3
+        assert_wrapped(app, "".join(tokens[:30]))
+        for token in tokens[30:]:
+            console.append_tokens(token)
+        console.finish_answer(MetricsView(ttft_ms=5, tokens_per_s=50.0, tokens=61))
+        await pilot.pause()
+        assert_wrapped(app, "".join(tokens))
+        first, second = log.lines[1:3]
+        assert first.startswith("word0 word1 ") and first[-1].isdigit()
+        assert second.startswith("word")  # broken at a space (dropped), not inside a word
+        assert "x" * log.wrap_width in log.lines  # no space to break at: cut
+
+        wide = log.wrap_width
+        await pilot.resize_terminal(104, 40)  # still wide enough to show the sidebar
+        assert await wait_for(pilot, lambda: 0 < log.wrap_width < wide)
+        await pilot.pause()
+        assert_wrapped(app, "".join(tokens))
+
+
+async def test_streamed_answer_wraps_while_streaming_after_esc_and_at_the_end(
+    services: Services,
+) -> None:
+    path = tiny_gguf(context_length=32768)
+    register_model(services.inventory, "tiny-long", path, "gguf")
+    app = make_app(services, sampler=no_gpu_sampler())
+    app.load_options = LoadOptions(context_length=32768)
+    app.gen_params = GenParams(temperature=0, max_tokens=30000)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        app.load_row(row_by_model(app, "tiny-long"))
+        assert await wait_for(pilot, lambda: status_of(app, "tiny-long") == "loaded", 30)
+        await pilot.press("e")
+        console = app.prompt_console
+        log = console.output
+        await pilot.press(*"Hello", "enter")
+        assert await wait_for(pilot, lambda: console.streaming and len(log.lines) > 4, 10)
+        assert_wrapped(app, None)  # part of the answer may still wait for the next flush
+        await pilot.press("escape")
+        assert await wait_for(pilot, lambda: not services.runtime.generating, timeout=3)
+        await pilot.pause()
+        assert "cancelled" in text_of(console.metrics_line)
+        assert_wrapped(app, app._conversations["tiny-long"][-1]["content"])
+
+        log.clear()
+        app._conversations.clear()
+        app.gen_params = GenParams(temperature=0, max_tokens=300)
+        await pilot.press(*"Hello", "enter")
+        assert await wait_for(pilot, lambda: not console.streaming, 30)
+        await pilot.pause()
+        assert "tok/s" in text_of(console.metrics_line)
+        assert len(log.lines) > 3
+        assert_wrapped(app, app._conversations["tiny-long"][-1]["content"])
+
+
 # -- (c) won't fit --------------------------------------------------------------------------
 
 
@@ -199,6 +317,7 @@ async def test_wont_fit_is_refused_unless_forced(tmp_path: Path) -> None:
         assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 10)
         assert "Load anyway?" in app.screen.question
         assert any("won't fit" in n for n in notices(app))
+        assert not any("--force" in n for n in notices(app))  # a CLI hint; the dialog asks
         await pilot.press("n")
         await pilot.pause(0.2)
         assert not services.runtime.is_loaded("tiny")

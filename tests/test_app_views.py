@@ -6,11 +6,15 @@ import subprocess
 import sys
 
 from tui.app.views import (
+    COLUMN_KEYS,
+    COLUMNS,
+    FLEX_FLOOR,
     JobView,
     MetricsView,
     ModelRow,
     ascii_sparkline,
     build_rows,
+    fit_columns,
     format_ago,
     format_params,
     format_size,
@@ -66,6 +70,30 @@ def test_cells_and_formatters() -> None:
     assert format_ago(NOW - 3 * 86400, NOW) == "3d ago"
     downloading = ModelRow(key="k", name="x", status="downloading", progress=0.42)
     assert row_cells(downloading, NOW)[0] == "downloading 42%"
+
+
+def test_fit_columns_hides_by_priority_and_gives_name_the_rest() -> None:
+    full = sum(c.width + 2 for c in COLUMNS)  # every column at its width, Name at its least
+    assert dict(fit_columns(full)) == {c.key: c.width for c in COLUMNS}
+    assert dict(fit_columns(full + 30))["name"] == COLUMNS[1].width + 30
+    hidden_at: dict[str, int] = {}  # column -> widest width at which it is hidden
+    for width in range(full, 30, -1):
+        layout = fit_columns(width)
+        keys = [key for key, _ in layout]
+        assert keys == [k for k in COLUMN_KEYS if k in keys]  # table order kept
+        name = dict(layout)["name"]
+        if sum(w + 2 for _, w in layout) <= width:
+            assert sum(w + 2 for _, w in layout) == width  # Name takes every free cell
+            assert name >= 24 or len(keys) == 5
+        for key in set(COLUMN_KEYS) - set(keys):
+            hidden_at.setdefault(key, width)
+    # Used goes first, then tok/s, Params, Format; the rest always stay.
+    order = sorted(hidden_at, key=lambda k: -hidden_at[k])
+    assert order == ["last_used", "tps", "params", "format"]
+    assert [k for k, _ in fit_columns(10)] == ["status", "name", "quant", "size", "fit"]
+    assert dict(fit_columns(10))["name"] == FLEX_FLOOR
+    narrow = {"status": 15, "name": 26, "format": 4, "quant": 6, "params": 6, "size": 5, "fit": 4}
+    assert dict(fit_columns(80)) == narrow
 
 
 def test_select_rows_filters_and_sorts() -> None:

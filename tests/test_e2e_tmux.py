@@ -131,8 +131,8 @@ def test_dashboard_in_tmux(deck_env: dict[str, str]) -> None:
         # Ask: tokens and metrics show in the console.
         deck.keys("e")
         deck.wait_text("Model: tinydeck-e2e")
-        # The tiny model samples (temperature 0.7): an answer may be a lone end-of-text token,
-        # which has no TTFT or speed. Ask again (up to 5 times) until one streams real tokens.
+        # The tiny model samples (temperature 0.7): an answer may be a lone end-of-text token
+        # ("0 tokens", no speed). Ask again (up to 5 times) until one streams real tokens.
         any_answer = re.compile(r"(\d+) tokens?\b")
         streamed = re.compile(r"TTFT \d+ ms \| [\d.]+ tok/s \| (\d+) tokens")
         answer = ""

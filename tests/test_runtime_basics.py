@@ -225,3 +225,13 @@ async def test_channel_backpressure_order_and_abort() -> None:
     blocked.abort()
     thread.join(2)
     assert results == [False]
+
+
+def test_metrics_summary_counts_tokens_in_words() -> None:
+    from tui.runtime.types import GenerationMetrics
+
+    def summary(n: int) -> str:
+        return GenerationMetrics("m", 3, n, 12.0, None, None, 0.1, "stop").summary()
+
+    assert summary(1).startswith("1 token,") and summary(0).startswith("0 tokens,")
+    assert summary(2).startswith("2 tokens,") and "TTFT 12 ms" in summary(1)

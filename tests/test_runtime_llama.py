@@ -93,6 +93,34 @@ async def test_stop_strings_and_max_tokens(runtime: RuntimeService) -> None:
     assert m.finish_reason == "stop"
 
 
+async def test_immediate_end_token_still_reports_ttft(
+    runtime: RuntimeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    from llama_cpp import Llama, LogitsProcessorList
+
+    from tui.app.views import MetricsView, metrics_text
+
+    generate = Llama.generate
+
+    def end_first(self: Llama, tokens: list[int], **kwargs: object):
+        def only_eos(_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+            forced = np.full_like(scores, -np.inf)
+            forced[self.token_eos()] = 0.0
+            return forced
+
+        kwargs["logits_processor"] = LogitsProcessorList([only_eos])
+        return generate(self, tokens, **kwargs)
+
+    monkeypatch.setattr(Llama, "generate", end_first)
+    text, m = await collect(runtime, str(tiny_gguf()))
+    assert text == ""
+    assert m.finish_reason == "stop" and m.completion_tokens == 0
+    assert m.ttft_ms is not None and m.ttft_ms > 0 and m.tokens_per_s is None
+    view = MetricsView(ttft_ms=m.ttft_ms, tokens_per_s=m.tokens_per_s, tokens=0)
+    assert metrics_text(view) == f"TTFT {m.ttft_ms:.0f} ms | 0 tokens"
+
+
 async def test_cancel_mid_stream_stops_quickly(runtime: RuntimeService) -> None:
     path = str(tiny_gguf(context_length=32768))
     await runtime.load(path, LoadOptions(context_length=32768))

@@ -2,7 +2,8 @@
 
 The server's behaviour is picked by the requested model name: ``tiny`` streams five tokens,
 ``endless`` streams until the client goes away, ``drop`` breaks the connection mid-answer,
-``garbage`` answers with non-SSE text, ``badjson`` with SSE whose data is not JSON.
+``garbage`` answers with non-SSE text, ``badjson`` with SSE whose data is not JSON,
+``empty`` ends at once (no text).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tui.runtime.service import RuntimeService  # noqa: E402
 from factories.runtime import make_runtime  # noqa: E402
 
 KEY = "sk-test-secret-4242"
-MODELS = ["tiny", "endless", "drop", "garbage", "badjson"]
+MODELS = ["tiny", "endless", "drop", "garbage", "badjson", "empty"]
 HELLO = [{"role": "user", "content": "hello"}]
 BODIES = web.AppKey("bodies", list)
 
@@ -70,14 +71,14 @@ async def _chat(request: web.Request) -> web.StreamResponse:
             await resp.write(_chunk(f"t{i} "))
             i += 1
             await asyncio.sleep(0.005)
-    n = 5 if model == "tiny" else 2
+    n = {"tiny": 5, "empty": 0}.get(model, 2)
     for i in range(n):
         await resp.write(_chunk(f"tok{i} "))
     if model == "drop":
         request.transport.close()
         return resp
     await resp.write(_chunk(finish="stop"))
-    await resp.write(_chunk(usage={"prompt_tokens": 7, "completion_tokens": 5}))
+    await resp.write(_chunk(usage={"prompt_tokens": 7, "completion_tokens": n}))
     await resp.write(b"data: [DONE]\n\n")
     return resp
 
@@ -133,6 +134,13 @@ async def test_streaming_answer(server, runtime: RuntimeService) -> None:
     assert runtime.loaded()[0].kind == "openai"
     assert KEY not in repr(spec) and KEY not in spec.id
     assert list_models(url + "/v1/", KEY) == MODELS
+
+
+async def test_immediate_end_reports_ttft(server, runtime: RuntimeService) -> None:
+    url, _app = server
+    text, m = await answer(runtime, ModelSpec.endpoint(url, "empty", KEY))
+    assert text == "" and m.completion_tokens == 0 and m.finish_reason == "stop"
+    assert m.ttft_ms is not None and m.tokens_per_s is None
 
 
 async def test_cancel_endless_stream(server, runtime: RuntimeService) -> None:

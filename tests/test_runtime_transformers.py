@@ -109,3 +109,35 @@ async def test_cancelled_load_is_cleaned_up(runtime) -> None:
     assert runtime.state(folder) == ModelState.FAILED and seen[-1].message == "load cancelled"
     info = await runtime.load(folder)  # the queue is free again
     assert info.id == folder and runtime.is_loaded(folder)
+
+
+async def test_immediate_end_token_reports_ttft_and_no_tokens(runtime) -> None:
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    folder = str(tiny_transformers())
+    await runtime.load(folder)
+    backend = runtime._models[folder].backend
+    eos = backend.tokenizer.eos_token_id
+    assert eos is not None
+
+    class OnlyEos(LogitsProcessor):
+        def __call__(self, input_ids, scores):  # type: ignore[no-untyped-def]
+            forced = scores.new_full(scores.shape, float("-inf"))
+            forced[:, eos] = 0.0
+            return forced
+
+    generate = backend.model.generate
+
+    def end_first(**kwargs):  # type: ignore[no-untyped-def]
+        return generate(**kwargs, logits_processor=LogitsProcessorList([OnlyEos()]))
+
+    backend.model.generate = end_first
+    text, metrics = [], None
+    async for item in runtime.generate(folder, HELLO, GenParams(temperature=0, max_tokens=20)):
+        if isinstance(item, str):
+            text.append(item)
+        else:
+            metrics = item
+    assert text == [] and metrics is not None
+    assert metrics.finish_reason == "stop" and metrics.completion_tokens == 0
+    assert metrics.ttft_ms is not None and metrics.tokens_per_s is None

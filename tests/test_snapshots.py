@@ -98,6 +98,36 @@ def test_quit_confirm_modal(snap_compare: Any, tmp_path: Path) -> None:
     assert snap_compare(_app(tmp_path), terminal_size=(120, 40), run_before=run_before)
 
 
+def test_load_anyway_confirm_modal(snap_compare: Any, tmp_path: Path) -> None:
+    """Enter on a model the fit check refuses: a warning toast and "Load anyway?"."""
+    from tui.app.screens import ConfirmScreen
+    from tui.runtime.service import RuntimeService
+
+    from conftest_app import fixed_probe, wait_for
+    from factories.runtime import register_model
+    from factories.tiny_models import tiny_gguf
+
+    app = _app(tmp_path, sampler=no_gpu_sampler())
+    services = app.services
+    # No GPU and 1 MiB of free RAM (fixed): the tiny model won't fit, whatever the machine.
+    services.__dict__["runtime"] = RuntimeService(
+        services.settings, services.inventory, memory_probe=fixed_probe(1 << 20, ())
+    )
+    register_model(services.inventory, "tiny-llama-Q8_0", tiny_gguf(), "gguf")
+
+    async def run_before(pilot: Any) -> None:
+        await wait_ready(app, pilot)
+        table = app.model_table
+        row = next(r for r in table.all_rows.values() if r.model_id == "tiny-llama-Q8_0")
+        table.focus()
+        table.move_cursor(row=table.get_row_index(row.key))
+        await pilot.press("enter")
+        assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 10)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)
+
+
 def test_console_answer(snap_compare: Any, tmp_path: Path) -> None:
     async def run_before(pilot: Any) -> None:
         app = pilot.app

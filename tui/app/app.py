@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
 TOKEN_FLUSH_S = 1 / 30  # console redraw rate while streaming
 JOB_REDRAW_S = 0.5  # progress redraws per job while its state stays the same
+USED_REFRESH_S = 30.0  # "Used" times on screen are re-formatted this often
+USED_REFRESH_LOW_REDRAW_S = 120.0  # … and this often with ``low_redraw``
 
 
 class SamplerLike(Protocol):
@@ -173,7 +175,10 @@ class ModelDeckApp(App[None]):
                 filter_input = FilterInput(placeholder="Filter models (Esc clears)", id="filter")
                 filter_input.cursor_blink = self.cursor_blink
                 yield filter_input
-                yield ModelTable(now=self._now, id="models")
+                used_refresh = (
+                    USED_REFRESH_LOW_REDRAW_S if self.settings.low_redraw else USED_REFRESH_S
+                )
+                yield ModelTable(now=self._now, used_refresh=used_refresh, id="models")
                 yield Static("", id="table-status", markup=False)
                 yield DownloadsPanel(clock=self._clock, ascii=ascii, id="downloads")
                 yield PromptConsole(cursor_blink=self.cursor_blink, id="console")
@@ -510,7 +515,8 @@ class ModelDeckApp(App[None]):
         try:
             name = await wiring.load_model(self.services, row.model_id, force, self.load_options)
         except WontFitError as exc:
-            self.post_message(LoadRefused(row, str(exc)))
+            # The message without the CLI's "--force" hint: the dialog offers "Load anyway".
+            self.post_message(LoadRefused(row, " ".join(exc.message.split())))
             return
         self._model_loaded(row.model_id, name)
 
@@ -729,14 +735,18 @@ class ModelDeckApp(App[None]):
         if self._flush_timer is None:
             self._flush_timer = self.set_timer(TOKEN_FLUSH_S, self._flush_tokens)
 
-    def _flush_tokens(self) -> None:
+    def _flush_tokens(self, show_now: bool = False) -> None:
+        """Send the collected tokens to the console (``show_now``: directly, not posted)."""
         if self._flush_timer is not None:
             self._flush_timer.stop()
         self._flush_timer = None
         if self._pending_tokens:
             text = "".join(self._pending_tokens)
             self._pending_tokens.clear()
-            self.post_message(TokensArrived(text))
+            if not show_now:
+                self.post_message(TokensArrived(text))
+            elif self.prompt_console.streaming:
+                self.prompt_console.append_tokens(text)
 
     @on(TokensArrived)
     def _tokens_arrived(self, message: TokensArrived) -> None:
@@ -760,7 +770,7 @@ class ModelDeckApp(App[None]):
         """Stop the answer: the runtime thread first, then the worker; keep what came."""
         wiring.cancel_generation(self.services)
         self.workers.cancel_group(self, "generate")
-        self._flush_tokens()
+        self._flush_tokens(show_now=True)  # posted, it would arrive after the answer ended
         if self._active_model is not None:
             self._remember_answer(self._active_model)
         self.prompt_console.finish_answer(MetricsView(cancelled=True))

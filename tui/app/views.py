@@ -36,26 +36,57 @@ STATUS_FILTERS: dict[str, frozenset[str] | None] = {
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One table column: key, header label and fixed width in cells."""
+    """One table column: key, header label, width in cells and when it gives way.
+
+    ``drop`` ranks the columns hidden when the table is too narrow (1 goes first; 0 stays).
+    """
 
     key: str
     label: str
     width: int
+    drop: int = 0
 
+
+FLEX_COLUMN = "name"  # takes the free width; its ``width`` is the least it gets before others hide
+FLEX_FLOOR = 8  # the flex column's width when even hiding every droppable column is not enough
 
 COLUMNS: tuple[Column, ...] = (
     Column("status", "Status", 15),
-    Column("name", "Name", 17),
-    Column("format", "Fmt", 4),
+    Column(FLEX_COLUMN, "Name", 24),  # most catalog names fit in 24
+    Column("format", "Fmt", 4, drop=4),
     Column("quant", "Quant", 6),
-    Column("params", "Params", 6),
+    Column("params", "Params", 6, drop=3),
     Column("size", "Size", 5),
     Column("fit", "Fit", 4),
-    Column("tps", "tok/s", 5),
-    Column("last_used", "Used", 7),
+    Column("tps", "tok/s", 5, drop=2),
+    Column("last_used", "Used", 7, drop=1),
 )
 COLUMN_KEYS: tuple[str, ...] = tuple(c.key for c in COLUMNS)
 SORTABLE: tuple[str, ...] = ("name", "status", "size", "params", "tps", "last_used", "format")
+
+
+def fit_columns(
+    available: int, padding: int = 1, columns: Sequence[Column] = COLUMNS
+) -> tuple[tuple[str, int], ...]:
+    """The columns shown in ``available`` cells, as ``(key, width)`` in table order.
+
+    Droppable columns are hidden in ``drop`` order until :data:`FLEX_COLUMN` gets its
+    ``width``; it then takes every free cell (so the row fills the table exactly), never
+    less than :data:`FLEX_FLOOR`. ``padding`` is the cell padding on each side of a column.
+    """
+    shown = list(columns)
+    flex = next(c for c in columns if c.key == FLEX_COLUMN)
+
+    def free() -> int:
+        return available - sum(c.width + 2 * padding for c in shown) + flex.width
+
+    for column in sorted((c for c in columns if c.drop), key=lambda c: c.drop):
+        if free() >= flex.width:
+            break
+        shown.remove(column)
+    flex_width = max(free(), FLEX_FLOOR)
+    return tuple((c.key, flex_width if c is flex else c.width) for c in shown)
+
 
 _FORMAT_SHORT = {"gguf": "gguf", "safetensors": "st"}
 

@@ -545,7 +545,7 @@ class RuntimeService:
         put = channel.put
 
         def emit(text: str) -> None:
-            # "" marks the first token when the backend holds text back (word boundaries)
+            # "" marks the first token when it has no text (yet): an end token, held-back text
             if "first" not in times:
                 times["first"] = time.perf_counter()
             if text and not cancel.is_set():

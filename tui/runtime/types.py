@@ -96,7 +96,8 @@ class GenerationMetrics:
 
     def summary(self) -> str:
         """One line for a status bar or stderr."""
-        parts = [f"{self.completion_tokens} tokens"]
+        n = self.completion_tokens
+        parts = [f"{n} token" if n == 1 else f"{n} tokens"]
         if self.tokens_per_s is not None:
             parts.append(f"{self.tokens_per_s:.1f} tok/s")
         if self.ttft_ms is not None:

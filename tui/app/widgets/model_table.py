@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
@@ -12,12 +13,14 @@ from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.binding import Binding, BindingType
-from textual.geometry import Region
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import DataTable
-from textual.widgets.data_table import DuplicateKey, Row, RowKey
+from textual.widgets.data_table import Column as DataTableColumn
+from textual.widgets.data_table import ColumnKey, DuplicateKey, Row, RowKey
 
 from tui.app.views import (
     COLUMN_KEYS,
@@ -25,6 +28,8 @@ from tui.app.views import (
     SORTABLE,
     STATUS_FILTERS,
     ModelRow,
+    fit_columns,
+    format_ago,
     row_cells,
     select_rows,
 )
@@ -37,6 +42,12 @@ def _cell(value: str) -> Text:
 
 PAGE = 400  # rows put into the DataTable at a time
 PAGE_MARGIN = 60  # page in when the cursor/viewport is this close to the end
+USED_REFRESH_S = 30.0  # how often the "Used" times on screen are re-formatted
+
+_USED = COLUMN_KEYS.index("last_used")
+# DataTable internals the fast paths (batched rows, hidden columns) rely on.
+_INTERNALS = ("_row_locations", "_column_locations", "_data", "_new_rows", "_update_count")
+_NO_DROP = tuple(dataclasses.replace(column, drop=0) for column in COLUMNS)
 
 
 class ModelTable(DataTable[str]):
@@ -46,6 +57,11 @@ class ModelTable(DataTable[str]):
     ``update_cell``). Filtering and sorting select over all rows but put only a page of them
     into the ``DataTable`` (more are paged in on scroll), and one-line plain cells take a fast
     render path, so a keystroke costs about the same with 10,000 rows as with 100.
+
+    Columns have fixed widths fitted to the table's width (:func:`~tui.app.views.fit_columns`):
+    the least important hide when it is narrow and Name takes the free cells. Hidden columns
+    keep their cells (``get_cell`` still answers), so showing them again is instant. The
+    "Used" times on screen are re-formatted every ``used_refresh`` seconds.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -99,6 +115,7 @@ class ModelTable(DataTable[str]):
         self,
         *,
         now: Callable[[], float] = time.time,
+        used_refresh: float = USED_REFRESH_S,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
@@ -106,6 +123,11 @@ class ModelTable(DataTable[str]):
             id=id, classes=classes, cursor_type="row", zebra_stripes=True, cell_padding=1
         )
         self._now = now
+        self._used_refresh = used_refresh
+        self._used_now = 0.0  # the latest time "Used" texts were formatted for
+        self._layout: tuple[tuple[str, int], ...] = ()  # shown columns and widths
+        self._all_columns: dict[str, DataTableColumn] = {}
+        self._column_keys: list[ColumnKey] = []
         self._rows: dict[str, ModelRow] = {}
         self._cells: dict[str, tuple[str, ...]] = {}
         self._order: list[str] = []
@@ -121,6 +143,16 @@ class ModelTable(DataTable[str]):
     def on_mount(self) -> None:
         for column in COLUMNS:
             self.add_column(column.label, key=column.key, width=column.width)
+        # Every column, hidden ones too (their cells stay in the rows' cell dicts).
+        self._all_columns = {column.key.value: column for column in self.ordered_columns}
+        self._column_keys = [column.key for column in self.ordered_columns]
+        if self._used_refresh > 0:
+            self.set_interval(self._used_refresh, self.refresh_used, name="used-refresh")
+
+    def on_resize(self) -> None:
+        if self._fit_columns():
+            self._update_virtual_size()
+        self._refresh_used_on_screen()  # taller: more rows on screen
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -133,6 +165,11 @@ class ModelTable(DataTable[str]):
     def visible_keys(self) -> list[str]:
         """Keys of the rows that pass the filters, in order (loaded into the table or not)."""
         return list(self._order)
+
+    @property
+    def used_refresh(self) -> float:
+        """Seconds between re-formats of the "Used" times on screen (0: never)."""
+        return self._used_refresh
 
     @property
     def loaded_count(self) -> int:
@@ -151,7 +188,7 @@ class ModelTable(DataTable[str]):
 
     def set_rows(self, rows: Iterable[ModelRow]) -> None:
         """Replace the row set: rows kept update in place; new or removed ones rebuild."""
-        now = self._now()
+        now = self._used_time()
         new_rows = {r.key: r for r in rows}
         same_keys = new_rows.keys() == self._rows.keys()
         if same_keys and self._rows:
@@ -165,14 +202,19 @@ class ModelTable(DataTable[str]):
 
     def update_rows(self, rows: Iterable[ModelRow]) -> None:
         """Update rows in place (only changed cells are touched)."""
-        now = self._now()
+        now = self._used_time()
         with self.app.batch_update():
             for row in rows:
                 self._update_one(row, now)
 
     def update_row(self, row: ModelRow) -> None:
         """Update one row in place (added at the end when new)."""
-        self._update_one(row, self._now())
+        self._update_one(row, self._used_time())
+
+    def _used_time(self) -> float:
+        """``now()`` for formatting rows; remembered for re-formatting "Used" cells later."""
+        now = self._used_now = max(self._used_now, self._now())
+        return now
 
     def _update_one(self, row: ModelRow, now: float) -> None:
         key = row.key
@@ -192,7 +234,54 @@ class ModelTable(DataTable[str]):
             return  # filtered out or not paged in yet: the cached cells are enough
         for column, before, after in zip(COLUMN_KEYS, old, cells, strict=True):
             if before != after:
-                self.update_cell(key, column, _cell(after))
+                self._set_cell(key, column, _cell(after))
+
+    def _set_cell(self, key: str, column: str, value: Text) -> None:
+        """Put a cell of a row that is in the table (``update_cell`` unless it is hidden)."""
+        if column in self.columns:
+            self.update_cell(key, column, value)
+        else:  # hidden: only the data, shown when the column comes back
+            self._data[RowKey(key)][ColumnKey(column)] = value
+
+    def refresh_used(self) -> None:
+        """Re-format the "Used" times of the rows on screen (the timer's tick)."""
+        self._used_time()
+        self._refresh_used_on_screen()
+
+    def _refresh_used_on_screen(self) -> None:
+        """Bring the "Used" cells of the rows on screen up to :attr:`_used_now`.
+
+        A few dozen rows, only changed cells are updated: cheap enough to run on scrolls and
+        rebuilds, so rows paged in or scrolled to never show a time older than the last tick.
+        """
+        if not self._paging:  # mid-rebuild: the table is being cleared
+            return
+        top = max(0, int(self.scroll_y))
+        header = self.header_height if self.show_header else 0
+        bottom = min(self._loaded, top + self.size.height - header)
+        if top >= bottom or not self._used_now:
+            return
+        now, rows, cells_of = self._used_now, self._rows, self._cells
+        changed: list[tuple[str, str]] = []
+        for key in self._order[top:bottom]:
+            when = rows[key].last_used_at
+            if when:
+                text = format_ago(when, now)
+                cells = cells_of[key]
+                if cells[_USED] != text:
+                    replaced = list(cells)
+                    replaced[_USED] = text
+                    cells_of[key] = tuple(replaced)
+                    changed.append((key, text))
+        if not changed:
+            return
+        with self.app.batch_update():
+            for key, text in changed:
+                texts = self._texts.get(key)
+                cell = _cell(text)
+                if texts is not None:
+                    texts[_USED] = cell
+                self._set_cell(key, "last_used", cell)
 
     def _matches(self, row: ModelRow) -> bool:
         return bool(select_rows([row], self.filter_text, self.status_filter))
@@ -235,6 +324,7 @@ class ModelTable(DataTable[str]):
             self._load_until(want)
             if current is not None:
                 self.move_cursor(row=self.get_row_index(current.key), animate=False)
+            self._refresh_used_on_screen()
         self.post_message(
             self.ViewChanged(self, len(self._order), len(self._rows), self.describe())
         )
@@ -261,6 +351,7 @@ class ModelTable(DataTable[str]):
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
         self._maybe_page_in()
+        self._refresh_used_on_screen()
 
     def _row_texts(self, key: str) -> list[Text]:
         texts = self._texts.get(key)
@@ -276,12 +367,11 @@ class ModelTable(DataTable[str]):
         once per batch; it relies on DataTable internals, so it falls back to ``add_row``
         when they are not there (a Textual upgrade).
         """
-        needed = ("_row_locations", "_data", "_new_rows", "_update_count")
-        if not keys or not all(hasattr(self, name) for name in needed):
+        if not keys or not self._has_internals():
             for key in keys:
                 self.add_row(*self._row_texts(key), key=key)
             return
-        column_keys = [column.key for column in self.ordered_columns]
+        column_keys = self._column_keys  # hidden columns too: their cells wait in ``_data``
         locations = self._row_locations
         data = self._data
         rows = self.rows
@@ -412,11 +502,77 @@ class ModelTable(DataTable[str]):
         super().notify_style_update()
 
     def _update_dimensions(self, new_rows: Iterable[object]) -> None:
-        """Every column has a fixed width and rows are one line: skip per-cell measuring."""
-        if all(not c.auto_width for c in self.columns.values()):
-            self._new_rows.clear()
+        """Every column has a fixed width and rows are one line: no per-cell measuring, only
+        the columns fitted to the width (the row count may have added a scrollbar) and the
+        scrollable size set."""
+        if any(c.auto_width for c in self.columns.values()):
+            super()._update_dimensions(new_rows)  # type: ignore[arg-type]
             return
-        super()._update_dimensions(new_rows)  # type: ignore[arg-type]
+        self._new_rows.clear()
+        self._fit_columns()
+        self._update_virtual_size()
+
+    def _update_virtual_size(self) -> None:
+        """Set the scrollable size: a layout pass only when a scrollbar comes or goes (the
+        table's own size does not follow its content), else just the scrollbars' thumbs."""
+        header = self.header_height if self.show_header else 0
+        width = sum(c.get_render_width(self) for c in self.columns.values())
+        size = Size(width, len(self.rows) + header)
+        if size == self.virtual_size:
+            return
+        styles = self.styles
+        if any(scalar is None or scalar.is_auto for scalar in (styles.width, styles.height)):
+            self.virtual_size = size  # sized by its content: lay out
+            return
+        self.set_reactive(Widget.virtual_size, size)
+        self._scroll_update(size)  # shows/hides scrollbars (that lays out), clamps the scroll
+        self.refresh()
+
+    def _has_internals(self) -> bool:
+        return all(hasattr(self, name) for name in _INTERNALS)
+
+    def _columns_width(self) -> int:
+        """Cells the columns may fill: the content width less a vertical scrollbar if the rows
+        need one (predicted from the row count: known before the next layout shows it)."""
+        width, height = self.size
+        styles = self.styles
+        rows = len(self.rows) + (self.header_height if self.show_header else 0)
+        overflow = styles.overflow_y
+        if overflow == "scroll" or (
+            overflow == "auto" and (rows > height or styles.scrollbar_gutter == "stable")
+        ):
+            width -= styles.scrollbar_size_vertical
+        return width
+
+    def _fit_columns(self) -> bool:
+        """Show the columns that fit the width, Name taking the free cells (True if changed).
+
+        Cheap when nothing changed (arithmetic over nine columns). A change swaps the
+        ``DataTable``'s column map only: rows and their cells stay as they are.
+        """
+        available = self._columns_width()
+        if available <= 0 or not self._all_columns:
+            return False
+        layout = fit_columns(available, self.cell_padding)
+        if layout == self._layout:
+            return False
+        self._layout = layout
+        shown = [key for key, _ in layout]
+        if not self._has_internals():  # after a Textual upgrade: all columns, Name fitted
+            layout = fit_columns(available, self.cell_padding, _NO_DROP)
+            shown = list(COLUMN_KEYS)
+        if [column.key.value for column in self.ordered_columns] != shown:
+            self.columns.clear()
+            self.columns.update((ColumnKey(key), self._all_columns[key]) for key in shown)
+            self._column_locations = type(self._column_locations)(
+                {ColumnKey(key): index for index, key in enumerate(shown)}
+            )
+            self.cursor_coordinate = self.cursor_coordinate  # clamped to the columns left
+        for key, width in layout:
+            self._all_columns[key].width = width
+        self._update_count += 1  # every render cache is keyed on it
+        self.refresh()
+        return True
 
     def describe(self) -> str:
         """``installed · filter "llama" · sort size ↓`` (empty when nothing applies)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterable
+from typing import ClassVar, Self
 
-from textual import on
+from rich.cells import get_character_cell_size
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -12,6 +14,126 @@ from textual.message import Message
 from textual.widgets import Input, Log, Static
 
 from tui.app.views import MetricsView, metrics_text
+
+
+def wrap_line(line: str, width: int) -> list[str]:
+    """Split one line (no line breaks) into pieces of at most ``width`` cells.
+
+    Breaks at the last space that fits (the space is dropped), else mid-word. A line that
+    fits, and any line when ``width`` < 1, is returned whole.
+    """
+    if width < 1:
+        return [line]
+    pieces: list[str] = []
+    while True:
+        fit = _fitting_prefix(line, width)
+        if fit == len(line):
+            pieces.append(line)
+            return pieces
+        space = line.rfind(" ", 0, fit + 1)
+        if space > 0:
+            pieces.append(line[:space])
+            line = line[space + 1 :]
+        else:
+            cut = max(fit, 1)  # a character wider than the line still moves on
+            pieces.append(line[:cut])
+            line = line[cut:]
+            if not line:
+                return pieces
+
+
+def _fitting_prefix(line: str, width: int) -> int:
+    """How many characters of ``line`` fit in ``width`` cells."""
+    if line.isascii():
+        return min(len(line), width)
+    cells = 0
+    for index, char in enumerate(line):
+        cells += get_character_cell_size(char)
+        if cells > width:
+            return index
+    return len(line)
+
+
+class AnswerLog(Log):
+    """A ``Log`` that word-wraps text as it arrives, so it never scrolls sideways.
+
+    A write re-wraps only the last line (a streamed token costs the same however long the
+    answer is); the whole log is re-wrapped when the width changes. Room for the vertical
+    scrollbar is kept free, so lines need no re-wrap when it appears.
+    """
+
+    DEFAULT_CSS = """
+    AnswerLog {
+        overflow-x: hidden;
+    }
+    """
+
+    def __init__(
+        self,
+        *,
+        max_lines: int | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(max_lines=max_lines, id=id, classes=classes)
+        # The text as written, to re-wrap: finished lines, and the pieces of the last one.
+        self._source: list[str] = []
+        self._partial: list[str] = []
+        self._wrap_width = 0  # 0: not laid out yet, written unwrapped until the first resize
+
+    @property
+    def wrap_width(self) -> int:
+        """The width lines are wrapped at (0 before the first layout)."""
+        return self._wrap_width
+
+    def write(self, data: str, scroll_end: bool | None = None) -> Self:
+        """Append text; only the last line is redrawn."""
+        if not data:
+            return super().write(data, scroll_end)
+        data = data.replace("\r\n", "\n").replace("\r", "\n").expandtabs()
+        self._remember(data)
+        if self._wrap_width < 1:
+            return super().write(data, scroll_end)
+        tail = self._lines[-1] if self._lines else ""
+        if self._lines:
+            self._lines[-1] = ""  # re-written below, wrapped together with the new text
+        wrapped = "\n".join(
+            "\n".join(wrap_line(line, self._wrap_width)) for line in (tail + data).split("\n")
+        )
+        return super().write(wrapped, scroll_end)
+
+    def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> Self:
+        """Write each string on a line of its own."""
+        text = "".join(f"{line}\n" for line in lines)
+        if self._lines and self._lines[-1]:
+            text = "\n" + text
+        return self.write(text, scroll_end)
+
+    def clear(self) -> Self:
+        """Clear the log."""
+        self._source, self._partial = [], []
+        return super().clear()
+
+    def _remember(self, data: str) -> None:
+        first, *rest = data.split("\n")
+        self._partial.append(first)
+        if rest:
+            self._source.append("".join(self._partial))
+            self._source.extend(rest[:-1])
+            self._partial = [rest[-1]]
+            if self.max_lines is not None and len(self._source) >= self.max_lines:
+                del self._source[: len(self._source) - self.max_lines + 1]
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Re-wrap everything at the new width."""
+        width = self.content_size.width - self.styles.scrollbar_size_vertical
+        if width < 1 or width == self._wrap_width:
+            return
+        self._wrap_width = width
+        lines = [*self._source, "".join(self._partial)]
+        self._partial = lines[-1:]
+        super().clear()
+        super().write("\n".join("\n".join(wrap_line(line, width)) for line in lines))
 
 
 class PromptInput(Input):
@@ -102,7 +224,7 @@ class PromptConsole(Vertical):
         self.streaming = False
         self.border_title = "Console"
         self._model = Static("Model: none loaded (ctrl+o)", id="console-model", markup=False)
-        self._output = Log(id="console-output", max_lines=5000)
+        self._output = AnswerLog(id="console-output", max_lines=5000)
         self._metrics = Static("", id="console-metrics", markup=False)
         self._input = PromptInput(placeholder="Prompt (Enter to send)", id="console-input")
         self._input.cursor_blink = cursor_blink
@@ -114,8 +236,8 @@ class PromptConsole(Vertical):
         yield self._input
 
     @property
-    def output(self) -> Log:
-        """The answer log."""
+    def output(self) -> AnswerLog:
+        """The answer log (word-wrapped)."""
         return self._output
 
     @property

@@ -37,7 +37,9 @@ class Backend(Protocol):
     ) -> BackendStats:
         """Stream text deltas to ``emit`` until done, ``max_tokens`` or ``cancel`` is set.
 
-        ``emit("")`` may be called to mark the first token when its text is held back.
+        ``emit("")`` marks the first generated token when it brings no text (an end token, or
+        text held back), so TTFT is measured at that token. End tokens are not counted in
+        ``completion_tokens``.
         """
 
     def interrupt(self) -> None:

@@ -122,13 +122,15 @@ class LlamaCppBackend:
         )
         try:
             for token in gen:
+                if n == 0:
+                    emit("")  # TTFT at the first token, even an end token or held-back text
                 if cancel.is_set():
                     finish = "cancelled"
                     break
-                n += 1
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish = "stop"
+                    finish = "stop"  # the end token is not part of the answer
                     break
+                n += 1
                 text = decoder.decode(detok([token]))
                 if text and stops.feed(text):
                     finish = "stop"

@@ -132,6 +132,7 @@ class OpenAIBackend:
         key = self.spec.api_key
         stops = StopMatcher(params.stop, emit)
         chunks = 0
+        seen_first = False
         usage: dict[str, Any] = {}
         finish = "stop"
         try:
@@ -165,6 +166,9 @@ class OpenAIBackend:
                     for choice in event.get("choices") or []:
                         delta = choice.get("delta") or {}
                         text = delta.get("content") or choice.get("text") or ""
+                        if not seen_first and (text or choice.get("finish_reason")):
+                            seen_first = True
+                            emit("")  # TTFT at the first token, even an immediate end
                         if text:
                             chunks += 1
                             stops.feed(text)

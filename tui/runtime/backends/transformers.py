@@ -106,12 +106,15 @@ def _streamer(tokenizer: Any, emit: Emit) -> Any:
         def __init__(self) -> None:
             super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
             self.generated = 0
+            self.last: int | None = None  # the last generated token id
 
         def put(self, value: Any) -> None:
             if not self.next_tokens_are_prompt:
                 if not self.generated:
                     emit("")  # first token: TTFT even if its text waits for a word boundary
                 self.generated += int(value.numel())
+                if value.numel():
+                    self.last = int(value.reshape(-1)[-1])
             super().put(value)
 
         def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
@@ -246,12 +249,15 @@ class TransformersBackend:
         except (RuntimeError, ValueError, IndexError) as exc:
             raise GenerationError(f"transformers failed: {one_line(exc)}") from None
         n = streamer.generated
+        ended = n > 0 and streamer.last in _eos_ids(self.model, tok)
+        if ended:
+            n -= 1  # the end token is not part of the answer
         if cancel.is_set():
             finish = "cancelled"
-        elif n >= max_new:
-            finish = "length"
-        else:
+        elif ended or n < max_new:
             finish = "stop"
+        else:
+            finish = "length"
         return BackendStats(n_prompt, n, finish)
 
     def interrupt(self) -> None:
@@ -267,6 +273,15 @@ class TransformersBackend:
             with contextlib.suppress(Exception):
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The token ids that end an answer (generation config and tokenizer)."""
+    config = getattr(model, "generation_config", None)
+    ids = getattr(config, "eos_token_id", None)
+    found = set(ids) if isinstance(ids, (list, tuple)) else {ids}
+    found.add(getattr(tokenizer, "eos_token_id", None))
+    return {int(i) for i in found if i is not None}
 
 
 def _has_accelerate() -> bool:

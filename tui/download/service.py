@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from tui.download import engine
+from tui.download import engine, rawfetch
 from tui.download.aio import in_thread
 from tui.download.engine import FileTransfer, TransferContext
 from tui.download.errors import (
@@ -232,6 +232,7 @@ class DownloadService:
             self._scheduler = None
         self._queue.clear()
         if self._client is not None:
+            rawfetch.close_connector(self._client)
             await self._client.aclose()
             self._client = None
             self._transport = None

@@ -13,6 +13,7 @@ import pytest
 import test_download_faults as faults
 import test_download_jobs as jobs
 import trustme
+from huggingface_hub.utils import close_session
 
 from tui.download import JobSpec, engine, rawfetch
 from tui.download.http import make_client
@@ -349,6 +350,7 @@ def tls_hubs(monkeypatch, tmp_path):
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    close_session()  # huggingface_hub's cached client predates SSL_CERT_FILE
     origin_hub = FakeHub(ssl_context=ctx).start()
     cdn = FakeHub(share_with=origin_hub, ssl_context=ctx).start()
     monkeypatch.setenv("HF_ENDPOINT", origin_hub.url)
@@ -356,6 +358,7 @@ def tls_hubs(monkeypatch, tmp_path):
     yield origin_hub, cdn
     cdn.stop()
     origin_hub.stop()
+    close_session()
 
 
 async def test_https_hub_with_a_cdn_redirect(tls_hubs, dl_settings, monkeypatch) -> None:

@@ -20,7 +20,8 @@ unless the request carries ``Authorization: Bearer <token>`` with an allowed tok
 Fault kinds (:meth:`FakeHub.add_fault`): ``ignore_range``, ``bad_content_range``,
 ``status`` (``status=``, ``headers=``), ``drop_after`` (``nbytes=``), ``stall``
 (``seconds=``), ``slow`` (``rate=`` bytes/s per response), ``redirect`` (``to=`` base URL),
-``change`` (``data=``: replace the content, giving it a new ETag).
+``change`` (``data=``: replace the content, giving it a new ETag), ``no_length`` (no
+``Content-Length``: a chunked body, and no size in a 206's ``Content-Range`` either).
 """
 
 from __future__ import annotations
@@ -458,8 +459,10 @@ class FakeHub:
             return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
         shown_start = start + (1 if "bad_content_range" in faults else 0)
         if status == 206:
-            headers["Content-Range"] = f"bytes {shown_start}-{end - 1}/{size}"
-        headers["Content-Length"] = str(end - start)
+            total = "*" if "no_length" in faults else size
+            headers["Content-Range"] = f"bytes {shown_start}-{end - 1}/{total}"
+        if "no_length" not in faults:
+            headers["Content-Length"] = str(end - start)
         resp = web.StreamResponse(status=status, headers=headers)
         rec.status = status
         if request.method == "HEAD":

@@ -256,13 +256,22 @@ class FileTransfer:
             jf.done_bytes = sum(s[2] for s in jf.segments)
             self.resumed_bytes = jf.done_bytes
             return
-        jf.segments = None
-        jf.done_bytes = 0
         size = jf.size
         if size is None:
+            # Size unknown (no Content-Length): one open-ended stream. Its flushed prefix is
+            # resumed (``Range: bytes=N-`` under If-Range) when the validator is strong.
+            segs = jf.segments
+            if (segs and len(segs) == 1 and segs[0][0] == 0 and segs[0][1] < 0
+                    and 0 < segs[0][2] <= part_size and is_strong(jf.etag)):
+                os.ftruncate(self.fd, segs[0][2])  # drop bytes written after the last flush
+                jf.done_bytes = self.resumed_bytes = segs[0][2]
+                return
+            jf.done_bytes = 0
             os.ftruncate(self.fd, 0)
             jf.segments = [[0, -1, 0]]
             return
+        jf.segments = None
+        jf.done_bytes = 0
         try:
             preallocate(self.fd, size)
         except OSError as exc:

@@ -72,6 +72,7 @@ class _Runtime:
         self.job = job
         self.state = "queued"
         self.error: str | None = None
+        self.warning: str | None = None
         self.meter = SpeedMeter()
         self.throttle = EventThrottle()
         self.stop_reason: str | None = None  # paused | cancelled | queued (shutdown)
@@ -155,7 +156,7 @@ class DownloadService:
         eta = (total - done) / speed if total is not None and speed > 1 else None
         event = DownloadEvent(
             job_id=rt.job.id, name=rt.job.name, state=rt.state, done_bytes=done,
-            total_bytes=total, speed=speed, eta=eta, error=rt.error,
+            total_bytes=total, speed=speed, eta=eta, error=rt.error, warning=rt.warning,
             files=tuple(FileProgress(f.path, f.done_bytes, f.size, f.state)
                         for f in rt.job.files),
         )
@@ -531,6 +532,10 @@ class DownloadService:
         warning = network_fs_warning(plan.root)
         if warning:
             log.warning("%s", warning)
+            rt = self._runtimes.get(job.id)
+            if rt is not None and rt.warning != warning:
+                rt.warning = warning
+                self._emit(rt, force=True)
 
     def _context(self, rt: _Runtime) -> TransferContext:
         job = rt.job

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import queue
 import threading
 from collections import deque
 from pathlib import Path
@@ -41,6 +42,8 @@ class PrefixHasher:
         if git_blob and size is not None:
             self._sha1 = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
         self._flushed = 0  # bytes behind the hash position handed to writeback
+        self._flush_queue: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._flusher: threading.Thread | None = None
         self._marks: deque[tuple[int, int]] = deque()
         self._ranges: list[list[int]] = []  # merged, sorted [start, end); hasher thread only
         self._pos = 0
@@ -108,6 +111,7 @@ class PrefixHasher:
             self._error = exc
         finally:
             self._unmap()
+            self._stop_flusher()
 
     def _update(self, data: bytes | memoryview) -> None:
         self._sha256.update(data)
@@ -152,16 +156,31 @@ class PrefixHasher:
             self._map = None
 
     def _start_writeback(self) -> None:
-        """Start writing the hashed prefix to disk now (async, Linux) so the final fsync is
-        short; those pages are not needed in the page cache any more."""
+        """Start writing the hashed prefix to disk now (Linux) so the final fsync is short;
+        those pages are not needed in the page cache any more. Submitting the writes costs
+        CPU, so a flusher thread does it: the hash thread is the critical path."""
         if self._pos - self._flushed < WRITEBACK_STEP or not hasattr(os, "posix_fadvise"):
             return
-        try:
-            os.posix_fadvise(self._fd, self._flushed, self._pos - self._flushed,
-                             os.POSIX_FADV_DONTNEED)
-        except OSError:
-            pass
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_run, name="modeldeck-flush",
+                                             daemon=True)
+            self._flusher.start()
+        self._flush_queue.put((self._flushed, self._pos - self._flushed))
         self._flushed = self._pos
+
+    def _flush_run(self) -> None:
+        while (item := self._flush_queue.get()) is not None:
+            try:
+                os.posix_fadvise(self._fd, item[0], item[1], os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass
+
+    def _stop_flusher(self) -> None:
+        """Let the flusher finish what is queued (before the caller closes the fd)."""
+        if self._flusher is not None:
+            self._flush_queue.put(None)
+            self._flusher.join()
+            self._flusher = None
 
     def finish(self) -> tuple[str, str | None]:
         """Block until the whole marked prefix is hashed; returns (sha256, git blob sha1)."""

@@ -1,15 +1,21 @@
 #!/usr/bin/env python
 """Download benchmark: ModelDeck vs aria2c, hf_hub_download and curl on a local nginx.
 
-Needs ``nginx``, ``aria2c``, ``curl`` and ``sha256sum`` on PATH (``apt-get install -y nginx
-aria2 curl``). Creates a random file (reused across runs), serves it from nginx on 127.0.0.1
+Needs ``nginx``, ``aria2c``, ``curl`` and ``openssl`` on PATH (``apt-get install -y nginx
+aria2 curl openssl``). Creates a random file (reused across runs), serves it from nginx on 127.0.0.1
 on two ports — one with ``limit_rate 25m`` per connection, one uncapped — and times:
 
-* capped:   ModelDeck (service API, 8 connections, sha256 verified) vs ``aria2c -x8 -s8`` +
-            ``sha256sum`` vs ``huggingface_hub.hf_hub_download`` (nginx mimics ``resolve``);
-* uncapped: ModelDeck vs ``curl -o`` + ``sha256sum``.
+* capped:   ModelDeck (service API, 8 connections, sha256 verified, fsynced) vs ``aria2c -x8
+            -s8`` alone and + ``openssl dgst -sha256`` vs ``huggingface_hub.hf_hub_download``
+            (nginx mimics ``resolve``);
+* uncapped: ModelDeck vs ``curl -o`` alone, + ``openssl dgst -sha256``, and + that + ``sync
+            FILE`` — the last has ModelDeck's guarantees (sha256 checked, bytes on disk before
+            "done"). openssl, not coreutils ``sha256sum`` (8x slower here), is the fair hash.
 
-Usage: ``python bench/bench_download.py [--size 2G] [--workdir DIR] [--skip-hf]``
+Each measurement is repeated ``--reps`` times (page cache dropped before each) and the
+median is reported, with the spread; ``hf_hub_download`` runs once (it is slow).
+
+Usage: ``python bench/bench_download.py [--size 2G] [--reps 3] [--workdir DIR] [--skip-hf]``
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import hashlib
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TOOLS = {"nginx": "nginx", "aria2c": "aria2", "curl": "curl", "sha256sum": "coreutils"}
+TOOLS = {"nginx": "nginx", "aria2c": "aria2", "curl": "curl", "openssl": "openssl"}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -145,18 +152,24 @@ def drop_caches() -> None:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
-def timed(label: str, fn: Callable[[], None], cleanup: Callable[[], None]) -> float:
-    drop_caches()
-    start = time.perf_counter()
-    fn()
-    elapsed = time.perf_counter() - start
-    cleanup()
-    print(f"  {label}: {elapsed:.2f} s", flush=True)
-    return elapsed
+def timed(label: str, fn: Callable[[], None], cleanup: Callable[[], None], reps: int = 1
+          ) -> list[float]:
+    """Run ``fn`` ``reps`` times (caches dropped before each); the elapsed seconds."""
+    times = []
+    for _ in range(reps):
+        drop_caches()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        cleanup()
+    print(f"  {label}: " + " / ".join(f"{t:.2f}" for t in times) + " s", flush=True)
+    return times
 
 
-def sha_ok(path: Path, sha: str) -> None:
-    out = subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True)
+def sha_ok(path: Path, sha: str, tool: str = "sha256sum") -> None:
+    cmd = ["sha256sum", str(path)] if tool == "sha256sum" else \
+        ["openssl", "dgst", "-sha256", "-r", str(path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     if out.stdout.split()[0] != sha:
         raise SystemExit(f"sha256 mismatch for {path}")
 
@@ -191,6 +204,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/modeldeck-bench"))
     parser.add_argument("--skip-hf", action="store_true", help="skip hf_hub_download (slow)")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--reps", type=int, default=3, help="runs per measurement (median)")
     args = parser.parse_args()
     check_tools()
     size = parse_size(args.size)
@@ -203,7 +217,8 @@ def main() -> int:
     prefix = work / "nginx"
     conf = nginx_conf(prefix, data_dir, name, sha, capped, free)
     out = work / "out"
-    results: list[tuple[str, str, float]] = []
+    results: list[tuple[str, str, list[float]]] = []
+    reps = max(1, args.reps)
 
     def clean() -> None:
         shutil.rmtree(out, ignore_errors=True)
@@ -216,22 +231,23 @@ def main() -> int:
         free_url = f"http://127.0.0.1:{free}/files/{name}"
         print(f"capped server (25 MB/s per connection), {mb:.0f} MB:")
         t = timed("ModelDeck", lambda: modeldeck_download(cap_url, sha, out, args.connections),
-                  clean)
+                  clean, reps)
         results.append(("capped", "ModelDeck", t))
 
         def aria() -> None:
             subprocess.run(["aria2c", "-q", "-x8", "-s8", "-k1M", "--file-allocation=none",
                             "-d", str(out), "-o", name, cap_url], check=True)
-            sha_ok(out / name, sha)
+            sha_ok(out / name, sha, tool="openssl")
 
-        results.append(("capped", "aria2c -x8 -s8 + sha256sum", timed("aria2c", aria, clean)))
+        results.append(("capped", "aria2c -x8 -s8 + openssl sha256",
+                        timed("aria2c", aria, clean, reps)))
 
         def aria_only() -> None:
             subprocess.run(["aria2c", "-q", "-x8", "-s8", "-k1M", "--file-allocation=none",
                             "-d", str(out), "-o", name, cap_url], check=True)
 
         results.append(("capped", "aria2c -x8 -s8 (no verify)",
-                        timed("aria2c only", aria_only, clean)))
+                        timed("aria2c only", aria_only, clean, reps)))
 
         if not args.skip_hf:
             def hf() -> None:
@@ -253,35 +269,48 @@ def main() -> int:
 
         print("uncapped server:")
         t = timed("ModelDeck", lambda: modeldeck_download(free_url, sha, out, args.connections),
-                  clean)
+                  clean, reps)
         results.append(("uncapped", "ModelDeck", t))
 
         def curl() -> None:
             subprocess.run(["curl", "-s", "-f", "-o", str(out / name), free_url], check=True)
-            sha_ok(out / name, sha)
+            sha_ok(out / name, sha, tool="openssl")
 
-        results.append(("uncapped", "curl -o + sha256sum", timed("curl", curl, clean)))
+        results.append(("uncapped", "curl -o + openssl sha256",
+                        timed("curl + openssl", curl, clean, reps)))
 
         def curl_only() -> None:
             subprocess.run(["curl", "-s", "-f", "-o", str(out / name), free_url], check=True)
 
-        results.append(("uncapped", "curl -o (no verify)", timed("curl only", curl_only, clean)))
+        results.append(("uncapped", "curl -o (no verify)",
+                        timed("curl only", curl_only, clean, reps)))
 
-    ref = {(g, n): t for g, n, t in results}
-    md_cap = ref[("capped", "ModelDeck")]
-    md_free = ref[("uncapped", "ModelDeck")]
+        def curl_same_guarantees() -> None:
+            subprocess.run(["curl", "-s", "-f", "-o", str(out / name), free_url], check=True)
+            sha_ok(out / name, sha, tool="openssl")
+            subprocess.run(["sync", str(out / name)], check=True)
+
+        results.append(("uncapped", "curl -o + openssl sha256 + sync",
+                        timed("curl + openssl + sync", curl_same_guarantees, clean, reps)))
+
+    med = {(g, n): statistics.median(t) for g, n, t in results}
+    md_cap = med[("capped", "ModelDeck")]
+    md_free = med[("uncapped", "ModelDeck")]
     print()
-    print(f"size {mb:.0f} MB; nproc {os.cpu_count()}; page-cache drop "
-          f"{'ok' if os.access('/proc/sys/vm/drop_caches', os.W_OK) else 'not permitted'}")
-    print(f"{'server':<9} {'tool':<28} {'seconds':>8} {'MB/s':>8}  ratio")
-    for group, tool, t in results:
+    dropped = "ok" if os.access("/proc/sys/vm/drop_caches", os.W_OK) else "not permitted"
+    print(f"size {mb:.0f} MB; nproc {os.cpu_count()}; runs per row {reps} (median; hf once); "
+          f"page-cache drop {dropped}")
+    print(f"{'server':<9} {'tool':<33} {'median s':>8} {'range s':>11} {'MB/s':>7}  ratio")
+    for group, tool, times in results:
+        t = med[(group, tool)]
+        spread = f"{min(times):.2f}-{max(times):.2f}"
         if tool == "ModelDeck":
             ratio = ""
         elif group == "capped":
             ratio = f"ModelDeck speed / this = {t / md_cap:.2f}x"
         else:
             ratio = f"ModelDeck time / this = {md_free / t:.2f}"
-        print(f"{group:<9} {tool:<28} {t:>8.2f} {mb / t:>8.1f}  {ratio}")
+        print(f"{group:<9} {tool:<33} {t:>8.2f} {spread:>11} {mb / t:>7.1f}  {ratio}")
     return 0
 
 

@@ -215,3 +215,34 @@ async def test_catalog_entries_hf_and_url(hub: FakeHub, dl_settings) -> None:
     finally:
         await svc.stop()
         svc.db.close()
+
+
+async def test_network_fs_warning_reaches_events_and_the_cli(hub: FakeHub, service, dl_settings,
+                                                            monkeypatch) -> None:
+    """A models dir on NFS does not stop the pull, but the user is told (once per job) in the
+    events the dashboard and `modeldeck pull` show, not only in the log."""
+    from tui.cli import download_cmds
+    from tui.download import service as service_module
+
+    warning = "models is on nfs4: file locks may not work across machines"
+    monkeypatch.setattr(service_module, "network_fs_warning", lambda root: warning)
+    data = gguf_bytes(300_000, 77)
+    url = hub.add_file("nfs.bin", data)
+    job_id = service.enqueue(JobSpec(kind="url", url=url, sha256=sha256(data)))
+
+    class Recorder(download_cmds._Renderer):
+        def __init__(self) -> None:
+            self.events: list = []
+            self.notes: list[str] = []
+
+        def update(self, event) -> None:
+            self.events.append(event)
+
+        def note(self, text: str) -> None:
+            self.notes.append(text)
+
+    rec = Recorder()
+    [job] = await download_cmds._run(service, [job_id], rec)
+    assert job.state == "done", job.error
+    assert any(e.warning == warning for e in rec.events)
+    assert rec.notes == [f"warning: {job.name}: {warning}"]

@@ -64,6 +64,33 @@ async def test_pause_resume_keeps_bytes(hub: FakeHub, service: DownloadService, 
     assert Path(job.files[0].dest).read_bytes() == data
 
 
+async def test_pause_resume_without_content_length(hub: FakeHub, service: DownloadService,
+                                                  dl_settings) -> None:
+    """A server that never says the size (chunked bodies): the partial is still resumed from
+    its bytes under If-Range with the strong ETag, not thrown away."""
+    data = gguf_bytes(4 << 20, 3)
+    url = hub.add_file("nl.bin", data)
+    hub.add_fault("nl.bin", "no_length", times=None, methods=("GET", "HEAD"))
+    hub.add_fault("nl.bin", "slow", times=None, rate=1 << 20)
+    job_id = service.enqueue(JobSpec(kind="url", url=url, sha256=sha256(data)))
+    runner = asyncio.create_task(service.run_until_complete([job_id]))
+    await _wait_for(lambda: hub.bytes_served("nl.bin") > len(data) // 3, timeout=30)
+    job = await service.pause(job_id)
+    await runner
+    assert job.files[0].size is None and 0 < job.done_bytes < len(data)
+    kept = job.done_bytes
+    hub.clear_faults()
+    hub.add_fault("nl.bin", "no_length", times=None, methods=("GET", "HEAD"))
+    service.resume(job_id)
+    [job] = await service.run_until_complete([job_id])
+    assert job.state == "done", job.error
+    assert hub.bytes_served("nl.bin") <= 2 * len(data) - kept  # nothing kept was fetched again
+    last = hub.requests_for("nl.bin", "GET")[-1]
+    assert last.headers.get("Range") == f"bytes={kept}-"
+    assert last.headers.get("If-Range") == f'"{sha256(data)}"'
+    assert Path(job.files[0].dest).read_bytes() == data
+
+
 async def test_cancel_deletes_partial_and_retry_starts_over(
     hub: FakeHub, service: DownloadService, dl_settings
 ) -> None:

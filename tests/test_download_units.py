@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tui.download import verify
 from tui.download.engine import MIN_SEGMENT, is_strong, plan_pieces
 from tui.download.errors import DiskFullError, redact
 from tui.download.http import RetryPolicy, make_transport, parse_retry_after
@@ -38,13 +39,22 @@ def test_strong_etags() -> None:
     assert not is_strong("abc")
 
 
-def test_prefix_hasher_out_of_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["mapped", "pread"])
+def test_prefix_hasher_out_of_order(tmp_path: Path, monkeypatch, mode: str) -> None:
+    """In-place (mmap, windows crossed many times) and pread paths give the same digests."""
+    monkeypatch.setattr(verify, "MAP_WINDOW", 64 << 10)
+    monkeypatch.setattr(verify, "READ_CHUNK", 40_000)
+    preads = []
+    real_pread = os.pread
+    monkeypatch.setattr(verify.os, "pread", lambda *a: preads.append(a) or real_pread(*a))
     data = random.Random(1).randbytes(3_000_000)
     path = tmp_path / "f"
     path.write_bytes(b"\0" * len(data))
     fd = os.open(path, os.O_RDWR)
     try:
         hasher = PrefixHasher(fd, len(data), git_blob=True)
+        if mode == "pread":
+            hasher._use_map = False
         cuts = [0, 700_000, 1_500_000, 2_200_000, len(data)]
         for i in (3, 1, 0, 2):
             os.pwrite(fd, data[cuts[i]:cuts[i + 1]], cuts[i])
@@ -54,6 +64,23 @@ def test_prefix_hasher_out_of_order(tmp_path: Path) -> None:
         os.close(fd)
     assert sha == hashlib.sha256(data).hexdigest()
     assert sha1 == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    assert (len(preads) == 0) == (mode == "mapped")
+
+
+def test_prefix_hasher_on_a_truncated_file_fails_cleanly(tmp_path: Path, monkeypatch) -> None:
+    """A .part truncated under the hasher (shorter than its window): no mapping past the end
+    (that would be SIGBUS), the pread fallback reports the short read."""
+    monkeypatch.setattr(verify, "MAP_WINDOW", 64 << 10)
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        hasher = PrefixHasher(fd, 200_000)
+        hasher.mark(0, 200_000)
+        with pytest.raises(OSError, match="short read at offset 100000"):
+            hasher.finish()
+    finally:
+        os.close(fd)
 
 
 def test_prefix_hasher_reports_missing_range(tmp_path: Path) -> None:

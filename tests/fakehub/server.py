@@ -20,7 +20,8 @@ unless the request carries ``Authorization: Bearer <token>`` with an allowed tok
 Fault kinds (:meth:`FakeHub.add_fault`): ``ignore_range``, ``bad_content_range``,
 ``status`` (``status=``, ``headers=``), ``drop_after`` (``nbytes=``), ``stall``
 (``seconds=``), ``slow`` (``rate=`` bytes/s per response), ``redirect`` (``to=`` base URL),
-``change`` (``data=``: replace the content, giving it a new ETag).
+``change`` (``data=``: replace the content, giving it a new ETag), ``no_length`` (no
+``Content-Length``: a chunked body, and no size in a 206's ``Content-Range`` either).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import fnmatch
 import hashlib
 import json
 import re
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -114,6 +116,7 @@ class RecordedRequest:
     method: str
     path: str
     headers: dict[str, str]
+    peer: tuple[str, int] | None = None  # the client's address: one per TCP connection
     status: int = 0
     bytes_sent: int = 0
     faults: list[Fault] = field(default_factory=list)
@@ -122,7 +125,10 @@ class RecordedRequest:
 class FakeHub:
     """The server. Thread-safe API; start with ``with FakeHub() as hub`` or :meth:`start`."""
 
-    def __init__(self, *, share_with: FakeHub | None = None) -> None:
+    def __init__(self, *, share_with: FakeHub | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context`` (a server context) makes it an HTTPS server."""
+        self.ssl_context = ssl_context
         self.repos: dict[str, FakeRepo] = share_with.repos if share_with else {}
         self.files: dict[str, FakeFile] = share_with.files if share_with else {}
         self.faults: list[Fault] = []
@@ -139,7 +145,8 @@ class FakeHub:
     @property
     def url(self) -> str:
         """Base URL (use as ``HF_ENDPOINT``)."""
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> FakeHub:
         """Start serving on an ephemeral port in a background thread."""
@@ -166,7 +173,7 @@ class FakeHub:
             app, access_log=None, handle_signals=False, shutdown_timeout=0.3
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -288,7 +295,9 @@ class FakeHub:
             return hit
 
     def _record(self, request: web.Request) -> RecordedRequest:
-        rec = RecordedRequest(request.method, request.path, dict(request.headers))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        rec = RecordedRequest(request.method, request.path, dict(request.headers),
+                              tuple(peer[:2]) if peer else None)
         with self._lock:
             self.requests.append(rec)
         return rec
@@ -450,8 +459,10 @@ class FakeHub:
             return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
         shown_start = start + (1 if "bad_content_range" in faults else 0)
         if status == 206:
-            headers["Content-Range"] = f"bytes {shown_start}-{end - 1}/{size}"
-        headers["Content-Length"] = str(end - start)
+            total = "*" if "no_length" in faults else size
+            headers["Content-Range"] = f"bytes {shown_start}-{end - 1}/{total}"
+        if "no_length" not in faults:
+            headers["Content-Length"] = str(end - start)
         resp = web.StreamResponse(status=status, headers=headers)
         rec.status = status
         if request.method == "HEAD":

@@ -140,7 +140,15 @@ class _JobFailed(ModelDeckError):
 
 async def _run(service: Any, job_ids: list[str], renderer: _Renderer) -> list[JobRecord]:
     loop = asyncio.get_running_loop()
-    unsubscribe = service.subscribe(renderer.update)
+    warned: set[tuple[str, str]] = set()
+
+    def on_event(event: DownloadEvent) -> None:
+        renderer.update(event)
+        if event.warning and (event.job_id, event.warning) not in warned:
+            warned.add((event.job_id, event.warning))
+            renderer.note(f"warning: {event.name}: {event.warning}")
+
+    unsubscribe = service.subscribe(on_event)
     pausing: list[asyncio.Task[Any]] = []
 
     def on_signal() -> None:

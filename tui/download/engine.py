@@ -1,8 +1,11 @@
 """Segmented transfer of one file into a pre-sized ``<dest>.part``.
 
 Large files are split into pieces fetched over ``connections`` connections at once, each
-written in place with ``os.pwrite`` by a writer thread (so the event loop only receives); a
-:class:`~tui.download.verify.PrefixHasher` hashes the contiguous prefix while bytes arrive.
+written in place with ``os.pwrite``; a :class:`~tui.download.verify.PrefixHasher` hashes the
+contiguous prefix while bytes arrive. Without proxies a piece's request and body go through a
+worker thread on a plain socket (:mod:`tui.download.rawfetch`: ``recv_into`` a preallocated
+buffer, ``pwrite`` from it, no GIL held for either); otherwise httpx streams the body on the
+event loop and a writer thread does the ``pwrite``. Both paths share the response checks.
 Resuming sends ``Range`` + ``If-Range: <strong ETag>``; a ``200`` answer (the file changed,
 or the server ignores ranges) restarts from zero. Stalls (no byte for ``stall_timeout``) and
 dropped connections are retried per piece with backoff.
@@ -17,12 +20,14 @@ import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from tui.download import rawfetch
 from tui.download.aio import in_thread
 from tui.download.errors import DiskFullError, DownloadError
 from tui.download.http import HttpStatusError, RetryPolicy, Transport, strip_query
@@ -37,6 +42,12 @@ MIN_SEGMENT = 4 << 20  # smallest piece worth its own request
 MAX_PIECE = 64 << 20
 PIECES_PER_CONNECTION = 4
 MAX_RESTARTS = 3
+RECV_BUFFER = 256 << 10  # threaded body path: bytes per pwrite (fits in L2)
+PROGRESS_INTERVAL = 0.05  # threaded body path: seconds between progress reports
+# Receiving threads run this much nicer than the rest of the process, so that when CPU-bound
+# the (single, sequential) hash thread keeps pace instead of being left a long tail to hash
+# after the last byte arrived; also keeps the UI thread responsive during a download.
+RECV_NICE = 5
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 # Seams for tests (ENOSPC injection).
@@ -127,6 +138,11 @@ class FileTransfer:
         self.hasher: PrefixHasher | None = None
         self.writer: _Writer
         self.resumed_bytes = 0
+        client = getattr(ctx.transport, "client", None)
+        # Piece bodies are received by worker threads on plain sockets when possible.
+        self.raw = rawfetch.connector_for(client) if isinstance(client, httpx.AsyncClient) \
+            else None
+        self._count_lock = threading.Lock()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -240,13 +256,22 @@ class FileTransfer:
             jf.done_bytes = sum(s[2] for s in jf.segments)
             self.resumed_bytes = jf.done_bytes
             return
-        jf.segments = None
-        jf.done_bytes = 0
         size = jf.size
         if size is None:
+            # Size unknown (no Content-Length): one open-ended stream. Its flushed prefix is
+            # resumed (``Range: bytes=N-`` under If-Range) when the validator is strong.
+            segs = jf.segments
+            if (segs and len(segs) == 1 and segs[0][0] == 0 and segs[0][1] < 0
+                    and 0 < segs[0][2] <= part_size and is_strong(jf.etag)):
+                os.ftruncate(self.fd, segs[0][2])  # drop bytes written after the last flush
+                jf.done_bytes = self.resumed_bytes = segs[0][2]
+                return
+            jf.done_bytes = 0
             os.ftruncate(self.fd, 0)
             jf.segments = [[0, -1, 0]]
             return
+        jf.segments = None
+        jf.done_bytes = 0
         try:
             preallocate(self.fd, size)
         except OSError as exc:
@@ -370,11 +395,14 @@ class FileTransfer:
             if is_strong(self.jf.etag):
                 headers["If-Range"] = str(self.jf.etag)
         try:
-            async with self.ctx.transport.open(
-                self.jf.url, headers=headers, token=self.ctx.token,
-                auth_origin=self.ctx.auth_origin,
-            ) as resp:
-                await self._handle(resp, seg, headers, pos, whole)
+            if self.raw is not None:
+                await self._fetch_raw(self.raw, seg, headers, pos, whole)
+            else:
+                async with self.ctx.transport.open(
+                    self.jf.url, headers=headers, token=self.ctx.token,
+                    auth_origin=self.ctx.auth_origin,
+                ) as resp:
+                    await self._handle(resp, seg, headers, pos, whole)
         except HttpStatusError as exc:
             if exc.status != 416:
                 raise
@@ -386,8 +414,27 @@ class FileTransfer:
             raise RestartFromZero("server refused the range (416)", single_stream=False,
                                   etag=None) from None
 
-    async def _handle(self, resp: httpx.Response, seg: list[int], headers: dict[str, str],
-                      pos: int, whole: bool) -> None:
+    async def _fetch_raw(self, raw: rawfetch.Connector, seg: list[int], headers: dict[str, str],
+                         pos: int, whole: bool) -> None:
+        """:meth:`_fetch` with the request made (and the body received) in a worker thread."""
+        ctx = self.ctx
+        token = ctx.token() if ctx.token is not None and ctx.auth_origin else None
+        handle = rawfetch.Handle()
+        sem = ctx.transport._sem(self.jf.url)
+        async with sem:
+            fut = rawfetch.start_thread(raw.open, handle, self.jf.url, headers, token,
+                                        ctx.auth_origin)
+            resp = await _await_thread(fut, handle)
+            try:
+                if resp.chunked:
+                    self.raw = None  # rare: let httpx decode chunked bodies from now on
+                    raise httpx.RemoteProtocolError("chunked body: retrying through httpx")
+                await self._handle(resp, seg, headers, pos, whole)
+            finally:
+                raw.release(resp)  # kept alive for the next piece if its body was read whole
+
+    async def _handle(self, resp: httpx.Response | rawfetch.RawResponse, seg: list[int],
+                      headers: dict[str, str], pos: int, whole: bool) -> None:
         start, end, _done = seg
         etag = resp.headers.get("etag")
         if resp.status_code == 200:
@@ -422,8 +469,11 @@ class FileTransfer:
         self.ctx.on_state("downloading")
         await self._consume(resp, seg, pos, limit)
 
-    async def _consume(self, resp: httpx.Response, seg: list[int], pos: int, limit: int | None
-                       ) -> None:
+    async def _consume(self, resp: httpx.Response | rawfetch.RawResponse, seg: list[int],
+                       pos: int, limit: int | None) -> None:
+        if isinstance(resp, rawfetch.RawResponse):
+            await self._consume_raw(resp, seg, pos, limit)
+            return
         buckets = [b for b in self.ctx.buckets if b.rate > 0]
         on_bytes = self.ctx.on_bytes
         writer = self.writer
@@ -442,6 +492,111 @@ class FileTransfer:
             on_bytes(n)
             # At the range end keep iterating: the stream then ends cleanly and the
             # connection goes back to the pool instead of being closed.
+
+    async def _consume_raw(self, resp: rawfetch.RawResponse, seg: list[int], pos: int,
+                           limit: int | None) -> None:
+        """Receive the body in a thread (``recv_into`` → ``pwrite``, both without the GIL);
+        progress is reported from here every ``PROGRESS_INTERVAL``."""
+        await self.writer.drain()  # nothing of this piece may still be queued
+        progress = [0]
+        fut = rawfetch.start_thread(self._receive, resp, seg, pos, limit, progress)
+        reported = 0
+        try:
+            while True:
+                done, _ = await asyncio.wait((fut,), timeout=PROGRESS_INTERVAL)
+                n = progress[0]
+                if n != reported:
+                    self.ctx.on_bytes(n - reported)
+                    reported = n
+                if done:
+                    break
+        except asyncio.CancelledError:
+            resp.handle.abort()
+            await _settle(fut)
+            raise
+        finally:
+            n = progress[0]
+            if n != reported:
+                self.ctx.on_bytes(n - reported)
+        fut.result()
+
+    def _receive(self, resp: rawfetch.RawResponse, seg: list[int], pos: int, limit: int | None,
+                 progress: list[int]) -> None:
+        """Worker thread: body bytes → ``pwrite`` at ``pos`` → counters, hasher, progress."""
+        _lower_priority(RECV_NICE)
+        handle = resp.handle
+        sock = resp.sock
+        fd = self.fd
+        buckets = [b for b in self.ctx.buckets if b.rate > 0]
+        body_left = resp.body_length  # None: until EOF
+        want = None if limit is None else limit - pos
+        if want is not None and body_left is not None:
+            want = min(want, body_left)
+        elif want is None:
+            want = body_left
+        whole_body = body_left is not None and want == body_left and len(resp.head) <= body_left
+        buf = bytearray(RECV_BUFFER)
+        view = memoryview(buf)
+        head = resp.head
+        fill = min(len(head), len(buf), want if want is not None else len(head))
+        view[:fill] = head[:fill]
+        eof = False
+        error: BaseException | None = None
+        clock = time.monotonic
+        last = clock()
+        while True:
+            # Fill the buffer (up to what is wanted), then write it in one go; on a slow link
+            # write at least every PROGRESS_INTERVAL so progress (and resume points) advance.
+            cap = len(buf) if want is None else min(len(buf), want)
+            while fill < cap and not eof:
+                step = cap - fill
+                if buckets:
+                    step = min(step, int(min(b.capacity for b in buckets)))
+                try:
+                    n = sock.recv_into(view[fill:fill + step])
+                except TimeoutError:
+                    error = httpx.ReadTimeout("no data within the stall timeout")
+                    break
+                except OSError as exc:
+                    error = httpx.ReadError(str(exc) or type(exc).__name__)
+                    break
+                if n == 0:
+                    eof = True
+                    break
+                for bucket in buckets:
+                    bucket.consume_blocking(n, lambda: handle.aborted)
+                fill += n
+                if fill < cap and clock() - last >= PROGRESS_INTERVAL:
+                    break
+            if fill:  # received bytes are kept even when the connection then failed
+                written = pwrite(fd, view[:fill], pos)
+                if written != fill:
+                    raise OSError(errno.EIO, f"short write to {self.part}")
+                self._commit(seg, pos, fill, progress)
+                pos += fill
+                if want is not None:
+                    want -= fill
+                fill = 0
+                last = clock()
+            if handle.aborted:
+                raise rawfetch.Aborted()
+            if error is not None:
+                raise error
+            if want == 0:
+                resp.body_done = whole_body and not eof
+                return
+            if eof:
+                return
+
+    def _commit(self, seg: list[int], pos: int, n: int, progress: list[int]) -> None:
+        """Worker thread: ``n`` bytes at ``pos`` are in the file; count and mark them."""
+        with self._count_lock:
+            seg[2] += n
+            self.jf.done_bytes += n
+        hasher = self.hasher
+        if hasher is not None:
+            hasher.mark(pos, pos + n)
+        progress[0] += n
 
 
 class _Writer:
@@ -527,6 +682,41 @@ class _Writer:
 
 class _BadResponse(Exception):
     """A response we cannot use (wrong Content-Range…); retried."""
+
+
+def _lower_priority(delta: int) -> None:
+    """Make the calling thread (only; Linux) ``delta`` nicer; best effort."""
+    if delta <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + delta))
+    except OSError:
+        pass
+
+
+async def _settle(fut: asyncio.Future) -> None:
+    """Wait for a worker thread's future to finish, whatever happens to us meanwhile."""
+    while not fut.done():
+        try:
+            await asyncio.wait((fut,))
+        except asyncio.CancelledError:
+            continue
+    if not fut.cancelled():
+        fut.exception()  # retrieved: never "exception was never retrieved"
+
+
+async def _await_thread(fut: asyncio.Future, handle: rawfetch.Handle) -> rawfetch.RawResponse:
+    """The result of :meth:`rawfetch.Connector.open`; if cancelled, abort the request and
+    close a response that arrived anyway before re-raising."""
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        handle.abort()
+        await _settle(fut)
+        if not fut.cancelled() and fut.exception() is None:
+            fut.result().close()
+        raise
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException:

@@ -6,8 +6,11 @@ a redirect points at), status mapping and retry timing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -105,6 +108,17 @@ def _tune_httpcore() -> None:
         AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
 
 
+def ssl_context() -> ssl.SSLContext:
+    """httpx's default verifying context (certifi, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``),
+    built once per process and CA setting: loading the bundle costs ~40 ms."""
+    return _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _ssl_context(_cert_file: str | None, _cert_dir: str | None) -> ssl.SSLContext:
+    return httpx.create_ssl_context(trust_env=True)
+
+
 def make_transport(pool_size: int, *, fast: bool = True) -> httpx.AsyncHTTPTransport:
     """httpx's transport with a sized pool, on the lean asyncio backend when ``fast``.
 
@@ -113,7 +127,8 @@ def make_transport(pool_size: int, *, fast: bool = True) -> httpx.AsyncHTTPTrans
     (anyio) backend is kept, which is slower but equivalent.
     """
     limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
-    transport = httpx.AsyncHTTPTransport(http2=False, limits=limits, trust_env=True)
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context(), http2=False, limits=limits,
+                                         trust_env=True)
     pool = getattr(transport, "_pool", None)
     if fast and pool is not None and hasattr(pool, "_network_backend"):
         from tui.download.netbackend import AsyncioBackend

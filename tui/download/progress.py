@@ -29,7 +29,8 @@ class DownloadEvent:
     """A snapshot of one job, emitted at most ~10 times a second plus at every state change.
 
     ``speed`` is bytes/s (EWMA-smoothed), ``eta`` seconds (None when unknown), ``error`` the
-    one-line reason when ``state == "failed"``.
+    one-line reason when ``state == "failed"``, ``warning`` a one-line caution about the job
+    that does not stop it (e.g. the models dir is on a network file system).
     """
 
     job_id: str
@@ -41,6 +42,7 @@ class DownloadEvent:
     eta: float | None
     files: tuple[FileProgress, ...] = ()
     error: str | None = None
+    warning: str | None = None
     timestamp: float = field(default_factory=time.time)
 
     @property

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
 
 
 class TokenBucket:
-    """Async token bucket: ``await consume(n)`` returns once ``n`` bytes may be sent.
+    """Token bucket: ``await consume(n)`` (event loop) or ``consume_blocking(n)`` (worker
+    thread) returns once ``n`` bytes may be received; both draw on the same tokens.
 
     ``rate`` is bytes per second (0 = unlimited). The burst is a quarter second of traffic
     (at least 64 KiB) so a capped transfer stays smooth.
@@ -18,24 +21,47 @@ class TokenBucket:
         self.capacity = max(65536.0, self.rate / 4)
         self._tokens = self.capacity
         self._stamp = time.monotonic()
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # FIFO among coroutines
+        self._state = threading.Lock()  # guards the counters
+        self._turn = threading.Lock()  # one waiting thread at a time
 
     def set_rate(self, rate: int) -> None:
         """Change the rate (0 = unlimited) for the next calls."""
-        self.rate = max(0, int(rate))
-        self.capacity = max(65536.0, self.rate / 4)
-        self._tokens = min(self._tokens, self.capacity)
+        with self._state:
+            self.rate = max(0, int(rate))
+            self.capacity = max(65536.0, self.rate / 4)
+            self._tokens = min(self._tokens, self.capacity)
+
+    def _take(self, amount: int) -> float:
+        """Take ``amount`` tokens and return 0, or return the seconds to wait first."""
+        with self._state:
+            rate = self.rate
+            if rate <= 0:
+                return 0.0
+            now = time.monotonic()
+            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * rate)
+            self._stamp = now
+            need = min(amount, self.capacity)
+            if self._tokens >= need:
+                self._tokens -= amount  # may go negative for chunks above the burst
+                return 0.0
+            return (need - self._tokens) / rate
 
     async def consume(self, amount: int) -> None:
         """Wait until ``amount`` bytes are allowed."""
         if self.rate <= 0 or amount <= 0:
             return
-        async with self._lock:  # FIFO among waiters
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-                if self._tokens >= min(amount, self.capacity):
-                    self._tokens -= amount  # may go negative for chunks above the burst
+        async with self._lock:
+            while (delay := self._take(amount)) > 0:
+                await asyncio.sleep(delay)
+
+    def consume_blocking(self, amount: int, stop: Callable[[], bool] = lambda: False) -> None:
+        """Like :meth:`consume`, sleeping in the calling thread (in steps of at most 0.1 s,
+        returning early once ``stop()`` is true)."""
+        if self.rate <= 0 or amount <= 0:
+            return
+        with self._turn:
+            while (delay := self._take(amount)) > 0:
+                if stop():
                     return
-                await asyncio.sleep((min(amount, self.capacity) - self._tokens) / self.rate)
+                time.sleep(min(delay, 0.1))

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from tui.download import engine
+from tui.download import engine, rawfetch
 from tui.download.aio import in_thread
 from tui.download.engine import FileTransfer, TransferContext
 from tui.download.errors import (
@@ -72,6 +72,7 @@ class _Runtime:
         self.job = job
         self.state = "queued"
         self.error: str | None = None
+        self.warning: str | None = None
         self.meter = SpeedMeter()
         self.throttle = EventThrottle()
         self.stop_reason: str | None = None  # paused | cancelled | queued (shutdown)
@@ -155,7 +156,7 @@ class DownloadService:
         eta = (total - done) / speed if total is not None and speed > 1 else None
         event = DownloadEvent(
             job_id=rt.job.id, name=rt.job.name, state=rt.state, done_bytes=done,
-            total_bytes=total, speed=speed, eta=eta, error=rt.error,
+            total_bytes=total, speed=speed, eta=eta, error=rt.error, warning=rt.warning,
             files=tuple(FileProgress(f.path, f.done_bytes, f.size, f.state)
                         for f in rt.job.files),
         )
@@ -232,6 +233,7 @@ class DownloadService:
             self._scheduler = None
         self._queue.clear()
         if self._client is not None:
+            rawfetch.close_connector(self._client)
             await self._client.aclose()
             self._client = None
             self._transport = None
@@ -530,6 +532,10 @@ class DownloadService:
         warning = network_fs_warning(plan.root)
         if warning:
             log.warning("%s", warning)
+            rt = self._runtimes.get(job.id)
+            if rt is not None and rt.warning != warning:
+                rt.warning = warning
+                self._emit(rt, force=True)
 
     def _context(self, rt: _Runtime) -> TransferContext:
         job = rt.job

@@ -488,6 +488,19 @@ async def test_job_transitions_notify_and_ring(services, monkeypatch) -> None:
         assert str(app.model_table.get_cell(QWEN, "status")) == "failed"
 
 
+async def test_job_warning_is_shown_once(services) -> None:
+    app = make_app(services)
+    nfs = "models is on nfs4: file locks may not work across machines"
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        for done in (1, 2, 3):
+            app.apply_job(JobView("j1", "Qwen", "downloading", done, 10, row_key=QWEN,
+                                  warning=nfs))
+        await pilot.pause()
+        shown = [n for n in app._notifications if n.title == "Download warning"]
+        assert [n.message for n in shown] == [f"Qwen: {nfs}"]
+
+
 def test_job_updates_coalesce_per_job() -> None:
     a1 = JobUpdated(JobView("a", "x", "downloading", 1))
     a2 = JobUpdated(JobView("a", "x", "downloading", 2))

@@ -150,3 +150,12 @@ def test_launch_app_builds_from_context(tmp_path, monkeypatch) -> None:
     finally:
         ctx.close()
     assert ran and ran[0].services is ctx.services
+
+
+def test_job_view_carries_the_event_warning() -> None:
+    from tui.app.wiring import job_view_from
+    from tui.download import DownloadEvent
+
+    event = DownloadEvent("j", "Qwen", "downloading", 5, 10, 1.0, 5.0, warning="on nfs4")
+    view = job_view_from(event)
+    assert view.warning == "on nfs4" and view.fraction == 0.5

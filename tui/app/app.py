@@ -150,6 +150,7 @@ class ModelDeckApp(App[None]):
         self.theme = THEMES.get(self.settings.theme, "textual-dark")
         self.models_ready = asyncio.Event()
         self._job_states: dict[str, str] = {}
+        self._job_warnings: set[tuple[str, str]] = set()  # (job id, warning) already shown
         self._job_applied: dict[str, float] = {}  # job id -> monotonic time of last redraw
         self._job_pending: dict[str, JobView] = {}
         self._job_timer: Any = None
@@ -435,6 +436,10 @@ class ModelDeckApp(App[None]):
         if row is not None and not (row.installed and view.state != "done"):
             status = row_status_for_job(view)
             table.update_row(dataclasses.replace(row, status=status, progress=view.fraction))
+        if view.warning and (view.job_id, view.warning) not in self._job_warnings:
+            self._job_warnings.add((view.job_id, view.warning))
+            self.notify(f"{view.name}: {view.warning}", title="Download warning",
+                        severity="warning", timeout=15)
         before = self._job_states.get(view.job_id)
         self._job_states[view.job_id] = view.state
         if before != view.state and before is not None:

@@ -330,6 +330,7 @@ class JobView:
     eta_s: float | None = None
     error: str | None = None
     row_key: str | None = None  # model-table row this job feeds (``entry:<id>``)
+    warning: str | None = None  # a caution that does not stop the job (network file system)
 
     @property
     def active(self) -> bool:

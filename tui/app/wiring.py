@@ -154,14 +154,14 @@ def job_view_from(job: Any, row_key: str | None = None) -> JobView:
         eta_s=pick("eta", "eta_s"),
         error=pick("error"),
         row_key=row_key,
+        warning=pick("warning"),
     )
 
 
 async def watch_downloads(services: Services, emit: Callable[[JobView], None]) -> None:
     """Show every job, run the download queue, and ``emit`` each progress event until
-    cancelled. The App calls :func:`stop_downloads` when it exits.
-
-    LEAD: confirm that the TUI should own ``DownloadService.start()/stop()`` (it does here).
+    cancelled. The App owns the service's start/stop: it calls :func:`stop_downloads` when it
+    exits (unfinished jobs stay queued and resume at the next start).
     """
     # The first use imports the download stack (httpx, huggingface_hub): keep it off the loop.
     downloads = await asyncio.to_thread(_downloads, services)

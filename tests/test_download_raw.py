@@ -3,6 +3,7 @@ httpx path (proxies / opt-out) still correct under the same faults."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import ssl
 import threading
@@ -236,19 +237,31 @@ def _distinct_connections(server: FakeHub, match: str) -> int:
     return len({r.peer for r in server.requests_for(match, "GET")})
 
 
-async def test_pieces_reuse_kept_alive_connections(hub: FakeHub, service: DownloadService,
-                                                   dl_settings) -> None:
+def _assert_reused(server: FakeHub, match: str, pieces: int, connections: int) -> None:
+    """At most ``connections`` sockets for ``pieces`` requests; a retried request (a stall
+    on a loaded box) may add one new socket each, never one per piece."""
+    gets = server.requests_for(match, "GET")
+    retries = len(gets) - pieces
+    assert retries >= 0
+    assert _distinct_connections(server, match) <= connections + retries < len(gets)
+
+
+async def test_pieces_reuse_kept_alive_connections(hub: FakeHub, dl_settings) -> None:
     """More pieces than connections: later pieces go over the sockets the first ones used
     (no new TCP/TLS handshake per piece), as httpx's pool would do."""
+    settings = dataclasses.replace(dl_settings, stall_timeout=5.0)
     data = gguf_bytes(24 << 20, 32)
     url = hub.add_file("keep.bin", data)
-    pieces = engine.plan_pieces(len(data), dl_settings.connections_per_download)
-    assert len(pieces) > dl_settings.connections_per_download
-    job = await faults._pull_url(service, url, sha256=sha256(data))
+    pieces = engine.plan_pieces(len(data), settings.connections_per_download)
+    assert len(pieces) > settings.connections_per_download
+    svc = make_service(settings)
+    try:
+        job = await faults._pull_url(svc, url, sha256=sha256(data))
+    finally:
+        await svc.stop()
+        svc.db.close()
     assert job.state == "done", job.error
-    gets = hub.requests_for("keep.bin", "GET")
-    assert len(gets) == len(pieces)
-    assert _distinct_connections(hub, "keep.bin") <= dl_settings.connections_per_download
+    _assert_reused(hub, "keep.bin", len(pieces), settings.connections_per_download)
 
 
 class _OneShotServer:
@@ -372,6 +385,7 @@ async def test_https_hub_with_a_cdn_redirect(tls_hubs, dl_settings, monkeypatch)
     origin_hub.add_repo("acme/tls", {"t-Q4_K_M.gguf": data})
     origin_hub.add_fault("/acme/tls/resolve/", "redirect", times=None, methods=("GET", "HEAD"),
                          to=cdn.url)
+    dl_settings = dataclasses.replace(dl_settings, stall_timeout=5.0)
     svc = make_service(dl_settings)
     try:
         [job] = await svc.run_until_complete([svc.enqueue(JobSpec(kind="hf", repo="acme/tls"))])
@@ -381,10 +395,8 @@ async def test_https_hub_with_a_cdn_redirect(tls_hubs, dl_settings, monkeypatch)
     finally:
         await svc.stop()
         svc.db.close()
-    cdn_gets = cdn.requests_for("/resolve/", "GET")
     pieces = engine.plan_pieces(len(data), dl_settings.connections_per_download)
-    assert len(cdn_gets) == len(pieces)
-    assert _distinct_connections(cdn, "/resolve/") <= dl_settings.connections_per_download
+    _assert_reused(cdn, "/resolve/", len(pieces), dl_settings.connections_per_download)
     assert all(r.headers.get("Authorization") == f"Bearer {token}"
                for r in origin_hub.requests_for("/resolve/"))
     assert all("Authorization" not in r.headers for r in cdn.requests_for("/resolve/"))

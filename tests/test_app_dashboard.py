@@ -14,7 +14,7 @@ from textual.widgets.data_table import ColumnKey
 from tui.app import wiring
 from tui.app.app import ModelDeckApp
 from tui.app.messages import JobUpdated
-from tui.app.screens import ConfirmScreen, HelpScreen
+from tui.app.screens import ConfirmScreen, GenParamsScreen, HelpScreen
 from tui.app.views import COLUMN_KEYS, JobView, MetricsView, ModelRow
 from tui.app.widgets import DownloadsPanel, ModelTable, PromptConsole
 from tui.app.widgets.resource_sidebar import GpuBox
@@ -321,10 +321,12 @@ async def test_help_screen_lists_every_binding(services) -> None:
         table = app.screen.query_one("#help-table", DataTable)
         rows = [tuple(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
         descriptions = {r[2] for r in rows}
-        for cls in (ModelDeckApp, ModelTable, DownloadsPanel, PromptConsole):
+        for cls in (ModelDeckApp, ModelTable, DownloadsPanel, PromptConsole, GenParamsScreen):
             for binding in cls.BINDINGS:
                 assert binding.description in descriptions, binding  # type: ignore[union-attr]
         assert ("Downloads", "R", "Retry") in rows
+        assert ("Console", "f3", "Parameters") in rows
+        assert ("Parameters", "^s", "Save") in rows
         assert any(r[2] == "Command palette" for r in rows)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)

@@ -4,6 +4,7 @@ the add-model and Hub-search modals (Pilot, headless)."""
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import time
 from pathlib import Path
@@ -545,3 +546,155 @@ async def test_panel_keys_pause_and_resume_a_real_download(
         assert await wait_for(pilot, lambda: panel.jobs[job_id].state == "paused", 10)
         await pilot.press("r")
         assert await wait_for(pilot, lambda: panel.jobs[job_id].state == "done", 30)
+
+
+# -- (g) generation parameters (F3) ---------------------------------------------------------
+
+
+def test_stop_strings_are_comma_separated_with_escapes() -> None:
+    from tui.app.screens.gen_params import ParamError, format_stop, parse_stop
+
+    assert parse_stop("") == ()
+    assert parse_stop(" User: , ###,, ") == ("User:", "###")
+    assert parse_stop(r"\n, a\,b, c\\d, \t") == ("\n", "a,b", "c\\d", "\t")
+    for stop in [("\n", "a,b", "c\\d", "\t"), ("User:",), ()]:
+        assert parse_stop(format_stop(stop)) == stop
+    for bad in ("a\\", r"\x"):
+        with pytest.raises(ParamError) as info:
+            parse_stop(bad)
+        assert info.value.field == "stop" and "backslash" in str(info.value)
+
+
+def test_parse_params_names_what_is_allowed() -> None:
+    from tui.app.screens.gen_params import ParamError, describe_params, parse_params
+
+    good = {"temperature": "0", "top_p": "0.95", "max_tokens": "64", "seed": "", "stop": ""}
+    params = parse_params(good)
+    assert params == GenParams(temperature=0, top_p=0.95, max_tokens=64, seed=None)
+    assert describe_params(params) == "temperature 0 | top_p 0.95 | max 64 tokens"
+    seeded = parse_params({**good, "seed": " 7 ", "stop": r"\n"})
+    assert (seeded.seed, seeded.stop) == (7, ("\n",))
+    assert describe_params(seeded).endswith("| seed 7 | stop \\n")
+    bad = {
+        "temperature": ["hot", "-0.1", "2.5", "nan", ""],
+        "top_p": ["0", "1.5", "x"],
+        "max_tokens": ["0", "-3", "8.5", "many", ""],
+        "seed": ["-1", "1.5", str(2**32), "abc"],
+    }
+    allowed = {"temperature": "between 0 and 2", "top_p": "above 0 and at most 1",
+               "max_tokens": "at least 1", "seed": "or blank"}
+    for name, values in bad.items():
+        for value in values:
+            with pytest.raises(ParamError) as info:
+                parse_params({**good, name: value})
+            assert info.value.field == name
+            assert allowed[name] in str(info.value) and "\n" not in str(info.value)
+
+
+async def set_field(pilot: Any, text: str) -> None:
+    """Replace the focused field's text (keys only)."""
+    await pilot.press("ctrl+a", "ctrl+k", *text)
+
+
+async def test_parameters_modal_sets_greedy_and_max_tokens_for_answers(
+    services: Services,
+) -> None:
+    from tui.app.screens import GenParamsScreen
+
+    register_model(services.inventory, "tiny", tiny_gguf(), "gguf")
+    app = make_app(services, sampler=no_gpu_sampler())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        app.load_row(row_by_model(app, "tiny"))
+        assert await wait_for(pilot, lambda: status_of(app, "tiny") == "loaded", 30)
+        await pilot.press("e", "f3")
+        screen = app.screen
+        assert isinstance(screen, GenParamsScreen)
+        assert screen.values() == {"temperature": "0.7", "top_p": "0.95", "max_tokens": "512",
+                                   "seed": "", "stop": ""}
+        assert screen.focused is screen.field("temperature")
+        await set_field(pilot, "0")
+        await pilot.press("tab", "tab")  # top_p, then max tokens
+        assert screen.focused is screen.field("max_tokens")
+        await set_field(pilot, "8")
+        await pilot.press("enter")
+        assert await wait_for(pilot, lambda: app.screen is not screen, 5)
+        assert app.gen_params == GenParams(temperature=0, top_p=0.95, max_tokens=8)
+        summary = "temperature 0 | top_p 0.95 | max 8 tokens"
+        assert f"Parameters: {summary}" in [n.message for n in app._notifications]
+        console = app.prompt_console
+        assert text_of(console.query_one("#console-model")) == f"Model: tiny | {summary}"
+
+        # The focus is back on the prompt line: ask; the answer stops at 8 tokens.
+        assert app.focused is console.prompt_input
+        await pilot.press(*"Hello", "enter")
+        assert await wait_for(pilot, lambda: not console.streaming, timeout=30)
+        metrics = text_of(console.metrics_line)
+        count = re.search(r"(\d+) tokens?\b", metrics)
+        assert count is not None and 1 <= int(count.group(1)) <= 8, metrics
+        assert "tok/s" in metrics
+
+        # Reopened, the modal shows the saved values; ctrl+s saves too.
+        await pilot.press("f3")
+        screen = app.screen
+        assert isinstance(screen, GenParamsScreen)
+        assert screen.values()["temperature"] == "0" and screen.values()["max_tokens"] == "8"
+        await pilot.press("tab", "tab", "tab", *"42", "tab", *r"\n, User:", "ctrl+s")
+        assert await wait_for(pilot, lambda: app.screen is not screen, 5)
+        assert app.gen_params == GenParams(temperature=0, top_p=0.95, max_tokens=8, seed=42,
+                                           stop=("\n", "User:"))
+
+
+async def test_parameters_modal_rejects_bad_values_and_escape_cancels(
+    services: Services,
+) -> None:
+    from tui.app.screens import GenParamsScreen
+
+    app = make_app(services, sampler=no_gpu_sampler())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        await pilot.press("e", "f3")
+        screen = app.screen
+        assert isinstance(screen, GenParamsScreen)
+        error = screen.query_one("#params-error", Static)
+
+        await set_field(pilot, "hot")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is screen and app.gen_params is None
+        assert text_of(error) == "temperature must be between 0 and 2 (0 = greedy)"
+        assert screen.focused is screen.field("temperature")
+
+        await set_field(pilot, "0")  # typing clears the error
+        await pilot.pause()
+        assert text_of(error) == ""
+        await pilot.press("tab", "tab")
+        await set_field(pilot, "0")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen and app.gen_params is None
+        assert text_of(error) == "max tokens must be a whole number of at least 1"
+        assert screen.focused is screen.field("max_tokens")
+        assert "\n" not in text_of(error)
+
+        # ctrl+r fills in the defaults (not saved yet); Esc drops everything.
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert screen.values()["temperature"] == "0.7"
+        await pilot.press("escape")
+        assert await wait_for(pilot, lambda: app.screen is not screen, 5)
+        assert app.gen_params is None
+        assert not any(n.message.startswith("Parameters") for n in app._notifications)
+        assert app.focused is app.prompt_console.prompt_input
+        assert text_of(app.prompt_console.query_one("#console-model")) == (
+            "Model: none loaded (ctrl+o)"
+        )
+
+        # The palette opens it too (from the table).
+        app.model_table.focus()
+        await pilot.press("ctrl+p", *"generation par")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        assert await wait_for(pilot, lambda: isinstance(app.screen, GenParamsScreen), 5)
+        await pilot.press("escape")
+        assert app.gen_params is None

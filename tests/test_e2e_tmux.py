@@ -128,30 +128,37 @@ def test_dashboard_in_tmux(deck_env: dict[str, str]) -> None:
         deck.keys("Enter")
         deck.wait(lambda s: re.search(r"loaded\s+tinydeck-e2e", s) is not None, "loaded", 60)
 
-        # Ask: tokens and metrics show in the console.
+        # Parameters with F3: greedy (a deterministic answer that does not stop at once) and
+        # 24 tokens at most, so the prompt line and the whole answer stay on screen.
         deck.keys("e")
         deck.wait_text("Model: tinydeck-e2e")
-        # The tiny model samples (temperature 0.7): an answer may be a lone end-of-text token
-        # ("0 tokens", no speed). Ask again (up to 5 times) until one streams real tokens.
-        any_answer = re.compile(r"(\d+) tokens?\b")
-        streamed = re.compile(r"TTFT \d+ ms \| [\d.]+ tok/s \| (\d+) tokens")
-        answer = ""
-        for attempt in range(5):
-            asked = f"> Hello there {attempt}"
-            deck.type(asked[2:])
-            deck.keys("Enter")
-            deck.wait_text(asked, timeout=10)
+        # A field's text is selected when it gets the focus: typing replaces it. (Not End and
+        # ctrl+u: bindings run after the key bubbles up to the App, so characters sent in the
+        # same burst would be typed first.)
+        deck.keys("F3")
+        deck.wait_text("Generation parameters")
+        deck.type("0")
+        deck.wait(lambda s: re.search(r"Temperature\s+0\s", s) is not None, "temperature 0")
+        deck.keys("Tab", "Tab")  # top_p, max tokens
+        deck.type("24")
+        deck.wait(lambda s: re.search(r"Max tokens\s+24\s", s) is not None, "max tokens 24")
+        deck.keys("Enter")
+        deck.wait_text("Model: tinydeck-e2e | temperature 0 | top_p 0.95 | max 24 tokens")
 
-            def after_prompt(s: str, asked: str = asked) -> str:
-                return s.split(asked, 1)[1] if asked in s else ""
+        # Ask: tokens and metrics show in the console.
+        asked = "> Hello there"
+        deck.type(asked[2:])
+        deck.keys("Enter")
+        deck.wait_text(asked, timeout=10)
 
-            screen = deck.wait(lambda s, f=after_prompt: any_answer.search(f(s)) is not None,
-                               "metrics line", 60)
-            answer = after_prompt(screen)
-            if streamed.search(answer):
-                break
-        tokens = streamed.search(answer)
-        assert tokens is not None and int(tokens.group(1)) > 1, screen
+        def after_prompt(s: str) -> str:
+            return s.split(asked, 1)[1] if asked in s else ""
+
+        metrics = re.compile(r"TTFT \d+ ms \| [\d.]+ tok/s \| (\d+) tokens?\b")
+        screen = deck.wait(lambda s: metrics.search(after_prompt(s)) is not None,
+                           "metrics line", 60)
+        tokens = metrics.search(after_prompt(screen))
+        assert tokens is not None and 1 < int(tokens.group(1)) <= 24, screen
 
         # Quit: Escape leaves the prompt line, q quits (no downloads: no question).
         deck.keys("Escape")

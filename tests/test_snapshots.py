@@ -193,3 +193,14 @@ def test_hub_search_modal(snap_compare: Any, tmp_path: Path, hub: Any) -> None:
         await pilot.pause()
 
     assert snap_compare(_app(tmp_path), terminal_size=(120, 40), run_before=run_before)
+
+
+def test_gen_params_modal(snap_compare: Any, tmp_path: Path) -> None:
+    """F3 in the console: the parameters, with the one-line error of a bad temperature."""
+
+    async def run_before(pilot: Any) -> None:
+        await wait_ready(pilot.app, pilot)
+        await pilot.press("e", "f3", "ctrl+a", "ctrl+k", *"hot", "enter")
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path), terminal_size=(120, 40), run_before=run_before)

@@ -39,10 +39,12 @@ from tui.app.paths import styles_dir
 from tui.app.screens import (
     AddModelScreen,
     ConfirmScreen,
+    GenParamsScreen,
     HelpScreen,
     HubSearchScreen,
     TextPromptScreen,
     binding_rows,
+    describe_params,
 )
 from tui.app.views import JobView, MetricsView, ModelRow, format_size, row_status_for_job
 from tui.app.widgets import (
@@ -164,7 +166,8 @@ class ModelDeckApp(App[None]):
         self._runtime_unsubscribe: Callable[[], None] | None = None
         self._entries: dict[str, Any] = {}  # catalog entries by id (read with the rows)
         self.load_options: Any = None  # LoadOptions for loads (None: runtime defaults)
-        self.gen_params: Any = None  # GenParams for answers (None: runtime defaults)
+        # GenParams for answers (None: runtime defaults); set with F3, kept for the session.
+        self.gen_params: Any = None
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -792,6 +795,24 @@ class ModelDeckApp(App[None]):
             done,
         )
 
+    def action_edit_gen_params(self) -> None:
+        """The generation-parameters modal (F3 in the console); saved values apply to the
+        next answers, for this session."""
+        if isinstance(self.screen, GenParamsScreen):
+            return
+
+        def done(params: Any) -> None:
+            if params is not None:
+                self.set_gen_params(params)
+                self.notify(f"Parameters: {describe_params(params)}")
+
+        self.push_screen(GenParamsScreen(self.gen_params), done)
+
+    def set_gen_params(self, params: Any) -> None:
+        """Use ``params`` (a GenParams, None: runtime defaults) and show them in the console."""
+        self.gen_params = params
+        self.prompt_console.set_params_text(describe_params(params) if params else "")
+
     # -- actions ---------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
@@ -819,6 +840,7 @@ class ModelDeckApp(App[None]):
             ("Downloads", DownloadsPanel.BINDINGS),
             ("Console", [*PromptConsole.BINDINGS, *PromptInput.BINDINGS]),
             ("Dialogs", ConfirmScreen.BINDINGS),
+            ("Parameters", GenParamsScreen.BINDINGS),
         ]
 
     def action_help(self) -> None:
@@ -899,6 +921,8 @@ class ModelDeckApp(App[None]):
             ("Add model", self.action_add_model, "Hub repo, URL or local file"),
             ("Search the Hub", self.action_hub_search, "GGUF repos on Hugging Face"),
             ("Unload model", self.action_unload, "Free the loaded model's memory"),
+            ("Generation parameters" + ("..." if self.settings.ascii else "…"),
+             self.action_edit_gen_params, "Temperature, top_p, max tokens, seed, stop"),
         ]
         for row in self.model_table.all_rows.values():
             if row.installed:

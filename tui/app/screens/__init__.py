@@ -2,6 +2,7 @@
 
 from tui.app.screens.add_model import AddModelScreen
 from tui.app.screens.confirm import ConfirmScreen
+from tui.app.screens.gen_params import GenParamsScreen, describe_params
 from tui.app.screens.help import HelpScreen, binding_rows
 from tui.app.screens.hub_search import HubSearchScreen
 from tui.app.screens.text_prompt import TextPromptScreen
@@ -9,8 +10,10 @@ from tui.app.screens.text_prompt import TextPromptScreen
 __all__ = [
     "AddModelScreen",
     "ConfirmScreen",
+    "GenParamsScreen",
     "HelpScreen",
     "HubSearchScreen",
     "TextPromptScreen",
     "binding_rows",
+    "describe_params",
 ]

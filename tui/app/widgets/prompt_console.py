@@ -169,12 +169,13 @@ class PromptConsole(Vertical):
 
     The App feeds it with :meth:`start_answer`, :meth:`append_tokens` and
     :meth:`finish_answer`; it posts :class:`Submitted`, :class:`CancelRequested` and
-    :class:`SystemPromptRequested`.
+    :class:`SystemPromptRequested`. F3 opens the App's generation-parameters modal.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel answer / back to table"),
         Binding("f2", "edit_system_prompt", "System prompt"),
+        Binding("f3", "app.edit_gen_params", "Parameters"),
     ]
 
     class _ConsoleMessage(Message):
@@ -220,6 +221,7 @@ class PromptConsole(Vertical):
     ) -> None:
         super().__init__(id=id, classes=classes)
         self.model_name: str | None = None
+        self.params_text = ""  # the sampling parameters on the model line (blank: defaults)
         self.system_prompt = ""
         self.streaming = False
         self.border_title = "Console"
@@ -253,7 +255,17 @@ class PromptConsole(Vertical):
     def set_model(self, name: str | None) -> None:
         """Show which model answers."""
         self.model_name = name
-        self._model.update(f"Model: {name}" if name else "Model: none loaded (ctrl+o)")
+        self._show_model_line()
+
+    def set_params_text(self, text: str) -> None:
+        """Show the sampling parameters after the model (blank: nothing, runtime defaults)."""
+        self.params_text = text
+        self._show_model_line()
+
+    def _show_model_line(self) -> None:
+        name = self.model_name
+        line = f"Model: {name}" if name else "Model: none loaded (ctrl+o)"
+        self._model.update(f"{line} | {self.params_text}" if self.params_text else line)
 
     def set_system_prompt(self, text: str) -> None:
         """Replace the system prompt."""

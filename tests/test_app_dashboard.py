@@ -806,3 +806,51 @@ async def test_download_wiring_feeds_panel_and_routes_actions(services) -> None:
         assert await wait_for(pilot, lambda: len(fake.calls) == 3)
         assert fake.calls[1:] == [("resume", "old"), ("pause", "new")]
     assert fake.stopped
+
+
+def _cells(strip: Any) -> list[tuple[str, Any]]:
+    """(character, style without meta) per cell of a rendered line."""
+    out = []
+    for segment in strip:
+        style = segment.style.clear_meta_and_links() if segment.style else None
+        out.extend((ch, style) for ch in segment.text)
+    return out
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+async def test_fast_row_render_matches_the_stock_renderer(services, size, monkeypatch) -> None:
+    """The one-segment-per-row fast path draws exactly what DataTable's per-cell renderer
+    draws (characters and styles), for the cursor row, a hovered row and zebra rows."""
+    app = make_app(services)
+    async with app.run_test(size=size) as pilot:
+        await wait_ready(app, pilot)
+        table = app.model_table
+        table.focus()
+        table.move_cursor(row=2)
+        table.hover_coordinate = table.hover_coordinate._replace(row=4)
+        await pilot.pause()
+        height = min(table.size.height, table.row_count + 1)
+        region = table.region.reset_offset
+
+        def render() -> list[list[tuple[str, Any]]]:
+            table._row_render_cache.clear()
+            table._line_cache.clear()
+            table._cell_render_cache.clear()
+            table._styles_cache.clear()
+            return [_cells(s) for s in table.render_lines(region)[:height]]
+
+        calls: list[int] = []
+        real = ModelTable._render_line_in_row
+
+        def spy(self, *args, **kwargs):
+            calls.append(1)
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(ModelTable, "_render_line_in_row", spy)
+        fast = render()
+        monkeypatch.setattr(ModelTable, "_render_line_in_row",
+                            lambda self, *a, **kw: DataTable._render_line_in_row(self, *a, **kw))
+        stock = render()
+        assert calls and len(fast) == len(stock) == height
+        for y, (a, b) in enumerate(zip(fast, stock, strict=True)):
+            assert a == b, f"line {y} differs"

@@ -15,7 +15,8 @@ from textual.binding import Binding, BindingType
 from textual.clock import Clock
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.reactive import reactive
+from textual.geometry import Size
+from textual.reactive import Reactive, reactive
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
@@ -80,6 +81,10 @@ class SamplerLike(Protocol):
 
 class FilterInput(Input):
     """The filter line above the table; Esc clears it."""
+
+    # Input re-sets ``virtual_size`` on every keystroke, and as a layout reactive that reflows
+    # (and repaints) the whole screen per key. This line's size never depends on it.
+    virtual_size = Reactive(Size(0, 0), layout=False)
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.clear_filter", "Clear filter"),

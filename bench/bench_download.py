@@ -17,7 +17,8 @@ on two ports — one with ``limit_rate 25m`` per connection, one uncapped — an
 Each measurement is repeated ``--reps`` times (page cache dropped before each) and the
 median is reported, with the spread; ``hf_hub_download`` runs once (it is slow).
 
-Usage: ``python bench/bench_download.py [--size 2G] [--reps 3] [--workdir DIR] [--skip-hf]``
+Usage: ``python bench/bench_download.py [--size 2G] [--reps 3] [--only capped|uncapped]
+[--workdir DIR] [--skip-hf]``
 """
 
 from __future__ import annotations
@@ -265,6 +266,7 @@ def main() -> int:
     parser.add_argument("--skip-hf", action="store_true", help="skip hf_hub_download (slow)")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--reps", type=int, default=3, help="runs per measurement (median)")
+    parser.add_argument("--only", choices=("capped", "uncapped"), help="one server only")
     args = parser.parse_args()
     check_tools()
     size = parse_size(args.size)
@@ -289,79 +291,81 @@ def main() -> int:
     with run_nginx(prefix, conf, [capped, free]):
         cap_url = f"http://127.0.0.1:{capped}/files/{name}"
         free_url = f"http://127.0.0.1:{free}/files/{name}"
-        print(f"capped server (25 MB/s per connection), {mb:.0f} MB:")
-        t = timed("ModelDeck", lambda: modeldeck_download(cap_url, sha, out, args.connections),
-                  clean, reps)
-        results.append(("capped", "ModelDeck", t))
+        if args.only != "uncapped":
+            print(f"capped server (25 MB/s per connection), {mb:.0f} MB:")
+            t = timed("ModelDeck", lambda: modeldeck_download(cap_url, sha, out, args.connections),
+                      clean, reps)
+            results.append(("capped", "ModelDeck", t))
 
-        def aria() -> None:
-            subprocess.run(["aria2c", "-q", "-x8", "-s8", "-k1M", "--file-allocation=none",
-                            "-d", str(out), "-o", name, cap_url], check=True)
-            sha_ok(out / name, sha, tool="openssl")
+            def aria() -> None:
+                subprocess.run(["aria2c", "-q", "-x8", "-s8", "-k1M", "--file-allocation=none",
+                                "-d", str(out), "-o", name, cap_url], check=True)
+                sha_ok(out / name, sha, tool="openssl")
 
-        results.append(("capped", "aria2c -x8 -s8 + openssl sha256",
-                        timed("aria2c", aria, clean, reps)))
+            results.append(("capped", "aria2c -x8 -s8 + openssl sha256",
+                            timed("aria2c", aria, clean, reps)))
 
-        def aria_only() -> None:
-            subprocess.run(["aria2c", "-q", "-x8", "-s8", "-k1M", "--file-allocation=none",
-                            "-d", str(out), "-o", name, cap_url], check=True)
+            def aria_only() -> None:
+                subprocess.run(["aria2c", "-q", "-x8", "-s8", "-k1M", "--file-allocation=none",
+                                "-d", str(out), "-o", name, cap_url], check=True)
 
-        results.append(("capped", "aria2c -x8 -s8 (no verify)",
-                        timed("aria2c only", aria_only, clean, reps)))
+            results.append(("capped", "aria2c -x8 -s8 (no verify)",
+                            timed("aria2c only", aria_only, clean, reps)))
 
-        if not args.skip_hf:
-            def hf() -> None:
-                # A child process, so HF_ENDPOINT is set before huggingface_hub is imported
-                # (it bakes the endpoint into URL templates at import).
-                endpoint = f"http://127.0.0.1:{capped}"
-                env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HUB_DISABLE_PROGRESS_BARS="1",
-                           HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(out / "hfhome"))
-                code = (
-                    "import sys, os\n"
-                    "from huggingface_hub import hf_hub_download\n"
-                    f"p = hf_hub_download('bench/model', {name!r}, cache_dir={str(out / 'hf')!r},"
-                    " token=False)\n"
-                    f"assert os.path.getsize(p) == {size}\n"
-                )
-                subprocess.run([sys.executable, "-c", code], env=env, check=True)
+            if not args.skip_hf:
+                def hf() -> None:
+                    # A child process, so HF_ENDPOINT is set before huggingface_hub is imported
+                    # (it bakes the endpoint into URL templates at import).
+                    endpoint = f"http://127.0.0.1:{capped}"
+                    env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HUB_DISABLE_PROGRESS_BARS="1",
+                               HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(out / "hfhome"))
+                    code = (
+                        "import sys, os\n"
+                        "from huggingface_hub import hf_hub_download\n"
+                        f"p = hf_hub_download('bench/model', {name!r},"
+                        f" cache_dir={str(out / 'hf')!r}, token=False)\n"
+                        f"assert os.path.getsize(p) == {size}\n"
+                    )
+                    subprocess.run([sys.executable, "-c", code], env=env, check=True)
 
-            results.append(("capped", "hf_hub_download", timed("hf_hub_download", hf, clean)))
+                results.append(("capped", "hf_hub_download", timed("hf_hub_download", hf, clean)))
 
-        print("uncapped server:")
-        t = timed("ModelDeck", lambda: modeldeck_download(free_url, sha, out, args.connections),
-                  clean, reps)
-        results.append(("uncapped", "ModelDeck", t))
+        if args.only != "capped":
+            print("uncapped server:")
+            t = timed("ModelDeck", lambda: modeldeck_download(free_url, sha, out, args.connections),
+                      clean, reps)
+            results.append(("uncapped", "ModelDeck", t))
 
-        def curl() -> None:
-            subprocess.run(["curl", "-s", "-f", "-o", str(out / name), free_url], check=True)
-            sha_ok(out / name, sha, tool="openssl")
+            def curl() -> None:
+                subprocess.run(["curl", "-s", "-f", "-o", str(out / name), free_url], check=True)
+                sha_ok(out / name, sha, tool="openssl")
 
-        results.append(("uncapped", "curl -o + openssl sha256",
-                        timed("curl + openssl", curl, clean, reps)))
+            results.append(("uncapped", "curl -o + openssl sha256",
+                            timed("curl + openssl", curl, clean, reps)))
 
-        def curl_only() -> None:
-            subprocess.run(["curl", "-s", "-f", "-o", str(out / name), free_url], check=True)
+            def curl_only() -> None:
+                subprocess.run(["curl", "-s", "-f", "-o", str(out / name), free_url], check=True)
 
-        results.append(("uncapped", "curl -o (no verify)",
-                        timed("curl only", curl_only, clean, reps)))
+            results.append(("uncapped", "curl -o (no verify)",
+                            timed("curl only", curl_only, clean, reps)))
 
-        def curl_same_guarantees() -> None:
-            subprocess.run(["curl", "-s", "-f", "-o", str(out / name), free_url], check=True)
-            sha_ok(out / name, sha, tool="openssl")
-            subprocess.run(["sync", str(out / name)], check=True)
+            def curl_same_guarantees() -> None:
+                subprocess.run(["curl", "-s", "-f", "-o", str(out / name), free_url], check=True)
+                sha_ok(out / name, sha, tool="openssl")
+                subprocess.run(["sync", str(out / name)], check=True)
 
-        results.append(("uncapped", "curl -o + openssl sha256 + sync",
-                        timed("curl + openssl + sync", curl_same_guarantees, clean, reps)))
+            results.append(("uncapped", "curl -o + openssl sha256 + sync",
+                            timed("curl + openssl + sync", curl_same_guarantees, clean, reps)))
 
-        def floor() -> None:
-            minimal_pipeline(free_url, sha, out / name)
+            def floor() -> None:
+                minimal_pipeline(free_url, sha, out / name)
 
-        results.append(("uncapped", "floor: minimal recv+mmap-hash",
-                        timed("minimal pipeline", floor, clean, reps)))
+            results.append(("uncapped", "floor: minimal recv+mmap-hash",
+                            timed("minimal pipeline", floor, clean, reps)))
 
     med = {(g, n): statistics.median(t) for g, n, t in results}
-    md_cap = med[("capped", "ModelDeck")]
-    md_free = med[("uncapped", "ModelDeck")]
+    md_cap = med.get(("capped", "ModelDeck"), 0.0)
+    md_free = med.get(("uncapped", "ModelDeck"), 0.0)
     print()
     dropped = "ok" if os.access("/proc/sys/vm/drop_caches", os.W_OK) else "not permitted"
     print(f"size {mb:.0f} MB; nproc {os.cpu_count()}; runs per row {reps} (median; hf once); "

@@ -14,6 +14,10 @@
     and the table following it, sampler running) each download it; the CPU time of each
     process over the download (after start-up) is compared. The difference divided by the
     download's wall time is the UI's cost in % of one core. Target <= 5%. Needs nginx.
+    The transfer's worker threads (receive, hash, flush) are the same code in both and their
+    CPU varies by several tenths of a second run to run, so the verdict uses the main
+    threads' CPU (``time.thread_time``: the event loop — download service, progress events,
+    and in the app Textual); whole-process figures are printed too.
 
 Run: ``python bench/bench_tui.py [--runs N] [--download 1G]``. Prints a table; exits 1 if a
 target is missed (``--no-fail`` to only report).
@@ -325,9 +329,10 @@ _CHILD_CLI_PULL = textwrap.dedent(
     from tui.cli import main
     import tui.cli.download_cmds, tui.download.service  # imports are start-up, not download
     url, sha, out = sys.argv[1:4]
-    c0, t0 = time.process_time(), time.perf_counter()
+    c0, m0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
     rc = main(["pull", url, "--sha256", sha])
-    result = {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0, "rc": rc}
+    result = {"cpu_s": time.process_time() - c0, "main_cpu_s": time.thread_time() - m0,
+              "wall_s": time.perf_counter() - t0, "rc": rc}
     open(out, "w").write(json.dumps(result))
     """
 )
@@ -351,15 +356,15 @@ _CHILD_APP_PULL = textwrap.dedent(
         async with app.run_test(size=(120, 40)) as pilot:
             await app.models_ready.wait()
             await pilot.pause(1.5)  # start-up settles: sampler, fit column, download service
-            c0, t0 = time.process_time(), time.perf_counter()
+            c0, m0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
             job = services.downloads.enqueue(JobSpec(kind="url", url=url, sha256=sha))
             while True:
                 view = app.downloads_panel.jobs.get(job)
                 if view is not None and view.state in ("done", "failed"):
                     break
                 await asyncio.sleep(0.05)
-            result.update(cpu_s=time.process_time() - c0, wall_s=time.perf_counter() - t0,
-                          state=view.state, error=view.error)
+            result.update(cpu_s=time.process_time() - c0, main_cpu_s=time.thread_time() - m0,
+                          wall_s=time.perf_counter() - t0, state=view.state, error=view.error)
             app.exit()
 
     asyncio.run(run())
@@ -409,8 +414,12 @@ def bench_download_cpu(size_text: str, runs: int) -> dict:
                 shutil.rmtree(state, ignore_errors=True)
     med = statistics.median
     cli_cpu, app_cpu = med(r["cpu_s"] for r in cli), med(r["cpu_s"] for r in app)
+    cli_main, app_main = med(r["main_cpu_s"] for r in cli), med(r["main_cpu_s"] for r in app)
     app_wall = med(r["wall_s"] for r in app)
     return {
+        "cli_main_s": cli_main,
+        "app_main_s": app_main,
+        "ui_main_pct": max(0.0, app_main - cli_main) / app_wall * 100,
         "size": size,
         "cli_cpu_s": cli_cpu,
         "cli_wall_s": med(r["wall_s"] for r in cli),
@@ -500,15 +509,19 @@ def _report_download(d: dict, no_fail: bool) -> int:
          f"{d['cli_cpu_s']:.2f} s / {d['cli_wall_s']:.2f} s", ""),
         (f"download {mib:.0f} MiB, ModelDeckApp headless: CPU / wall",
          f"{d['app_cpu_s']:.2f} s / {d['app_wall_s']:.2f} s", ""),
-        ("UI CPU cost during the download, % of one core",
-         f"{d['ui_pct']:.1f}%", "<= 5%"),
+        ("main (event-loop) thread CPU: modeldeck pull / app",
+         f"{d['cli_main_s']:.2f} s / {d['app_main_s']:.2f} s", ""),
+        ("UI CPU cost, main threads (app - pull) / wall, % of one core",
+         f"{d['ui_main_pct']:.1f}%", "<= 5%"),
+        ("UI CPU cost, whole processes (app - pull) / wall",
+         f"{d['ui_pct']:.1f}%", "noisy: transfer threads' CPU varies run to run"),
         ("results", " ".join(str(s) for s in d["states"]), ""),
     ]
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>{vwidth}}  {target}")
-    return 0 if d["ui_pct"] <= 5 or no_fail else 1
+    return 0 if d["ui_main_pct"] <= 5 or no_fail else 1
 
 
 if __name__ == "__main__":

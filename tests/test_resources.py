@@ -398,11 +398,14 @@ async def test_run_waits_interval_between_fast_samples(tmp_path: Path) -> None:
     sampler = ResourceSampler(tmp_path, None, _no_gpu_reader(), interval=0.2)
     got: list[float] = []
     task = asyncio.create_task(sampler.run(lambda s: got.append(time.monotonic())))
-    await asyncio.sleep(0.5)
+    deadline = time.monotonic() + 20  # a loaded box may take long per sample: wait for three
+    while len(got) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert 2 <= len(got) <= 4
+    assert len(got) >= 3
+    # Fast samples still wait out the interval: never a busy loop, never closer than it.
     assert all(b - a >= 0.15 for a, b in itertools.pairwise(got))
 
 

@@ -413,11 +413,18 @@ async def test_setting_interval_wakes_a_sleeping_loop(tmp_path: Path) -> None:
     sampler = ResourceSampler(tmp_path, None, _no_gpu_reader(), interval=30)
     got: list[Snapshot] = []
     task = asyncio.create_task(sampler.run(got.append))
-    await asyncio.sleep(0.2)
-    assert len(got) == 1
+
+    async def until(n: int) -> None:
+        deadline = time.monotonic() + 10  # far below the 30 s interval
+        while len(got) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    await until(1)
+    await asyncio.sleep(0.1)
+    assert len(got) == 1  # now sleeping for 30 s
     sampler.interval = 0.05
-    await asyncio.sleep(0.5)
-    assert len(got) >= 3
+    await until(3)
+    assert len(got) >= 3  # woken at once, not after 30 s
     with pytest.raises(RuntimeError):
         await sampler.run(got.append)  # one loop per sampler
     task.cancel()

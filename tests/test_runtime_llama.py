@@ -306,6 +306,23 @@ async def test_llama_rejects_file(tmp_path: Path) -> None:
         await rt.aclose()
 
 
+async def test_failed_switch_restores_the_evicted_model(runtime: RuntimeService) -> None:
+    """One slot: loading a file llama.cpp refuses (its header passes every check) evicts the
+    loaded model first; it is loaded again, so the failed switch leaves things as they were."""
+    good = str(tiny_gguf(seed=41))
+    await runtime.load(good)
+    seen = events_of(runtime)
+    alien = str(tiny_gguf(architecture="mystery"))
+    with pytest.raises(LoadError, match=r"llama\.cpp cannot load"):
+        await runtime.load(alien)
+    assert [m.id for m in runtime.loaded()] == [good]
+    states = [(e.model_id, e.state) for e in seen]
+    assert (good, ModelState.UNLOADED) in states  # it really was evicted...
+    assert states[-1] == (good, ModelState.LOADED)  # ...and is back
+    _, m = await collect(runtime, good)
+    assert m.completion_tokens == GREEDY.max_tokens
+
+
 async def test_malicious_template_is_blocked(runtime: RuntimeService) -> None:
     evil = str(tiny_gguf(chat_template="{{ ''.__class__.__mro__[1].__subclasses__() }}"))
     await runtime.load(evil)

@@ -11,7 +11,8 @@ Concurrency model (all public coroutines must run on one event loop):
   half-loaded model is closed when its thread finishes.
 * Before anything is evicted, the new model is validated (file present, header readable,
   weights/architecture acceptable, backend installed, fit check), so a bad file never unloads
-  a good model. Eviction is least-recently-used, to stay within ``max_loaded_models`` (local
+  a good model; if the backend still refuses it after an eviction, the evicted models are
+  loaded again. Eviction is least-recently-used, to stay within ``max_loaded_models`` (local
   models only; endpoints hold no memory) and the optional ``memory_budget``.
 * **One generation at a time**; :meth:`RuntimeService.cancel` stops it at the next token.
   Tokens travel from the worker thread through a bounded buffer (backpressure: the worker
@@ -315,7 +316,8 @@ class RuntimeService:
         was loaded with (then it is reloaded).
 
         Raises NotFoundError, LoadError, WontFitError, BackendMissingError; on any of them
-        the models already loaded stay loaded, except LRU evictions done after validation.
+        the models already loaded stay loaded: checks come before any eviction, and models
+        evicted for a load the backend then refuses are loaded again.
         """
         self._bind_loop()
         explicit = options is not None
@@ -336,9 +338,29 @@ class RuntimeService:
                 self._emit(spec.id, ModelState.FAILED, str(exc))
                 raise
             n_ctx, gpu_layers, estimate, fit, victims = plan
+            evicted = [self._models[v] for v in victims if v in self._models]
             for victim in victims:
                 await self._unload(victim, "evicted to make room for " + spec.name)
-            return await self._load_now(spec, options, n_ctx, gpu_layers, estimate, fit)
+            try:
+                return await self._load_now(spec, options, n_ctx, gpu_layers, estimate, fit)
+            except ModelDeckError:
+                await self._restore(evicted, spec.name)
+                raise
+
+    async def _restore(self, evicted: list[_Entry], failed: str) -> None:
+        """Load again the models evicted for a load that then failed (the backend refused a
+        file whose header passed every check), so a failed switch leaves what was loaded."""
+        for entry in evicted:
+            try:
+                await self._load_now(entry.spec, entry.options, entry.n_ctx, entry.gpu_layers,
+                                     None, entry.fit)
+            except ModelDeckError as exc:
+                log.warning("could not restore %s after %s failed: %s", entry.spec.name, failed,
+                            exc)
+                continue
+            restored = self._models.get(entry.spec.id)
+            if restored is not None:
+                restored.memory_bytes = entry.memory_bytes
 
     async def _plan(
         self, spec: ModelSpec, options: LoadOptions

@@ -28,6 +28,7 @@ from urllib.parse import urljoin
 import httpx
 
 from tui.download.http import MAX_REDIRECTS, HttpStatusError, origin
+from tui.download.http import ssl_context as http_ssl_context
 
 T = TypeVar("T")
 
@@ -48,6 +49,10 @@ def proxies_configured() -> bool:
 
 class Aborted(Exception):
     """The controlling coroutine gave up on this request."""
+
+
+class _Stale(Exception):
+    """A kept-alive connection failed before any answer: retry on a new one."""
 
 
 @dataclass(slots=True)
@@ -182,7 +187,7 @@ class Connector:
 
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            self._ssl_context = httpx.create_ssl_context()
+            self._ssl_context = http_ssl_context()
         return self._ssl_context
 
     def open(self, handle: Handle, url: str, headers: dict[str, str],
@@ -241,36 +246,34 @@ class Connector:
             # then (nothing of an answer received) ask again on a new connection.
             handle.set_sock(sock)
             try:
-                sock.settimeout(self.stall_timeout)
-                sock.sendall(request)
-                status, version, hdrs, head = _read_head(sock)
-            except TimeoutError:
-                handle.set_sock(None)
-                sock.close()
-                raise httpx.ReadTimeout("no response within the stall timeout") from None
-            except (OSError, httpx.RemoteProtocolError):
-                handle.set_sock(None)
-                sock.close()
-                if handle.aborted:
-                    raise Aborted() from None
-            else:
-                return self._response(status, version, hdrs, url, sock, head, handle, key)
+                return self._exchange(handle, sock, request, url, key, reused=True)
+            except _Stale:
+                pass
         sock = self._connect(handle, u, port)
+        return self._exchange(handle, sock, request, url, key, reused=False)
+
+    def _exchange(self, handle: Handle, sock: socket.socket, request: bytes, url: str,
+                  key: PoolKey, *, reused: bool) -> RawResponse:
+        """Send ``request`` on ``sock`` and read the answer's head. Any failure closes the
+        socket; on a ``reused`` one, a failure other than a stall raises :class:`_Stale`."""
         try:
-            try:
-                sock.sendall(request)
-                status, version, hdrs, head = _read_head(sock)
-            except TimeoutError:
-                raise httpx.ReadTimeout("no response within the stall timeout") from None
-            except OSError as exc:
-                if handle.aborted:
-                    raise Aborted() from None
-                raise httpx.ReadError(str(exc) or type(exc).__name__) from None
-            return self._response(status, version, hdrs, url, sock, head, handle, key)
-        except BaseException:
+            sock.settimeout(self.stall_timeout)
+            sock.sendall(request)
+            status, version, hdrs, head = _read_head(sock)
+        except BaseException as exc:
             handle.set_sock(None)
             sock.close()
+            if isinstance(exc, TimeoutError):
+                raise httpx.ReadTimeout("no response within the stall timeout") from None
+            if isinstance(exc, (OSError, httpx.RemoteProtocolError)):
+                if handle.aborted:
+                    raise Aborted() from None
+                if reused:
+                    raise _Stale() from None
+                if isinstance(exc, OSError):
+                    raise httpx.ReadError(str(exc) or type(exc).__name__) from None
             raise
+        return self._response(status, version, hdrs, url, sock, head, handle, key)
 
     @staticmethod
     def _response(status: int, version: str, hdrs: httpx.Headers, url: str,

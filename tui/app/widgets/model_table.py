@@ -51,6 +51,12 @@ _INTERNALS = ("_row_locations", "_column_locations", "_data", "_new_rows", "_upd
 _NO_DROP = tuple(dataclasses.replace(column, drop=0) for column in COLUMNS)
 
 
+def _padded(text: str, width: int, padding: int) -> str:
+    """``text`` cropped/padded to a ``width``-cell column between ``padding`` spaces."""
+    pad = " " * padding
+    return f"{pad}{set_cell_size(text, max(0, width - 2 * padding))}{pad}"
+
+
 class _MemoStyles:
     """A component's styles with ``rich_style`` computed once (other attributes pass through)."""
 
@@ -456,9 +462,7 @@ class ModelTable(DataTable[str]):
         )
         style = base_style + component_style + post_style
         style += Style.from_meta({"row": row_index, "column": column_index})
-        pad = " " * padding
-        text = set_cell_size(value.plain, max(0, width - 2 * padding))
-        lines = [[Segment(f"{pad}{text}{pad}", style)]]
+        lines = [[Segment(_padded(value.plain, width, padding), style)]]
         cache[cache_key] = lines
         return lines
 
@@ -478,17 +482,27 @@ class ModelTable(DataTable[str]):
         whole row (a click selects the row either way). Header, labels, fixed columns and
         styled or taller cells go to the stock renderer.
         """
+        fast = None
         if (
-            not self.__dict__.get("_memo_active")
-            or line_no != 0
-            or self.cursor_type != "row"
-            or self.fixed_columns
-            or row_key is self._header_row_key
-            or (self._labelled_row_exists and self.show_row_labels)
+            self.__dict__.get("_memo_active")
+            and line_no == 0
+            and self.cursor_type == "row"
+            and not self.fixed_columns
+            and row_key is not self._header_row_key
+            and not (self._labelled_row_exists and self.show_row_labels)
         ):
+            fast = self._render_plain_row(row_key, base_style, cursor_location, hover_location)
+        if fast is None:
             return super()._render_line_in_row(
                 row_key, line_no, base_style, cursor_location, hover_location
             )
+        return fast
+
+    def _render_plain_row(
+        self, row_key: RowKey, base_style: Style, cursor_location: Any, hover_location: Any
+    ) -> tuple[list[list[Segment]], list[list[Segment]]] | None:
+        """:meth:`_render_line_in_row` for one row as one segment; None if a cell is not a
+        plain one-line ``Text``."""
         pseudo, _fr, _fc, show_cursor, show_hover, fg_css, bg_css, padding = self._fast_ctx
         row_index = self._row_locations.get(row_key)
         width = self.size.width
@@ -503,22 +517,16 @@ class ModelTable(DataTable[str]):
         row = self.rows.get(row_key)
         data = self._data.get(row_key)
         if row_index is None or row is None or data is None or row.height != 1:
-            return super()._render_line_in_row(
-                row_key, line_no, base_style, cursor_location, hover_location
-            )
-        pad = " " * padding
+            return None
         parts: list[str] = []
         table_width = 0
         for column in self.ordered_columns:
             value = data.get(column.key)
             if not isinstance(value, Text) or value.spans or value.style:
-                return super()._render_line_in_row(
-                    row_key, line_no, base_style, cursor_location, hover_location
-                )
+                return None
             cell_width = column.get_render_width(self)
             table_width += cell_width
-            text = set_cell_size(value.plain, max(0, cell_width - 2 * padding))
-            parts.append(f"{pad}{text}{pad}")
+            parts.append(_padded(value.plain, cell_width, padding))
         row_style = self._get_row_style(row_index, base_style)
         component_style, post_style = self._get_styles_to_render_cell(
             False, False, False, hover, cursor, show_cursor, show_hover, fg_css, bg_css

@@ -7,6 +7,8 @@ import io
 import re
 import shutil
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +158,10 @@ async def test_add_repo_download_load_generate_unload(
 # -- (b) cancel -----------------------------------------------------------------------------
 
 
-async def test_escape_cancels_a_long_generation_quickly(services: Services) -> None:
+@asynccontextmanager
+async def long_answer_console(services: Services) -> AsyncIterator[tuple[ModelDeckApp, Any]]:
+    """The app with "tiny-long" (32k context, greedy, up to 30,000 tokens: answers that go on
+    until cancelled) loaded and the console focused."""
     path = tiny_gguf(context_length=32768)
     register_model(services.inventory, "tiny-long", path, "gguf")
     app = make_app(services, sampler=no_gpu_sampler())
@@ -167,6 +172,11 @@ async def test_escape_cancels_a_long_generation_quickly(services: Services) -> N
         app.load_row(row_by_model(app, "tiny-long"))
         assert await wait_for(pilot, lambda: status_of(app, "tiny-long") == "loaded", 30)
         await pilot.press("e")
+        yield app, pilot
+
+
+async def test_escape_cancels_a_long_generation_quickly(services: Services) -> None:
+    async with long_answer_console(services) as (app, pilot):
         await pilot.press(*"Go on forever", "enter")
         console = app.prompt_console
         assert await wait_for(
@@ -269,16 +279,7 @@ async def test_console_wraps_long_answers_and_rewraps_on_resize(services: Servic
 async def test_streamed_answer_wraps_while_streaming_after_esc_and_at_the_end(
     services: Services,
 ) -> None:
-    path = tiny_gguf(context_length=32768)
-    register_model(services.inventory, "tiny-long", path, "gguf")
-    app = make_app(services, sampler=no_gpu_sampler())
-    app.load_options = LoadOptions(context_length=32768)
-    app.gen_params = GenParams(temperature=0, max_tokens=30000)
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_ready(app, pilot)
-        app.load_row(row_by_model(app, "tiny-long"))
-        assert await wait_for(pilot, lambda: status_of(app, "tiny-long") == "loaded", 30)
-        await pilot.press("e")
+    async with long_answer_console(services) as (app, pilot):
         console = app.prompt_console
         log = console.output
         await pilot.press(*"Hello", "enter")

@@ -16,6 +16,7 @@ import pytest
 
 from tui.download import JobSpec, engine
 from tui.download import service as service_mod
+from tui.download.jobs import JobRecord
 from tui.download.service import DownloadService
 
 from fakehub import FakeHub
@@ -40,17 +41,24 @@ async def _wait_for(predicate, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _pause_midway(service: DownloadService, hub: FakeHub, name: str, job_id: str,
+                        size: int, timeout: float = 20.0) -> JobRecord:
+    """Run the job until a third of ``size`` is served, pause it; the paused record."""
+    runner = asyncio.create_task(service.run_until_complete([job_id]))
+    await _wait_for(lambda: hub.bytes_served(name) > size // 3, timeout=timeout)
+    job = await service.pause(job_id)
+    await runner
+    return job
+
+
 async def test_pause_resume_keeps_bytes(hub: FakeHub, service: DownloadService, dl_settings
                                         ) -> None:
     data = gguf_bytes(4 << 20, 1)
     url = hub.add_file("p.bin", data)
     hub.add_fault("p.bin", "slow", times=None, rate=1 << 20)
     job_id = service.enqueue(JobSpec(kind="url", url=url, sha256=sha256(data)))
-    runner = asyncio.create_task(service.run_until_complete([job_id]))
-    await _wait_for(lambda: hub.bytes_served("p.bin") > len(data) // 3, timeout=30)
-    job = await service.pause(job_id)
-    [final] = await runner
-    assert job.state == final.state == "paused"
+    job = await _pause_midway(service, hub, "p.bin", job_id, len(data), timeout=30)
+    assert job.state == service.get_job(job_id).state == "paused"
     assert 0 < job.done_bytes < len(data)
     assert part_files(dl_settings.models_dir), "pause keeps the partial"
     assert job.files[0].segments and job.files[0].etag == f'"{sha256(data)}"'
@@ -73,10 +81,7 @@ async def test_pause_resume_without_content_length(hub: FakeHub, service: Downlo
     hub.add_fault("nl.bin", "no_length", times=None, methods=("GET", "HEAD"))
     hub.add_fault("nl.bin", "slow", times=None, rate=1 << 20)
     job_id = service.enqueue(JobSpec(kind="url", url=url, sha256=sha256(data)))
-    runner = asyncio.create_task(service.run_until_complete([job_id]))
-    await _wait_for(lambda: hub.bytes_served("nl.bin") > len(data) // 3, timeout=30)
-    job = await service.pause(job_id)
-    await runner
+    job = await _pause_midway(service, hub, "nl.bin", job_id, len(data), timeout=30)
     assert job.files[0].size is None and 0 < job.done_bytes < len(data)
     kept = job.done_bytes
     hub.clear_faults()
@@ -324,14 +329,6 @@ async def test_gated_repo_message_and_token_hygiene(
         if f.is_file():
             raw = f.read_bytes()
             assert good.encode() not in raw and b"hf_Wrong" not in raw, f
-
-
-async def _pause_midway(service: DownloadService, hub: FakeHub, name: str, job_id: str,
-                        size: int) -> None:
-    runner = asyncio.create_task(service.run_until_complete([job_id]))
-    await _wait_for(lambda: hub.bytes_served(name) > size // 3)
-    await service.pause(job_id)
-    await runner
 
 
 async def test_etag_changed_between_attempts_restarts_from_zero(

@@ -85,14 +85,18 @@ async def test_pause_resume_without_content_length(hub: FakeHub, service: Downlo
     assert job.files[0].size is None and 0 < job.done_bytes < len(data)
     kept = job.done_bytes
     hub.clear_faults()
+    hub.reset_counters()
     hub.add_fault("nl.bin", "no_length", times=None, methods=("GET", "HEAD"))
     service.resume(job_id)
     [job] = await service.run_until_complete([job_id])
     assert job.state == "done", job.error
-    assert hub.bytes_served("nl.bin") <= 2 * len(data) - kept  # nothing kept was fetched again
-    last = hub.requests_for("nl.bin", "GET")[-1]
-    assert last.headers.get("Range") == f"bytes={kept}-"
-    assert last.headers.get("If-Range") == f'"{sha256(data)}"'
+    # Nothing kept was asked for again: every GET after the resume starts at the kept bytes
+    # (a body abandoned on the threaded path, which does not decode chunked bodies, counts at
+    # the server as sent, so the check is on what was asked and what the last answer carried).
+    gets = hub.requests_for("nl.bin", "GET")
+    assert gets and all(r.headers.get("Range") == f"bytes={kept}-" for r in gets)
+    assert all(r.headers.get("If-Range") == f'"{sha256(data)}"' for r in gets)
+    assert gets[-1].bytes_sent == len(data) - kept
     assert Path(job.files[0].dest).read_bytes() == data
 
 

@@ -1,0 +1,1 @@
+"""The adversarial tier: hostile servers, files, databases and file systems, used for real."""

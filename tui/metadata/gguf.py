@@ -62,7 +62,14 @@ from tui.metadata.quant import (
     file_type_name,
     guess_quant_from_filename,
 )
-from tui.metadata.types import ModelMetadata
+from tui.metadata.types import (
+    IGNORED_KEY,
+    ModelMetadata,
+    bounded_field,
+    bounded_int,
+    limit_of,
+    sanitize,
+)
 
 __all__ = [
     "gguf_shard_paths",
@@ -711,6 +718,8 @@ class _HeaderParser:
             if elements >= limit:
                 self.fail(f"tensor #{i} has {elements} elements, too many")
             params += elements
+            if params >= limit:
+                self.fail(f"tensors declare more than 2**63 elements in total (at tensor #{i})")
             elements_by_type[ggml_type] = elements_by_type.get(ggml_type, 0) + elements
             if n_dims >= 2:
                 matrix_elements_by_type[ggml_type] = (
@@ -789,20 +798,13 @@ def _int(value: Any) -> int | None:
     return None
 
 
-def _int_or_max(value: Any) -> int | None:
-    """An int, or the max of a per-layer list of ints."""
-    if isinstance(value, list):
-        ints = [v for v in map(_int, value) if v is not None]
-        return max(ints) if ints else None
-    return _int(value)
-
-
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
 def _number(value: Any) -> float | int | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    """A finite number (GGUF floats can be NaN or infinite)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return value
     return None
 
@@ -831,7 +833,7 @@ def _read(
         raise MetadataError(f"{label}: cannot read GGUF file ({exc.strerror or exc})") from exc
     meta = _build(kv, summary, parser.array_lengths, Path(label))
     meta.extra.update(gguf_version=version, n_tensors=n_tensors, n_kv=n_kv, alignment=alignment)
-    return meta, summary
+    return sanitize(meta), summary
 
 
 def _build(
@@ -842,17 +844,29 @@ def _build(
     def arch_value(suffix: str) -> Any:
         return kv.get(f"{arch}.{suffix}") if arch else None
 
-    n_heads = _int_or_max(arch_value("attention.head_count"))
-    n_kv_heads = _int_or_max(arch_value("attention.head_count_kv"))
+    # Every number goes through its field's bounds before any arithmetic; a u64 of 2**64-1 or
+    # a negative i64 becomes unknown, noted in extra["ignored_values"].
+    dropped: dict[str, str] = {}
+
+    def count(name: str, value: Any) -> int | None:
+        if isinstance(value, list):  # per-layer values: the largest valid one
+            ints = [n for n in (bounded_int(v, 0, limit_of(name)) for v in value) if n is not None]
+            if ints:
+                return max(ints)
+        return bounded_field(name, value, dropped)
+
+    n_heads = count("n_heads", arch_value("attention.head_count"))
+    n_kv_heads = count("n_kv_heads", arch_value("attention.head_count_kv"))
     if n_kv_heads is None:
         n_kv_heads = n_heads  # llama.cpp's default: no GQA
-    embedding = _int(arch_value("embedding_length"))
-    head_dim = _int(arch_value("attention.key_length"))
+    embedding = count("embedding_size", arch_value("embedding_length"))
+    head_dim = count("head_dim", arch_value("attention.key_length"))
     if head_dim is None and embedding and n_heads:
         head_dim = embedding // n_heads
     vocab = array_lengths.get(_TOKENS_KEY)
     if vocab is None:
-        vocab = _int(arch_value("vocab_size"))
+        vocab = arch_value("vocab_size")
+    vocab = count("vocab_size", vocab)
 
     template = _str(kv.get(_TEMPLATE_KEY))
     named_templates = sorted(
@@ -861,7 +875,7 @@ def _build(
         if k.startswith(_TEMPLATE_KEY + ".") and isinstance(v, str)
     )
 
-    file_type = _int(kv.get("general.file_type"))
+    file_type = count("file_type", kv.get("general.file_type"))
     quant = file_type_name(file_type)
     source = "file_type"
     if quant is None:
@@ -875,16 +889,17 @@ def _build(
     extra: dict[str, Any] = {}
     if quant is not None:
         extra["quantization_source"] = source
+    quant_version = kv.get("general.quantization_version")
     for extra_key, value in (
         ("rope_freq_base", _number(arch_value("rope.freq_base"))),
-        ("expert_count", _int(arch_value("expert_count"))),
-        ("expert_used_count", _int(arch_value("expert_used_count"))),
+        ("expert_count", count("expert_count", arch_value("expert_count"))),
+        ("expert_used_count", count("expert_used_count", arch_value("expert_used_count"))),
         ("size_label", _str(kv.get("general.size_label"))),
-        ("quantization_version", _int(kv.get("general.quantization_version"))),
+        ("quantization_version", count("quantization_version", quant_version)),
         ("tokenizer_model", _str(kv.get("tokenizer.ggml.model"))),
         ("merges_count", array_lengths.get(_MERGES_KEY)),
-        ("split_no", _int(kv.get("split.no"))),
-        ("split_tensors_count", _int(kv.get("split.tensors.count"))),
+        ("split_no", count("split_no", kv.get("split.no"))),
+        ("split_tensors_count", count("split_tensors_count", kv.get("split.tensors.count"))),
     ):
         if value is not None:
             extra[extra_key] = value
@@ -896,6 +911,11 @@ def _build(
         (GGML_TYPES[t][0] if t in GGML_TYPES else str(t)): n
         for t, n in sorted(summary.elements_by_type.items(), key=lambda item: -item[1])
     }
+    context_length = count("context_length", arch_value("context_length"))
+    n_layers = count("n_layers", arch_value("block_count"))
+    split_count = count("split_count", kv.get("split.count"))
+    if dropped:
+        extra[IGNORED_KEY] = dropped
 
     return ModelMetadata(
         format="gguf",
@@ -904,8 +924,8 @@ def _build(
         parameters=summary.parameters,
         quantization=quant,
         file_type=file_type,
-        context_length=_int(arch_value("context_length")),
-        n_layers=_int(arch_value("block_count")),
+        context_length=context_length,
+        n_layers=n_layers,
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
         embedding_size=embedding,
@@ -914,7 +934,7 @@ def _build(
         has_chat_template=template is not None or bool(named_templates),
         chat_template=template,
         tensor_bytes=summary.tensor_bytes,
-        split_count=_int(kv.get("split.count")),
+        split_count=split_count,
         extra=extra,
     )
 
@@ -1018,13 +1038,15 @@ def read_gguf_set(paths: Iterable[str | os.PathLike[str]]) -> ModelMetadata:
             extra["quantization_source"] = "tensors"
     if total.unknown_types:
         extra["unknown_tensor_types"] = sorted(total.unknown_types)
-    return replace(
-        first,
-        parameters=total.parameters,
-        tensor_bytes=total.tensor_bytes,
-        quantization=quant,
-        split_count=count,
-        extra=extra,
+    return sanitize(
+        replace(
+            first,
+            parameters=total.parameters,
+            tensor_bytes=total.tensor_bytes,
+            quantization=quant,
+            split_count=count,
+            extra=extra,
+        )
     )
 
 

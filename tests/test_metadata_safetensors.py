@@ -345,8 +345,8 @@ def _header(obj: Any, data: bytes = b"") -> bytes:
     [
         (b"", "truncated"),
         (b"\x01\x02\x03", "truncated"),
-        (struct.pack("<Q", (100 << 20) + 1) + b"{}", "limit 100 MiB"),
-        (struct.pack("<Q", 2**64 - 1), "limit 100 MiB"),
+        (struct.pack("<Q", (64 << 20) + 1) + b"{}", "limit 64 MiB"),
+        (struct.pack("<Q", 2**64 - 1), "limit 64 MiB"),
         (struct.pack("<Q", 1000) + b"{}", "truncated"),
         (struct.pack("<Q", 2) + b"[]", "not a JSON object"),
         (struct.pack("<Q", 4) + b"{abc", "not valid JSON"),

@@ -4,13 +4,19 @@ headers) or a single ``.safetensors`` file.
 Only the JSON headers are read (8-byte little-endian length, then JSON); tensor data is never
 touched. Every size is checked against the file before it is trusted, and pickle-based weights
 (``.bin``, ``.pt``, ...) are only listed, never opened.
+
+Bounds: a header is refused by its declared size before it is read (and by its count of JSON
+objects and arrays before it is parsed), a shape by its number of dimensions and by its element
+count (multiplied with an early exit), JSON files by their size. JSON is parsed with hooks that
+never convert integers of more than 40 digits and turn ``NaN``, ``Infinity`` and ``1e400`` into
+``None``; config.json counts outside their field's bounds become unknown (see
+:mod:`tui.metadata.types`).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import re
 from collections.abc import Iterable
@@ -19,13 +25,26 @@ from typing import Any
 
 from tui.errors import MetadataError
 from tui.metadata.files import open_regular
-from tui.metadata.types import ModelMetadata
+from tui.metadata.types import (
+    IGNORED_KEY,
+    JSON_HOOKS,
+    ModelMetadata,
+    bounded_field,
+    sanitize,
+)
 
 __all__ = ["read_safetensors", "read_safetensors_file", "read_safetensors_folder"]
 
-MAX_HEADER_BYTES = 100 << 20
+# Real headers are a few MiB at most; the safetensors library itself stops at 100 MB. Python
+# objects take several times the JSON's size, so ours stops lower.
+MAX_HEADER_BYTES = 64 << 20
+MAX_TENSORS = 1_000_000  # per file; bounds the JSON objects and arrays a header may hold
+MAX_DIMS = 64  # numpy's and torch's limit
+MAX_ELEMENTS = (1 << 63) - 1  # per tensor
+MAX_DTYPE_CHARS = 32
 MAX_JSON_BYTES = 32 << 20  # config.json, tokenizer_config.json, the shard index
 MAX_TEMPLATE_BYTES = 1 << 20
+MAX_CONFIG_STRING = 1024  # model_type, _name_or_path, ... longer ones are ignored
 
 # dtype -> bits per element (safetensors 0.6+ dtypes, including the sub-byte float formats).
 DTYPE_BITS: dict[str, int] = {
@@ -86,6 +105,18 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _elements(shape: list[int]) -> int | None:
+    """The product of ``shape`` (non-negative ints), or ``None`` once it passes the limit."""
+    if 0 in shape:
+        return 0
+    n = 1
+    for dim in shape:
+        n *= dim
+        if n > MAX_ELEMENTS:
+            return None
+    return n
+
+
 def _read_exact(fp: io.FileIO, n: int) -> bytes:
     """Up to ``n`` bytes (fewer only at end of file), across short reads."""
     chunks: list[bytes] = []
@@ -124,8 +155,13 @@ def _read_header(path: Path) -> _FileSummary:
         raise MetadataError(f"{path}: file changed while being read")
     if not raw.lstrip(b" ").startswith(b"{"):
         raise MetadataError(f"{path}: not a safetensors file (header is not a JSON object)")
+    # Each tensor takes one object and two arrays; more would only cost memory to parse.
+    if raw.count(b"{") > MAX_TENSORS + 2 or raw.count(b"[") > 2 * MAX_TENSORS:
+        raise MetadataError(
+            f"{path}: safetensors header holds more than {MAX_TENSORS} tensors' worth of JSON"
+        )
     try:
-        header = json.loads(raw)
+        header = json.loads(raw, **JSON_HOOKS)
     except (ValueError, RecursionError) as exc:
         raise MetadataError(f"{path}: safetensors header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
@@ -147,7 +183,9 @@ def _summarize(path: Path, header: dict[str, Any], data_len: int) -> _FileSummar
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if (
             not isinstance(dtype, str)
+            or len(dtype) > MAX_DTYPE_CHARS
             or not isinstance(shape, list)
+            or len(shape) > MAX_DIMS
             or not all(map(_is_count, shape))
             or not isinstance(offsets, list)
             or len(offsets) != 2
@@ -163,9 +201,12 @@ def _summarize(path: Path, header: dict[str, Any], data_len: int) -> _FileSummar
                 f"{path}: truncated safetensors file (tensor {name[:100]!r} ends at byte "
                 f"{end} of a {data_len}-byte data section)"
             )
-        elements = math.prod(shape)
-        if elements >= 1 << 63:
-            raise MetadataError(f"{path}: tensor {name[:100]!r} has {elements} elements")
+        elements = _elements(shape)
+        if elements is None:
+            raise MetadataError(
+                f"{path}: tensor {name[:100]!r} has more than 2**63 elements (shape "
+                f"{str(shape)[:100]})"
+            )
         bits = DTYPE_BITS.get(dtype)
         if bits is not None and (elements * bits + 7) // 8 != end - begin:
             raise MetadataError(
@@ -192,7 +233,7 @@ def read_safetensors_file(path: str | os.PathLike[str]) -> ModelMetadata:
     extra: dict[str, Any] = {"n_tensors": summary.n_tensors, "weight_files": [path.name]}
     if summary.metadata:
         extra["header_metadata"] = summary.metadata
-    return ModelMetadata(
+    meta = ModelMetadata(
         format="safetensors",
         parameters=summary.parameters,
         quantization=dtype,
@@ -200,6 +241,7 @@ def read_safetensors_file(path: str | os.PathLike[str]) -> ModelMetadata:
         tensor_bytes=summary.bytes,
         extra=extra,
     )
+    return sanitize(meta)
 
 
 def _read_json(path: Path) -> Any:
@@ -212,7 +254,7 @@ def _read_json(path: Path) -> Any:
     except OSError as exc:
         raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     try:
-        return json.loads(raw)
+        return json.loads(raw, **JSON_HOOKS)
     except (ValueError, RecursionError) as exc:
         raise MetadataError(f"{path}: not valid JSON ({exc})") from exc
 
@@ -289,13 +331,22 @@ def _weight_files(folder: Path, names: set[str]) -> tuple[list[str], dict[str, A
     return singles, notes
 
 
-def _first(sources: Iterable[dict[str, Any]], *keys: str) -> int | None:
+def _first(
+    sources: Iterable[dict[str, Any]], field: str, dropped: dict[str, str], *keys: str
+) -> int | None:
+    """The first of ``keys`` (in the first source holding one) within ``field``'s bounds; a
+    present but invalid value is noted in ``dropped`` and the search goes on."""
     for source in sources:
         for key in keys:
             value = source.get(key)
-            if _is_count(value):
-                return value
+            if value is not None and (n := bounded_field(field, value, dropped)) is not None:
+                return n
     return None
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string of sane length from config.json, else ``None``."""
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_CONFIG_STRING else None
 
 
 def _config_fields(config: dict[str, Any]) -> dict[str, Any]:
@@ -305,49 +356,57 @@ def _config_fields(config: dict[str, Any]) -> dict[str, Any]:
         for key in ("text_config", "llm_config", "language_config")
         if isinstance(sub := config.get(key), dict)
     ]
-    heads = _first(sources, "num_attention_heads", "n_head", "num_heads", "n_heads")
+    dropped: dict[str, str] = {}
+    heads = _first(
+        sources, "n_heads", dropped, "num_attention_heads", "n_head", "num_heads", "n_heads"
+    )
     kv_heads = _first(
-        sources, "num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num"
+        sources, "n_kv_heads", dropped,
+        "num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num",
     )
     if kv_heads is None and heads is not None:
         kv_heads = 1 if any(s.get("multi_query") is True for s in sources) else heads
-    hidden = _first(sources, "hidden_size", "n_embd", "d_model")
-    head_dim = _first(sources, "head_dim")
+    hidden = _first(sources, "embedding_size", dropped, "hidden_size", "n_embd", "d_model")
+    head_dim = _first(sources, "head_dim", dropped, "head_dim")
     if head_dim is None and hidden and heads:
         head_dim = hidden // heads
-    arch = next((s["model_type"] for s in sources if isinstance(s.get("model_type"), str)), None)
-    name = config.get("_name_or_path")
+    arch = next((t for s in sources if (t := _text(s.get("model_type")))), None)
     fields: dict[str, Any] = {
-        "architecture": arch or None,
-        "name": name if isinstance(name, str) and name else None,
+        "architecture": arch,
+        "name": _text(config.get("_name_or_path")),
         "context_length": _first(
-            sources, "max_position_embeddings", "n_positions", "seq_length", "max_sequence_length"
+            sources, "context_length", dropped,
+            "max_position_embeddings", "n_positions", "seq_length", "max_sequence_length",
         ),
-        "n_layers": _first(sources, "num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+        "n_layers": _first(
+            sources, "n_layers", dropped, "num_hidden_layers", "n_layer", "num_layers", "n_layers"
+        ),
         "n_heads": heads,
         "n_kv_heads": kv_heads,
         "embedding_size": hidden,
         "head_dim": head_dim,
-        "vocab_size": _first(sources, "vocab_size", "n_vocab", "padded_vocab_size"),
+        "vocab_size": _first(
+            sources, "vocab_size", dropped, "vocab_size", "n_vocab", "padded_vocab_size"
+        ),
     }
     extra: dict[str, Any] = {}
     architectures = config.get("architectures")
-    if isinstance(architectures, list) and architectures and isinstance(architectures[0], str):
+    if isinstance(architectures, list) and architectures and _text(architectures[0]):
         extra["hf_architecture"] = architectures[0]
     for extra_key, keys in (
         ("expert_count", ("num_local_experts", "num_experts", "n_routed_experts")),
         ("expert_used_count", ("num_experts_per_tok", "moe_topk")),
     ):
-        value = _first(sources, *keys)
+        value = _first(sources, extra_key, dropped, *keys)
         if value is not None:
             extra[extra_key] = value
     for source in sources:
-        theta = source.get("rope_theta")
+        theta = source.get("rope_theta")  # the JSON hooks already turned 1e400/NaN into None
         if isinstance(theta, int | float) and not isinstance(theta, bool):
             extra["rope_freq_base"] = theta
             break
     for extra_key, key in (("torch_dtype", "torch_dtype"), ("torch_dtype", "dtype")):
-        if isinstance(config.get(key), str) and extra_key not in extra:
+        if _text(config.get(key)) and extra_key not in extra:
             extra[extra_key] = config[key]
     quant = config.get("quantization_config")
     if isinstance(quant, dict) and isinstance(quant.get("quant_method"), str):
@@ -357,8 +416,11 @@ def _config_fields(config: dict[str, Any]) -> dict[str, Any]:
             bits = 4
         elif quant.get("load_in_8bit") is True:
             bits = 8
-        fields["quantization"] = method.upper() + (f"-{bits}bit" if _is_count(bits) else "")
+        bits = bits if _is_count(bits) and bits <= 64 else None
+        fields["quantization"] = method.upper() + (f"-{bits}bit" if bits else "")
         extra["quant_method"] = method
+    if dropped:
+        extra[IGNORED_KEY] = dropped
     fields["extra"] = extra
     return fields
 
@@ -424,7 +486,7 @@ def read_safetensors_folder(path: str | os.PathLike[str]) -> ModelMetadata:
     template = _chat_template(folder, names)
     dtype = total.dominant_dtype()
     fields.setdefault("quantization", dtype)
-    return ModelMetadata(
+    meta = ModelMetadata(
         format="safetensors",
         parameters=total.parameters,
         dtype=dtype,
@@ -434,6 +496,7 @@ def read_safetensors_folder(path: str | os.PathLike[str]) -> ModelMetadata:
         extra=extra,
         **fields,
     )
+    return sanitize(meta)
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> ModelMetadata:

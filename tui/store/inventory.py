@@ -6,10 +6,19 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from tui.errors import InvalidInputError, NotFoundError
-from tui.metadata.types import ModelMetadata
+from tui.metadata.types import (
+    IGNORED_KEY,
+    SQLITE_INT_MAX,
+    SQLITE_INT_MIN,
+    ModelMetadata,
+    bounded_json,
+    describe,
+    sanitize,
+)
 from tui.store.db import Database
 from tui.store.records import CustomEntry, ModelFile, ModelRecord
 
@@ -36,7 +45,7 @@ class Inventory:
             self._upsert(tx, record)
 
     def _upsert(self, tx: sqlite3.Connection, record: ModelRecord) -> None:
-        meta = json.dumps(record.metadata.to_dict()) if record.metadata else None
+        parameters, context_length, size_bytes, meta = _storable(record)
         # A different id already at this path (e.g. a rescan after a rename) is replaced.
         tx.execute("DELETE FROM models WHERE path = ? AND id != ?", (record.path, record.id))
         tx.execute(
@@ -50,8 +59,8 @@ class Inventory:
             (
                 record.id, record.name, record.format, record.path, record.source,
                 record.source_ref, record.revision, record.catalog_id, record.status,
-                record.architecture, record.quantization, record.parameters,
-                record.context_length, record.size_bytes, meta, record.installed_at,
+                record.architecture, record.quantization, parameters,
+                context_length, size_bytes, meta, record.installed_at,
                 record.last_used_at, record.load_seconds, record.tokens_per_s,
                 record.prompt_tokens_per_s, record.ttft_ms,
             ),
@@ -279,10 +288,43 @@ class Inventory:
                         item["size"],
                         item["mtime_ns"],
                         item.get("sample_hash"),
-                        json.dumps(item["metadata"]) if item.get("metadata") else None,
+                        (
+                            json.dumps(bounded_json(item["metadata"]))
+                            if item.get("metadata")
+                            else None
+                        ),
                         item.get("error"),
                         now,
                     )
                     for path, item in items
                 ],
             )
+
+
+def _storable(record: ModelRecord) -> tuple[Any, Any, Any, str | None]:
+    """The record's integer columns and metadata JSON as SQLite can hold them.
+
+    The last line of defence behind the readers' own bounds: an int outside SQLite's signed
+    64-bit range is stored as NULL (0 where the column is NOT NULL) and the metadata notes
+    it; the metadata JSON never holds such an int, NaN or infinity.
+    """
+    dropped: dict[str, str] = {}
+
+    def fit(name: str, value: Any, default: int | None) -> Any:
+        if isinstance(value, int) and not SQLITE_INT_MIN <= value <= SQLITE_INT_MAX:
+            dropped[name] = describe(value)
+            return default
+        return value
+
+    parameters = fit("parameters", record.parameters, None)
+    context_length = fit("context_length", record.context_length, None)
+    size_bytes = fit("size_bytes", record.size_bytes, 0)
+    meta = None
+    if record.metadata is not None:
+        copy = replace(record.metadata, extra=dict(record.metadata.extra or {}))
+        data = sanitize(copy).to_dict()
+        if dropped:
+            notes = data["extra"].get(IGNORED_KEY)
+            data["extra"][IGNORED_KEY] = {**(notes if isinstance(notes, dict) else {}), **dropped}
+        meta = json.dumps(data)
+    return parameters, context_length, size_bytes, meta

@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui.errors import InvalidInputError, MetadataError, NotFoundError
-from tui.metadata.types import ModelMetadata
+from tui.errors import InvalidInputError, MetadataError, ModelDeckError, NotFoundError
+from tui.metadata.files import is_regular_file, open_regular
+from tui.metadata.types import IGNORED_KEY, ModelMetadata, sanitize
 from tui.registration import (
     build_record,
     display_name,
@@ -34,6 +36,18 @@ from tui.store import Inventory, ModelFile, ModelRecord
 SAMPLE_BYTES = 1 << 20  # bytes read at each of three places for the sampled hash
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SKIP_SUFFIXES = (".part", ".tmp", ".incomplete", ".lock")
+_MAX_ERROR_CHARS = 500
+# Errors a single record can raise while being written (a value SQLite cannot hold, ...):
+# that record is reported and skipped; anything else (a broken database) stops the scan.
+_RECORD_ERRORS = (
+    OverflowError,
+    ValueError,
+    TypeError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+)
 
 
 @dataclass(slots=True)
@@ -65,6 +79,7 @@ class ScanReport:
     updated: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # values a file read dropped
     duplicates: list[DuplicateGroup] = field(default_factory=list)
     files_read: int = 0
     files_cached: int = 0
@@ -84,6 +99,7 @@ class ScanReport:
             "updated": self.updated,
             "missing": self.missing,
             "errors": [{"path": p, "error": e} for p, e in self.errors],
+            "warnings": [{"path": p, "warning": w} for p, w in self.warnings],
             "duplicates": [
                 {
                     "size": d.size,
@@ -136,7 +152,7 @@ def is_within_roots(path: Path, settings: Settings) -> bool:
 def sample_hash(path: Path, size: int) -> str:
     """sha256 over the size and 1 MiB at the start, middle and end (cheap identity check)."""
     h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         middle = max(0, size // 2 - SAMPLE_BYTES // 2)
         for offset in sorted({0, middle, max(0, size - SAMPLE_BYTES)}):
             f.seek(offset)
@@ -147,7 +163,7 @@ def sample_hash(path: Path, size: int) -> str:
 def full_sha256(path: Path, chunk: int = 8 << 20) -> str:
     """sha256 of a whole file."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -276,81 +292,97 @@ class Scanner:
             key = str(item.main)
             seen_paths.add(key)
             try:
-                stats = {m: m.stat() for m in item.members}
-            except OSError as exc:
-                report.errors.append((key, f"cannot stat: {exc.strerror}"))
-                continue
-            err = _check_split(item)
-            if err:
-                report.errors.append((key, err))
-                continue
-            size = sum(s.st_size for s in stats.values())
-            mtime = max(s.st_mtime_ns for s in stats.values())
-            if item.fmt == "safetensors":
-                cfg = item.main / "config.json"
-                if cfg.exists():
-                    mtime = max(mtime, cfg.stat().st_mtime_ns)
-            cached = cache.get(key)
-            meta: ModelMetadata | None = None
-            if cached and cached["size"] == size and cached["mtime_ns"] == mtime:
-                report.files_cached += 1
-                if cached["error"]:
-                    report.errors.append((key, cached["error"]))
+                if not all(_utf8_name(p) for p in (item.main, *item.members)):
+                    # SQLite (and the terminal) take UTF-8 text only.
+                    report.errors.append((
+                        _printable(key), "file name is not valid UTF-8; rename it to register it"
+                    ))
                     continue
-                meta = ModelMetadata.from_dict(cached["metadata"]) if cached["metadata"] else None
-                prior = existing.get(key)
-                if prior is not None and prior.status == "installed":
-                    records.append(prior)
-                    continue
-            else:
-                report.files_read += 1
-                if self.progress:
-                    self.progress(key)
                 try:
-                    meta = read_metadata(item.fmt, item.main, item.members)
-                except MetadataError as exc:
-                    report.errors.append((key, str(exc)))
-                    cache_updates.append(
-                        (key, {"size": size, "mtime_ns": mtime, "error": str(exc)})
-                    )
-                    continue
+                    stats = {m: m.stat() for m in item.members}
                 except OSError as exc:
-                    report.errors.append((key, f"cannot read: {exc.strerror or exc}"))
+                    report.errors.append((key, f"cannot stat: {exc.strerror}"))
                     continue
-                cache_updates.append(
-                    (key, {"size": size, "mtime_ns": mtime, "metadata": meta.to_dict()})
-                )
-            prior = existing.get(key)
-            if prior is not None:
-                # Keep what a download or the user recorded (source, revision, hashes, ids).
-                old_sha = {f.path: f.sha256 for f in prior.files}
-                record = build_record(
-                    model_id=prior.id, fmt=item.fmt, path=item.main,
-                    files=self._files(item, stats, old_sha), metadata=meta,
-                    source=prior.source, source_ref=prior.source_ref, revision=prior.revision,
-                    catalog_id=prior.catalog_id, name=prior.name,
-                )
-                record.installed_at = prior.installed_at
-                record.last_used_at = prior.last_used_at
-                record.load_seconds = prior.load_seconds
-                record.tokens_per_s = prior.tokens_per_s
-                record.prompt_tokens_per_s = prior.prompt_tokens_per_s
-                record.ttft_ms = prior.ttft_ms
-                report.updated.append(prior.id)
-            else:
-                base = slugify(
-                    f"{item.source_ref.split('/')[-1]}-{display_name(item.main, item.fmt)}"
-                    if item.source == "hf-cache" and item.fmt == "gguf"
-                    else (item.source_ref.split("/")[-1] if item.source_ref else
-                          display_name(item.main, item.fmt))
-                )
-                record = build_record(
-                    model_id=unique_id(base, taken), fmt=item.fmt, path=item.main,
-                    files=self._files(item, stats, {}), metadata=meta,
-                    source=item.source, source_ref=item.source_ref, revision=item.revision,
-                )
-                report.added.append(record.id)
-            records.append(record)
+                err = _check_split(item)
+                if err:
+                    report.errors.append((key, err))
+                    continue
+                size = sum(s.st_size for s in stats.values())
+                mtime = max(s.st_mtime_ns for s in stats.values())
+                if item.fmt == "safetensors":
+                    cfg = item.main / "config.json"
+                    if cfg.exists():
+                        mtime = max(mtime, cfg.stat().st_mtime_ns)
+                cached = cache.get(key)
+                meta: ModelMetadata | None = None
+                if cached and cached["size"] == size and cached["mtime_ns"] == mtime:
+                    report.files_cached += 1
+                    if cached["error"]:
+                        report.errors.append((key, cached["error"]))
+                        continue
+                    meta = (
+                        sanitize(ModelMetadata.from_dict(cached["metadata"]))
+                        if cached["metadata"]
+                        else None
+                    )
+                    prior = existing.get(key)
+                    if prior is not None and prior.status == "installed":
+                        records.append(prior)
+                        continue
+                else:
+                    report.files_read += 1
+                    if self.progress:
+                        self.progress(key)
+                    try:
+                        meta = read_metadata(item.fmt, item.main, item.members)
+                    except MetadataError as exc:
+                        report.errors.append((key, str(exc)))
+                        cache_updates.append(
+                            (key, {"size": size, "mtime_ns": mtime, "error": str(exc)})
+                        )
+                        continue
+                    except OSError as exc:
+                        report.errors.append((key, f"cannot read: {exc.strerror or exc}"))
+                        continue
+                    cache_updates.append(
+                        (key, {"size": size, "mtime_ns": mtime, "metadata": meta.to_dict()})
+                    )
+                    ignored = meta.extra.get(IGNORED_KEY)
+                    if ignored:
+                        report.warnings.append((key, _ignored_text(ignored)))
+                prior = existing.get(key)
+                if prior is not None:
+                    # Keep what a download or the user recorded (source, revision, hashes, ids).
+                    old_sha = {f.path: f.sha256 for f in prior.files}
+                    record = build_record(
+                        model_id=prior.id, fmt=item.fmt, path=item.main,
+                        files=self._files(item, stats, old_sha), metadata=meta,
+                        source=prior.source, source_ref=prior.source_ref, revision=prior.revision,
+                        catalog_id=prior.catalog_id, name=prior.name,
+                    )
+                    record.installed_at = prior.installed_at
+                    record.last_used_at = prior.last_used_at
+                    record.load_seconds = prior.load_seconds
+                    record.tokens_per_s = prior.tokens_per_s
+                    record.prompt_tokens_per_s = prior.prompt_tokens_per_s
+                    record.ttft_ms = prior.ttft_ms
+                    report.updated.append(prior.id)
+                else:
+                    base = slugify(
+                        f"{item.source_ref.split('/')[-1]}-{display_name(item.main, item.fmt)}"
+                        if item.source == "hf-cache" and item.fmt == "gguf"
+                        else (item.source_ref.split("/")[-1] if item.source_ref else
+                              display_name(item.main, item.fmt))
+                    )
+                    record = build_record(
+                        model_id=unique_id(base, taken), fmt=item.fmt, path=item.main,
+                        files=self._files(item, stats, {}), metadata=meta,
+                        source=item.source, source_ref=item.source_ref, revision=item.revision,
+                    )
+                    report.added.append(record.id)
+                records.append(record)
+            except Exception as exc:  # one bad file never aborts the scan
+                report.errors.append((key, _one_line(exc)))
 
         # Models under a scanned root that are gone from disk are marked missing.
         scanned_roots = [Path(r).expanduser().resolve() for r in report.roots]
@@ -361,14 +393,18 @@ class Scanner:
             if model.source not in ("scan", "hf-cache", "hf", "url", "catalog", "local"):
                 continue
             under = any(_is_relative(Path(path), root) for root in scanned_roots)
-            if under and not Path(path).exists():
+            # A FIFO, socket or device now at the path is not the model: missing, never read.
+            if under and not (is_regular_file(path) or os.path.isdir(path)):
                 gone.append(model.id)
 
         write = [r for r in records if r.id in set(report.added) | set(report.updated)]
+        failed = self._register(write, report) if write else set()
+        if failed:  # reported by _register; tried again at the next scan
+            records = [r for r in records if r.id not in failed]
+            report.added = [i for i in report.added if i not in failed]
+            report.updated = [i for i in report.updated if i not in failed]
         if cache_updates:
             self.inventory.scan_cache_put_many(cache_updates)
-        if write:
-            self.inventory.upsert_models(write)
         for model_id in gone:
             self.inventory.set_status(model_id, "missing")
         report.missing = gone
@@ -378,6 +414,23 @@ class Scanner:
         )
         report.seconds = time.perf_counter() - started
         return report
+
+    def _register(self, records: list[ModelRecord], report: ScanReport) -> set[str]:
+        """Write ``records`` in one transaction; if a bad value makes that fail, write them one
+        by one so only the bad ones are lost (reported per path). Returns the failed ids."""
+        try:
+            self.inventory.upsert_models(records)
+            return set()
+        except _RECORD_ERRORS:
+            pass
+        failed: set[str] = set()
+        for record in records:
+            try:
+                self.inventory.upsert_model(record)
+            except _RECORD_ERRORS as exc:
+                failed.add(record.id)
+                report.errors.append((record.path, f"cannot register: {_one_line(exc)}"))
+        return failed
 
     @staticmethod
     def _files(
@@ -422,7 +475,7 @@ class Scanner:
                 if key is None and verify:
                     try:
                         key = full_sha256(Path(path))
-                    except OSError:
+                    except (OSError, MetadataError):
                         continue
                 if key is not None:
                     verified_keys.add(key)
@@ -433,7 +486,7 @@ class Scanner:
                     else:
                         try:
                             sample = sample_hash(Path(path), size)
-                        except OSError:
+                        except (OSError, MetadataError):
                             continue
                         key = "sample:" + sample
                         if c:
@@ -449,7 +502,7 @@ class Scanner:
                         continue
                     try:
                         skey = "sample:" + sample_hash(Path(paths[0]), size)
-                    except OSError:
+                    except (OSError, MetadataError):
                         continue
                     if skey in by_key:
                         by_key[vkey] = by_key[vkey] + by_key.pop(skey)
@@ -475,6 +528,38 @@ class Scanner:
             self.inventory.scan_cache_put_many(cache_updates)
         groups.sort(key=lambda g: -g.wasted_bytes)
         return groups
+
+
+def _ignored_text(ignored: dict[str, str]) -> str:
+    """One line naming the values a reader dropped as out of range."""
+    text = "ignored " + ", ".join(f"{name} {value}" for name, value in ignored.items())
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
+
+
+def _utf8_name(path: Path) -> bool:
+    """Whether ``path`` came from valid UTF-8 bytes (no surrogate escapes)."""
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _printable(path: str) -> str:
+    """A path whose bytes are not UTF-8, with those bytes shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _one_line(exc: BaseException) -> str:
+    """A per-file error as one bounded line (no traceback, no newline from a file's text)."""
+    if isinstance(exc, ModelDeckError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        text = f"cannot read: {exc.strerror or exc}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 
 
 def _is_relative(path: Path, root: Path) -> bool:

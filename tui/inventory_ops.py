@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tui.discovery import hf_cache_dir, is_within_roots
 from tui.errors import InvalidInputError
+from tui.metadata.files import is_regular_file
 from tui.settings import Settings
 from tui.store import Inventory, ModelRecord
 
@@ -125,7 +126,10 @@ def reconcile(settings: Settings, inventory: Inventory) -> ReconcileReport:
             inventory.delete_model(model.id)
             report.finished_deletes.append(model.id)
             continue
-        present = all(Path(f.path).exists() for f in model.files) and Path(model.path).exists()
+        # A FIFO or device now at a recorded path is not the model (and is never opened).
+        present = all(is_regular_file(f.path) for f in model.files) and (
+            is_regular_file(model.path) or os.path.isdir(model.path)
+        )
         if model.status == "installed" and not present:
             inventory.set_status(model.id, "missing")
             report.marked_missing.append(model.id)

@@ -210,8 +210,13 @@ def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _read_path(path: Path) -> dict[str, Any]:
+    from tui.metadata.files import is_regular_file
     from tui.registration import group_model_files, read_metadata
 
+    if not (path.is_dir() or is_regular_file(path)):  # a FIFO or device is never opened
+        raise InvalidInputError(
+            f"{path} is not a regular file or folder", hint="give a .gguf file or a model folder"
+        )
     if path.is_file():
         candidates = [path]
     else:
@@ -251,6 +256,7 @@ def _print_info(data: dict[str, Any]) -> None:
          f"{meta.get('n_heads')} / {meta.get('n_kv_heads')}" if meta.get("n_heads") else None),
         ("embedding size", meta.get("embedding_size")),
         ("vocab size", meta.get("vocab_size")),
+        ("ignored values", _ignored(meta)),
         ("chat template", "yes" if meta.get("has_chat_template") else ("no" if meta else None)),
         ("size", fmt.size(data.get("size_bytes")) if data.get("size_bytes") else None),
         ("gated", "yes" if data.get("gated") else None),
@@ -271,6 +277,15 @@ def _print_info(data: dict[str, Any]) -> None:
         for f in files:
             sha = f" sha256 {f['sha256'][:12]}…" if f.get("sha256") else ""
             print(f"  {f['path']}  {fmt.size(f['size'])}{sha}")
+
+
+def _ignored(meta: dict[str, Any]) -> str | None:
+    """The out-of-range values a reader dropped (``extra["ignored_values"]``), on one line."""
+    extra = meta.get("extra")
+    ignored = extra.get("ignored_values") if isinstance(extra, dict) else None
+    if not isinstance(ignored, dict) or not ignored:
+        return None
+    return "; ".join(f"{name} {value}" for name, value in ignored.items())
 
 
 # -- scan --------------------------------------------------------------------------------
@@ -295,6 +310,8 @@ def cmd_scan(args: argparse.Namespace, ctx: Context) -> int:
           f"{report.files_cached} unchanged.")
     for path, error in report.errors:
         print(f"  skipped {path}: {error}")
+    for path, warning in report.warnings:
+        print(f"  note {path}: {warning}")
     for d in report.duplicates:
         how = "sha256" if d.verified else "sampled hash"
         print(f"  duplicate ({how}, {fmt.size(d.size)} each, {fmt.size(d.wasted_bytes)} "

@@ -36,6 +36,20 @@ def test_schema_is_migrated_with_wal(tmp_path: Path) -> None:
     db2.close()
 
 
+def test_file_identity_and_owned_folders_round_trip(tmp_path: Path) -> None:
+    inv = Inventory(Database(tmp_path / "x.db"))
+    big = (1 << 64) - 5  # an inode number above SQLite's signed 64-bit range
+    record = _record(1)
+    record.files[0].dev, record.files[0].ino, record.files[0].mtime_ns = 2049, big, 7
+    inv.upsert_model(record)
+    (f,) = inv.require_model("m1").files
+    assert (f.dev, f.ino, f.mtime_ns) == (2049, big, 7)
+    inv.add_owned_dirs([("/models/acme", 2049, big), ("/models/acme/x", 2049, 12)])
+    assert inv.owned_dirs() == {"/models/acme": (2049, big), "/models/acme/x": (2049, 12)}
+    inv.forget_owned_dirs(["/models/acme/x"])
+    assert set(inv.owned_dirs()) == {"/models/acme"}
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     Database(path).close()

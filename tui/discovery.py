@@ -24,10 +24,12 @@ from tui.metadata.types import IGNORED_KEY, ModelMetadata, sanitize
 from tui.registration import (
     build_record,
     display_name,
+    file_identity,
     group_model_files,
     read_metadata,
     split_parts,
     unique_id,
+    weights_folder,
 )
 from tui.safe_paths import slugify
 from tui.settings import Settings
@@ -251,6 +253,7 @@ class Scanner:
         started = time.perf_counter()
         report = ScanReport()
         roots = roots_for(self.settings)
+        managed = [r.path for r in roots]  # never one model's folder
         if only is not None:
             only = Path(only).expanduser()
             if not only.exists():
@@ -278,7 +281,7 @@ class Scanner:
                 found.extend(_hf_cache_models(root.path))
             elif root.path.is_dir():
                 files = list(_walk_files(root.path))
-                for fmt, main, members in group_model_files(files):
+                for fmt, main, members in group_model_files(files, roots=managed):
                     found.append(_Found(fmt, main, members, root.source))
 
         cache = self.inventory.scan_cache_all()
@@ -310,11 +313,13 @@ class Scanner:
                 size = sum(s.st_size for s in stats.values())
                 mtime = max(s.st_mtime_ns for s in stats.values())
                 if item.fmt == "safetensors":
-                    cfg = item.main / "config.json"
+                    cfg = weights_folder(item.main) / "config.json"
                     if cfg.exists():
                         mtime = max(mtime, cfg.stat().st_mtime_ns)
                 cached = cache.get(key)
                 meta: ModelMetadata | None = None
+                # A model once registered with a managed root as its folder keeps its id.
+                prior = existing.get(key) or existing.get(str(weights_folder(item.main)))
                 if cached and cached["size"] == size and cached["mtime_ns"] == mtime:
                     report.files_cached += 1
                     if cached["error"]:
@@ -325,8 +330,7 @@ class Scanner:
                         if cached["metadata"]
                         else None
                     )
-                    prior = existing.get(key)
-                    if prior is not None and prior.status == "installed":
+                    if prior is not None and prior.status == "installed" and prior.path == key:
                         records.append(prior)
                         continue
                 else:
@@ -350,7 +354,6 @@ class Scanner:
                     ignored = meta.extra.get(IGNORED_KEY)
                     if ignored:
                         report.warnings.append((key, _ignored_text(ignored)))
-                prior = existing.get(key)
                 if prior is not None:
                     # Keep what a download or the user recorded (source, revision, hashes, ids).
                     old_sha = {f.path: f.sha256 for f in prior.files}
@@ -441,16 +444,16 @@ class Scanner:
                 path=str(m),
                 size=stats[m].st_size,
                 sha256=item.sha256.get(m) or old_sha.get(str(m)),
-                mtime_ns=stats[m].st_mtime_ns,
+                **file_identity(stats[m]),
             )
             for m in item.members
         ]
         if item.fmt == "safetensors":
             for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-                extra = item.main / name
+                extra = weights_folder(item.main) / name
                 if extra.is_file() and all(f.path != str(extra) for f in files):
                     st = extra.stat()
-                    files.append(ModelFile(str(extra), st.st_size, None, st.st_mtime_ns))
+                    files.append(ModelFile(str(extra), st.st_size, None, **file_identity(st)))
         return files
 
     def find_duplicates(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,6 +13,22 @@ from tui.safe_paths import slugify
 from tui.store import Inventory, ModelFile, ModelRecord
 
 WEIGHT_SUFFIXES = (".gguf", ".safetensors")
+FOLDER_EXTRAS = (".json", ".jinja", ".model", ".txt")  # a model folder's config/tokenizer files
+
+# Files that belong to a safetensors model sitting at the top of a managed root. Anything else
+# there (notes, other tools' files) is the user's, so it is never recorded as the model's.
+COMPANION_FILES = frozenset({
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "vocab.json",
+    "vocab.txt", "merges.txt", "chat_template.jinja", "chat_template.json",
+    "preprocessor_config.json", "model.safetensors.index.json",
+})
+
+
+def weights_folder(path: Path) -> Path:
+    """The folder of a safetensors model: ``path`` itself, or the folder holding it when the
+    model is registered by its first weight file (a model at the top of a managed root)."""
+    return path.parent if path.name.lower().endswith(".safetensors") else path
 
 
 def read_metadata(fmt: str, path: Path, shards: list[Path] | None = None) -> ModelMetadata:
@@ -25,7 +42,7 @@ def read_metadata(fmt: str, path: Path, shards: list[Path] | None = None) -> Mod
         return read_gguf_set(shards) if shards and len(shards) > 1 else read_gguf(path)
     from tui.metadata.safetensors import read_safetensors_folder
 
-    return read_safetensors_folder(path)
+    return read_safetensors_folder(weights_folder(path))
 
 
 def display_name(path: Path, fmt: str) -> str:
@@ -34,7 +51,7 @@ def display_name(path: Path, fmt: str) -> str:
         name = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
         parts = split_parts(path.name)
         return parts[0] if parts else name
-    return path.name
+    return weights_folder(path).name
 
 
 def unique_id(base: str, taken: set[str]) -> str:
@@ -83,12 +100,17 @@ def build_record(
     )
 
 
-def group_model_files(paths: Iterable[Path]) -> list[tuple[str, Path, list[Path]]]:
+def group_model_files(
+    paths: Iterable[Path], *, roots: Iterable[Path] = ()
+) -> list[tuple[str, Path, list[Path]]]:
     """Group files into models: (format, main path, member files).
 
     Each GGUF file or complete split set is one model; the ``.safetensors`` files of one
     folder (with its config and tokenizer files) are one model whose main path is the folder.
+    A folder that is one of ``roots`` (a managed folder) is never a model's path: a model at
+    its top is registered by its first weight file, with only its known companion files.
     """
+    managed = {_resolved(r) for r in roots}
     gguf_single: list[Path] = []
     splits: dict[tuple[Path, str], list[Path]] = {}
     st_dirs: dict[Path, list[Path]] = {}
@@ -107,12 +129,54 @@ def group_model_files(paths: Iterable[Path]) -> list[tuple[str, Path, list[Path]
         members.sort()
         out.append(("gguf", members[0], members))
     for folder, members in st_dirs.items():
+        members.sort()
+        at_root = _resolved(folder) in managed
         extra = [
             folder / n
             for n in sorted(os.listdir(folder))
-            if n.endswith((".json", ".jinja", ".model", ".txt")) and (folder / n).is_file()
+            if (n in COMPANION_FILES if at_root else n.endswith(FOLDER_EXTRAS))
+            and (folder / n).is_file()
         ]
-        out.append(("safetensors", folder, sorted(members) + extra))
+        out.append(("safetensors", members[0] if at_root else folder, members + extra))
+    return out
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return Path(path).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return Path(path)
+
+
+def file_identity(st: os.stat_result) -> dict[str, int]:
+    """The recorded identity of a file (for :class:`ModelFile`): device, inode, mtime."""
+    return {"dev": st.st_dev, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}
+
+
+def download_dirs(model_root: Path, files: Iterable[Path], source_ref: str) -> list[Path]:
+    """Folders a download put its files in: the model root, the folders inside it and, for a
+    Hub repo (``<models_dir>/<owner>/<repo>``), the owner folder."""
+    dirs = {model_root}
+    for f in files:
+        for parent in f.parents:
+            if parent == model_root or not parent.is_relative_to(model_root):
+                break
+            dirs.add(parent)
+    owner, _, name = source_ref.partition("/")
+    if "://" not in source_ref and name and model_root.parts[-2:] == (owner, name):
+        dirs.add(model_root.parent)
+    return sorted(dirs)
+
+
+def _dir_identities(dirs: Iterable[Path]) -> list[tuple[str, int, int]]:
+    out = []
+    for d in dirs:
+        try:
+            st = os.lstat(d)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            out.append((str(d), st.st_dev, st.st_ino))
     return out
 
 
@@ -151,10 +215,13 @@ def register_download(
             model_id = unique_id(wanted, taken)
         model_files = []
         for m in members:
-            size, sha = info.get(m, (m.stat().st_size, None))
-            model_files.append(
-                ModelFile(path=str(m), size=size, sha256=sha, mtime_ns=m.stat().st_mtime_ns)
-            )
+            if m not in info:
+                continue  # only what this download wrote is the model's (never a user's file)
+            st = m.stat()
+            size, sha = info[m]
+            model_files.append(ModelFile(
+                path=str(m), size=size or st.st_size, sha256=sha, **file_identity(st)
+            ))
         records.append(
             build_record(
                 model_id=model_id,
@@ -170,4 +237,5 @@ def register_download(
             )
         )
     inventory.upsert_models(records)
+    inventory.add_owned_dirs(_dir_identities(download_dirs(model_root, info, source_ref)))
     return records

@@ -643,8 +643,8 @@ class ModelDeckApp(App[None]):
     @work(thread=True, group="delete", exit_on_error=False)
     def _plan_delete(self, row: ModelRow) -> None:
         assert row.model_id is not None
-        freed, forget_only = wiring.plan_delete(self.services, row.model_id)
-        self.post_message(DeletePlanned(row, freed, forget_only))
+        freed, forget_only, lines = wiring.plan_delete(self.services, row.model_id)
+        self.post_message(DeletePlanned(row, freed, forget_only, lines))
 
     @on(DeletePlanned)
     def _delete_planned(self, message: DeletePlanned) -> None:
@@ -660,17 +660,22 @@ class ModelDeckApp(App[None]):
             if yes and row.model_id:
                 self._delete_model(row.model_id, row.name)
 
-        self.push_screen(ConfirmScreen(question, yes="Delete", no="Keep"), answered)
+        self.push_screen(
+            ConfirmScreen(question, yes="Delete", no="Keep", details=message.lines), answered
+        )
 
     @work(thread=True, group="delete", exit_on_error=False)
     def _delete_model(self, model_id: str, name: str) -> None:
-        freed = wiring.delete_model(self.services, model_id)
-        self.post_message(ModelDeleted(name, freed))
+        freed, kept = wiring.delete_model(self.services, model_id)
+        self.post_message(ModelDeleted(name, freed, kept))
         self.post_message(ModelsLoaded(wiring.load_rows(self.services)))
 
     @on(ModelDeleted)
     def _model_deleted(self, message: ModelDeleted) -> None:
-        self.notify(f"Deleted {message.name}, freed {format_size(message.freed_bytes) or '0B'}")
+        self.notify(f"Deleted {message.name}, freed {format_size(message.freed_bytes) or '0B'}",
+                    markup=False)
+        for line in message.kept:
+            self.notify(line, severity="warning", markup=False)
 
     # -- add model / Hub search ------------------------------------------------------------
 

@@ -86,12 +86,13 @@ class AnswerFinished(Message):
 
 
 class ModelDeleted(Message):
-    """A model was removed from disk and inventory."""
+    """A model was removed from disk and inventory (``kept``: paths left alone, and why)."""
 
-    def __init__(self, name: str, freed_bytes: int) -> None:
+    def __init__(self, name: str, freed_bytes: int, kept: list[str] | None = None) -> None:
         super().__init__()
         self.name = name
         self.freed_bytes = freed_bytes
+        self.kept = kept or []
 
 
 class RuntimeChanged(Message):
@@ -112,10 +113,13 @@ class LoadRefused(Message):
 
 
 class DeletePlanned(Message):
-    """What deleting a model frees, ready for the confirmation."""
+    """What deleting a model deletes and frees, ready for the confirmation."""
 
-    def __init__(self, row: ModelRow, freed_bytes: int, forget_only: bool) -> None:
+    def __init__(
+        self, row: ModelRow, freed_bytes: int, forget_only: bool, lines: list[str] | None = None
+    ) -> None:
         super().__init__()
         self.row = row
         self.freed_bytes = freed_bytes
         self.forget_only = forget_only
+        self.lines = lines or []

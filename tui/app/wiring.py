@@ -33,22 +33,28 @@ def load_rows(services: Services) -> list[ModelRow]:
     return build_rows(services.catalog.entries(), services.inventory.list_models())
 
 
-def plan_delete(services: Services, model_id: str) -> tuple[int, bool]:
-    """``(bytes freed, forget_only)`` of deleting a model, without deleting (blocking)."""
-    from tui.inventory_ops import plan_removal
+def plan_delete(services: Services, model_id: str) -> tuple[int, bool, list[str]]:
+    """``(bytes freed, forget_only, lines)`` of deleting a model, without deleting (blocking).
+
+    ``lines`` are the plan's :func:`tui.inventory_ops.describe` lines, the list ``modeldeck
+    rm`` prints: each file with its size, folders, cache entries and refused paths.
+    """
+    from tui.inventory_ops import describe, plan_removal
 
     plan = plan_removal(services.settings, services.inventory, model_id)
-    return plan.freed_bytes, plan.forget_only
+    return plan.freed_bytes, plan.forget_only, describe(plan)
 
 
-def delete_model(services: Services, model_id: str) -> int:
-    """Delete an installed model's files and inventory record; returns the bytes freed.
+def delete_model(services: Services, model_id: str) -> tuple[int, list[str]]:
+    """Delete an installed model's files and inventory record.
 
+    Returns the bytes really freed and one line per recorded path left alone (and why).
     Blocking: call from a thread worker.
     """
-    from tui.inventory_ops import remove_model
+    from tui.inventory_ops import refusal, remove_model
 
-    return remove_model(services.settings, services.inventory, model_id).freed_bytes
+    plan = remove_model(services.settings, services.inventory, model_id)
+    return plan.freed_bytes, [refusal(f) for f in plan.refused]
 
 
 def add_local(services: Services, path: str, name: str | None = None) -> str:

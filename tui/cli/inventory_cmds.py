@@ -112,12 +112,18 @@ _SORT_KEYS: dict[str, Any] = {
 }
 
 
-def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
-    """``modeldeck ls``."""
+def _reconcile(ctx: Context) -> None:
+    """Finish interrupted deletes (and mark missing models); paths left alone go to stderr."""
     from tui.inventory_ops import reconcile
 
+    for line in reconcile(ctx.settings, ctx.services.inventory).refused:
+        print(f"modeldeck: {line}", file=sys.stderr)
+
+
+def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
+    """``modeldeck ls``."""
     inventory = ctx.services.inventory
-    reconcile(ctx.settings, inventory)
+    _reconcile(ctx)
     models = inventory.list_models(status=args.status)
     if args.format:
         models = [m for m in models if m.format == args.format]
@@ -294,9 +300,8 @@ def _ignored(meta: dict[str, Any]) -> str | None:
 def cmd_scan(args: argparse.Namespace, ctx: Context) -> int:
     """``modeldeck scan``."""
     from tui.discovery import Scanner
-    from tui.inventory_ops import reconcile
 
-    reconcile(ctx.settings, ctx.services.inventory)
+    _reconcile(ctx)
     scanner = Scanner(ctx.settings, ctx.services.inventory)
     report = scanner.scan(
         Path(args.dir) if args.dir else None, verify_duplicates=args.verify_duplicates
@@ -378,33 +383,42 @@ def _add_local(ctx: Context, path: Path, entry_id: str | None, name: str | None)
 
 
 def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
-    """``modeldeck rm``."""
-    from tui.inventory_ops import plan_removal, remove_model
+    """``modeldeck rm``: list what goes (files, bytes, refusals), ask, delete."""
+    from tui.inventory_ops import describe, plan_removal, refusal, remove_model, summary
 
     plan = plan_removal(ctx.settings, ctx.services.inventory, args.model_id)
+    if not args.json:
+        print(summary(plan))
+        for line in describe(plan):
+            print(f"  {line}")
     if not args.yes:
         if not sys.stdin.isatty():
             raise InvalidInputError(
                 f"refusing to delete {args.model_id} without confirmation", hint="pass -y"
             )
-        if plan.forget_only:
-            question = (f"{plan.model.path} is outside the managed folders: forget "
-                        f"{args.model_id} (files stay)? [y/N] ")
-        else:
-            question = (f"Delete {args.model_id} ({len(plan.paths)} files, frees "
-                        f"{fmt.size(plan.freed_bytes)})? [y/N] ")
+        question = "Forget it (files stay)? [y/N] " if plan.forget_only else "Delete? [y/N] "
         answer = input(question).strip().lower()
         if answer not in ("y", "yes"):
             print("Nothing deleted.")
             return 1
+    shown_before = {f.path for f in plan.refused}
     plan = remove_model(ctx.settings, ctx.services.inventory, args.model_id)
     if args.json:
-        ctx.print_json({"id": args.model_id, "freed_bytes": plan.freed_bytes,
-                        "forgot_only": plan.forget_only})
-    elif plan.forget_only:
+        ctx.print_json({
+            "id": args.model_id, "freed_bytes": plan.freed_bytes,
+            "forgot_only": plan.forget_only,
+            "deleted": [str(f.path) for f in plan.to_delete],
+            "refused": [{"path": str(f.path), "reason": f.note} for f in plan.refused],
+        })
+        return 0
+    for f in plan.refused:
+        if f.path not in shown_before:
+            print(f"  {refusal(f)}")
+    if plan.forget_only:
         print(f"Forgot {args.model_id}; its files outside the managed folders were kept.")
     else:
-        print(f"Deleted {args.model_id}, freed {fmt.size(plan.freed_bytes)}.")
+        kept = f"; kept {len(plan.refused)} path(s) as listed" if plan.refused else ""
+        print(f"Deleted {args.model_id}, freed {fmt.size(plan.freed_bytes)}{kept}.")
     return 0
 
 

@@ -224,6 +224,8 @@ class RuntimeService:
             if record is None:
                 return self._spec_from_path(path)
         path = Path(record.path)
+        if record.format == "safetensors" and path.suffix.lower() == ".safetensors":
+            path = path.parent  # a model at the top of a managed folder is recorded by its file
         if record.status == "deleting" or not path.exists():
             raise NotFoundError(
                 f"the files of {record.id!r} are gone from disk ({path})",

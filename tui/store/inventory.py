@@ -67,8 +67,12 @@ class Inventory:
         )
         tx.execute("DELETE FROM model_files WHERE model_id = ?", (record.id,))
         tx.executemany(
-            "INSERT INTO model_files (model_id, path, size, sha256, mtime_ns) VALUES (?,?,?,?,?)",
-            [(record.id, f.path, f.size, f.sha256, f.mtime_ns) for f in record.files],
+            "INSERT INTO model_files (model_id, path, size, sha256, mtime_ns, dev, ino) "
+            "VALUES (?,?,?,?,?,?,?)",
+            [
+                (record.id, f.path, f.size, f.sha256, f.mtime_ns, _i64(f.dev), _i64(f.ino))
+                for f in record.files
+            ],
         )
 
     def upsert_models(self, records: Iterable[ModelRecord]) -> None:
@@ -195,15 +199,41 @@ class Inventory:
             record = ModelRecord(**data)
             record.metadata = ModelMetadata.from_dict(json.loads(meta)) if meta else None
             record.files = [
-                ModelFile(path=f[0], size=f[1], sha256=f[2], mtime_ns=f[3])
+                ModelFile(path=f[0], size=f[1], sha256=f[2], mtime_ns=f[3], dev=_u64(f[4]),
+                          ino=_u64(f[5]))
                 for f in conn.execute(
-                    "SELECT path, size, sha256, mtime_ns FROM model_files WHERE model_id = ? "
-                    "ORDER BY path",
+                    "SELECT path, size, sha256, mtime_ns, dev, ino FROM model_files "
+                    "WHERE model_id = ? ORDER BY path",
                     (record.id,),
                 )
             ]
             records.append(record)
         return records
+
+    # -- folders ModelDeck created -------------------------------------------------------
+
+    def add_owned_dirs(self, dirs: Iterable[tuple[str, int, int]]) -> None:
+        """Record folders ModelDeck created: (path, st_dev, st_ino). Known paths are updated."""
+        now = time.time()
+        with self.db.write() as tx:
+            tx.executemany(
+                "INSERT INTO owned_dirs (path, dev, ino, created_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(path) DO UPDATE SET dev=excluded.dev, ino=excluded.ino",
+                [(p, _i64(dev), _i64(ino), now) for p, dev, ino in dirs],
+            )
+
+    def owned_dirs(self) -> dict[str, tuple[int, int]]:
+        """Folders ModelDeck created: path -> (st_dev, st_ino) when it recorded them."""
+        with self.db.read() as conn:
+            return {
+                r[0]: (_u64(r[1]), _u64(r[2]))  # type: ignore[misc]
+                for r in conn.execute("SELECT path, dev, ino FROM owned_dirs")
+            }
+
+    def forget_owned_dirs(self, paths: Iterable[str]) -> None:
+        """Drop folders from the record (they were removed)."""
+        with self.db.write() as tx:
+            tx.executemany("DELETE FROM owned_dirs WHERE path = ?", [(p,) for p in paths])
 
     # -- custom catalog entries ---------------------------------------------------------
 
@@ -328,3 +358,13 @@ def _storable(record: ModelRecord) -> tuple[Any, Any, Any, str | None]:
             data["extra"][IGNORED_KEY] = {**(notes if isinstance(notes, dict) else {}), **dropped}
         meta = json.dumps(data)
     return parameters, context_length, size_bytes, meta
+
+
+def _i64(n: int | None) -> int | None:
+    """An unsigned 64-bit number (st_dev, st_ino) as SQLite's signed INTEGER."""
+    return n - (1 << 64) if n is not None and n >= 1 << 63 else n
+
+
+def _u64(n: int | None) -> int | None:
+    """The inverse of :func:`_i64`."""
+    return n + (1 << 64) if n is not None and n < 0 else n

@@ -13,12 +13,18 @@ MODEL_SOURCES = ("catalog", "hf", "url", "local", "scan", "hf-cache")
 
 @dataclass(slots=True)
 class ModelFile:
-    """One file of an installed model. ``path`` is absolute."""
+    """One file of an installed model. ``path`` is absolute.
+
+    ``dev``/``ino`` (with ``size`` and ``mtime_ns``) identify the file ModelDeck recorded, so a
+    delete can tell it from a different file now at that path; None when not recorded.
+    """
 
     path: str
     size: int
     sha256: str | None = None
     mtime_ns: int | None = None
+    dev: int | None = None
+    ino: int | None = None
 
 
 @dataclass(slots=True)

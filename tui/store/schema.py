@@ -94,4 +94,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE job_files ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX jobs_state ON jobs(state);
     """,
+    # 3: safe deletion: each file's identity at install (device + inode), and the folders
+    # ModelDeck created (removed only when empty, and only while still the same folder).
+    """
+    ALTER TABLE model_files ADD COLUMN dev INTEGER;
+    ALTER TABLE model_files ADD COLUMN ino INTEGER;
+    CREATE TABLE owned_dirs (
+        path TEXT PRIMARY KEY,
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 ]

@@ -232,6 +232,17 @@ def _hf_cache_models(cache: Path) -> Iterator[_Found]:
                 )
 
 
+@dataclass(slots=True)
+class _ScanState:
+    """What one scan pass shares between its items."""
+
+    report: ScanReport
+    cache: dict[str, dict[str, Any]]
+    cache_updates: list[tuple[str, dict[str, Any]]]
+    existing: dict[str, ModelRecord]
+    taken: set[str]
+
+
 class Scanner:
     """Scans the managed folders and keeps the inventory in step with what is on disk."""
 
@@ -291,101 +302,17 @@ class Scanner:
         records: list[ModelRecord] = []
         seen_paths: set[str] = set()
 
+        state = _ScanState(report, cache, cache_updates, existing, taken)
         for item in found:
             key = str(item.main)
             seen_paths.add(key)
             try:
-                if not all(_utf8_name(p) for p in (item.main, *item.members)):
-                    # SQLite (and the terminal) take UTF-8 text only.
-                    report.errors.append((
-                        _printable(key), "file name is not valid UTF-8; rename it to register it"
-                    ))
-                    continue
-                try:
-                    stats = {m: m.stat() for m in item.members}
-                except OSError as exc:
-                    report.errors.append((key, f"cannot stat: {exc.strerror}"))
-                    continue
-                err = _check_split(item)
-                if err:
-                    report.errors.append((key, err))
-                    continue
-                size = sum(s.st_size for s in stats.values())
-                mtime = max(s.st_mtime_ns for s in stats.values())
-                if item.fmt == "safetensors":
-                    cfg = weights_folder(item.main) / "config.json"
-                    if cfg.exists():
-                        mtime = max(mtime, cfg.stat().st_mtime_ns)
-                cached = cache.get(key)
-                meta: ModelMetadata | None = None
-                # A model once registered with a managed root as its folder keeps its id.
-                prior = existing.get(key) or existing.get(str(weights_folder(item.main)))
-                if cached and cached["size"] == size and cached["mtime_ns"] == mtime:
-                    report.files_cached += 1
-                    if cached["error"]:
-                        report.errors.append((key, cached["error"]))
-                        continue
-                    meta = (
-                        sanitize(ModelMetadata.from_dict(cached["metadata"]))
-                        if cached["metadata"]
-                        else None
-                    )
-                    if prior is not None and prior.status == "installed" and prior.path == key:
-                        records.append(prior)
-                        continue
-                else:
-                    report.files_read += 1
-                    if self.progress:
-                        self.progress(key)
-                    try:
-                        meta = read_metadata(item.fmt, item.main, item.members)
-                    except MetadataError as exc:
-                        report.errors.append((key, str(exc)))
-                        cache_updates.append(
-                            (key, {"size": size, "mtime_ns": mtime, "error": str(exc)})
-                        )
-                        continue
-                    except OSError as exc:
-                        report.errors.append((key, f"cannot read: {exc.strerror or exc}"))
-                        continue
-                    cache_updates.append(
-                        (key, {"size": size, "mtime_ns": mtime, "metadata": meta.to_dict()})
-                    )
-                    ignored = meta.extra.get(IGNORED_KEY)
-                    if ignored:
-                        report.warnings.append((key, _ignored_text(ignored)))
-                if prior is not None:
-                    # Keep what a download or the user recorded (source, revision, hashes, ids).
-                    old_sha = {f.path: f.sha256 for f in prior.files}
-                    record = build_record(
-                        model_id=prior.id, fmt=item.fmt, path=item.main,
-                        files=self._files(item, stats, old_sha), metadata=meta,
-                        source=prior.source, source_ref=prior.source_ref, revision=prior.revision,
-                        catalog_id=prior.catalog_id, name=prior.name,
-                    )
-                    record.installed_at = prior.installed_at
-                    record.last_used_at = prior.last_used_at
-                    record.load_seconds = prior.load_seconds
-                    record.tokens_per_s = prior.tokens_per_s
-                    record.prompt_tokens_per_s = prior.prompt_tokens_per_s
-                    record.ttft_ms = prior.ttft_ms
-                    report.updated.append(prior.id)
-                else:
-                    base = slugify(
-                        f"{item.source_ref.split('/')[-1]}-{display_name(item.main, item.fmt)}"
-                        if item.source == "hf-cache" and item.fmt == "gguf"
-                        else (item.source_ref.split("/")[-1] if item.source_ref else
-                              display_name(item.main, item.fmt))
-                    )
-                    record = build_record(
-                        model_id=unique_id(base, taken), fmt=item.fmt, path=item.main,
-                        files=self._files(item, stats, {}), metadata=meta,
-                        source=item.source, source_ref=item.source_ref, revision=item.revision,
-                    )
-                    report.added.append(record.id)
-                records.append(record)
+                record = self._scan_item(item, state)
             except Exception as exc:  # one bad file never aborts the scan
                 report.errors.append((key, _one_line(exc)))
+                continue
+            if record is not None:
+                records.append(record)
 
         # Models under a scanned root that are gone from disk are marked missing.
         scanned_roots = [Path(r).expanduser().resolve() for r in report.roots]
@@ -417,6 +344,99 @@ class Scanner:
         )
         report.seconds = time.perf_counter() - started
         return report
+
+    def _scan_item(self, item: _Found, state: _ScanState) -> ModelRecord | None:
+        """Read (or take from the cache) one found model; its record, or None if skipped."""
+        report, cache, existing = state.report, state.cache, state.existing
+        key = str(item.main)
+        if not all(_utf8_name(p) for p in (item.main, *item.members)):
+            # SQLite (and the terminal) take UTF-8 text only.
+            report.errors.append((
+                _printable(key), "file name is not valid UTF-8; rename it to register it"
+            ))
+            return None
+        try:
+            stats = {m: m.stat() for m in item.members}
+        except OSError as exc:
+            report.errors.append((key, f"cannot stat: {exc.strerror}"))
+            return None
+        err = _check_split(item)
+        if err:
+            report.errors.append((key, err))
+            return None
+        size = sum(s.st_size for s in stats.values())
+        mtime = max(s.st_mtime_ns for s in stats.values())
+        if item.fmt == "safetensors":
+            cfg = weights_folder(item.main) / "config.json"
+            if cfg.exists():
+                mtime = max(mtime, cfg.stat().st_mtime_ns)
+        cached = cache.get(key)
+        meta: ModelMetadata | None = None
+        # A model once registered with a managed root as its folder keeps its id.
+        prior = existing.get(key) or existing.get(str(weights_folder(item.main)))
+        if cached and cached["size"] == size and cached["mtime_ns"] == mtime:
+            report.files_cached += 1
+            if cached["error"]:
+                report.errors.append((key, cached["error"]))
+                return None
+            meta = (
+                sanitize(ModelMetadata.from_dict(cached["metadata"]))
+                if cached["metadata"]
+                else None
+            )
+            if prior is not None and prior.status == "installed" and prior.path == key:
+                return prior
+        else:
+            report.files_read += 1
+            if self.progress:
+                self.progress(key)
+            try:
+                meta = read_metadata(item.fmt, item.main, item.members)
+            except MetadataError as exc:
+                report.errors.append((key, str(exc)))
+                state.cache_updates.append(
+                    (key, {"size": size, "mtime_ns": mtime, "error": str(exc)})
+                )
+                return None
+            except OSError as exc:
+                report.errors.append((key, f"cannot read: {exc.strerror or exc}"))
+                return None
+            state.cache_updates.append(
+                (key, {"size": size, "mtime_ns": mtime, "metadata": meta.to_dict()})
+            )
+            ignored = meta.extra.get(IGNORED_KEY)
+            if ignored:
+                report.warnings.append((key, _ignored_text(ignored)))
+        if prior is not None:
+            # Keep what a download or the user recorded (source, revision, hashes, ids).
+            old_sha = {f.path: f.sha256 for f in prior.files}
+            record = build_record(
+                model_id=prior.id, fmt=item.fmt, path=item.main,
+                files=self._files(item, stats, old_sha), metadata=meta,
+                source=prior.source, source_ref=prior.source_ref, revision=prior.revision,
+                catalog_id=prior.catalog_id, name=prior.name,
+            )
+            record.installed_at = prior.installed_at
+            record.last_used_at = prior.last_used_at
+            record.load_seconds = prior.load_seconds
+            record.tokens_per_s = prior.tokens_per_s
+            record.prompt_tokens_per_s = prior.prompt_tokens_per_s
+            record.ttft_ms = prior.ttft_ms
+            report.updated.append(prior.id)
+        else:
+            base = slugify(
+                f"{item.source_ref.split('/')[-1]}-{display_name(item.main, item.fmt)}"
+                if item.source == "hf-cache" and item.fmt == "gguf"
+                else (item.source_ref.split("/")[-1] if item.source_ref else
+                      display_name(item.main, item.fmt))
+            )
+            record = build_record(
+                model_id=unique_id(base, state.taken), fmt=item.fmt, path=item.main,
+                files=self._files(item, stats, {}), metadata=meta,
+                source=item.source, source_ref=item.source_ref, revision=item.revision,
+            )
+            report.added.append(record.id)
+        return record
 
     def _register(self, records: list[ModelRecord], report: ScanReport) -> set[str]:
         """Write ``records`` in one transaction; if a bad value makes that fail, write them one

@@ -305,3 +305,32 @@ def test_inventory_deleted_while_a_pull_runs(hub: FakeHub, pod: Path) -> None:
     dest = pod / "models" / "acme" / "gone" / "gone-Q4_K_M.gguf"
     assert not dest.exists()
     assert hub.bytes_served("gone-Q4_K_M.gguf") < len(data)
+
+
+def test_last_resort_is_one_line_without_secrets(pod: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """An unexpected exception is one 'internal error' line (token redacted); a file-system
+    error names the file; MODELDECK_DEBUG=1 gives the traceback."""
+    import errno
+
+    from tui.cli import inventory_cmds
+
+    def boom(args: object, ctx: object) -> int:
+        raise RuntimeError("bad state near hf_AbCdEfGhIjKlMnOpQrStUv")
+
+    def readonly(args: object, ctx: object) -> int:
+        raise OSError(errno.EROFS, "Read-only file system", "/models/x.gguf")
+
+    monkeypatch.setattr(inventory_cmds, "cmd_ls", boom)
+    code = main(["ls"])
+    err = capsys.readouterr().err
+    proc = subprocess.CompletedProcess(["ls"], code, "", err)
+    assert_one_line_error(proc, "internal error: RuntimeError", "MODELDECK_DEBUG=1")
+    assert "hf_AbCd" not in err
+    monkeypatch.setenv("MODELDECK_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["ls"])
+    monkeypatch.setattr(inventory_cmds, "cmd_ls", readonly)
+    code = main(["ls"])
+    proc = subprocess.CompletedProcess(["ls"], code, "", capsys.readouterr().err)
+    assert_one_line_error(proc, "Read-only file system", "/models/x.gguf", "writable")

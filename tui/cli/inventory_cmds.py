@@ -451,7 +451,8 @@ def _repair(args: argparse.Namespace, ctx: Context) -> int:
         ctx.print_json(report.to_dict())
         return 0
     if report.problem is None:
-        print(f"Inventory {report.path} is healthy; nothing to repair.")
+        state = "is healthy" if report.path.exists() else "does not exist yet"
+        print(f"Inventory {report.path} {state}; nothing to repair.")
         return 0
     print(f"Found: {report.problem}")
     print(f"Moved it (and its -wal/-shm) to {report.moved_to}; it is kept, delete it once you "

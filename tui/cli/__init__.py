@@ -103,8 +103,8 @@ def _os_error(exc: OSError) -> str:
     where = f" {exc.filename}" if exc.filename else ""
     what = exc.strerror or str(exc)
     if exc.errno == errno.EROFS:
-        hint = "that file system is read-only; point MODELDECK_MODELS_DIR / MODELDECK_STATE_DIR " \
-               "at a writable one"
+        hint = ("that file system is read-only; point MODELDECK_MODELS_DIR / "
+                "MODELDECK_STATE_DIR at a writable one")
     elif exc.errno in (errno.EACCES, errno.EPERM):
         hint = "check the permissions, or point ModelDeck at folders you own"
     elif exc.errno == errno.ENOSPC:

@@ -1,5 +1,8 @@
 """``modeldeck doctor``: what this machine offers ModelDeck, checked without side effects.
 
+The inventory is looked at through a read-only connection (header, schema, every page);
+``modeldeck doctor --repair`` (:mod:`tui.repair`) is what fixes a broken one.
+
 Backends are detected with ``importlib.util.find_spec`` and package metadata, never
 imported (importing torch takes seconds). The Hub token is reported as present or absent,
 never shown.
@@ -12,12 +15,14 @@ import importlib.util
 import os
 import platform
 import shutil
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from tui import __version__
 from tui.settings import Settings
+from tui.store.health import inspect, open_readonly, store_error
 
 
 @dataclass(slots=True)
@@ -82,6 +87,27 @@ def gpu_check() -> Check:
     return Check("gpu", "ok", "; ".join(parts))
 
 
+def inventory_check(path: Path) -> Check:
+    """The inventory file: missing (fine), usable, or what is wrong with it (read-only look)."""
+    if not path.exists() and not path.is_symlink():
+        return Check("inventory", "ok", f"none yet at {path} (created on first use)")
+    problem = inspect(path, thorough=True)
+    if problem is not None:
+        return Check("inventory", "fail", str(problem))
+    try:
+        conn = open_readonly(path)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                      for t in ("models", "jobs")] if version else [0, 0]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return Check("inventory", "fail", str(store_error(exc, path)))
+    return Check("inventory", "ok",
+                 f"{path} (schema {version}, {counts[0]} models, {counts[1]} download jobs)")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in display order."""
     checks = [
@@ -113,6 +139,7 @@ def run_checks(settings: Settings) -> list[Check]:
         Check("state dir", "ok" if writable else "fail",
               f"{settings.state_dir}{'' if writable else ' (not writable)'}")
     )
+    checks.append(inventory_check(settings.db_path))
     source = token_source()
     checks.append(
         Check("hub token", "ok" if source else "warn",

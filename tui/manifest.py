@@ -8,6 +8,7 @@ manifest changes nothing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,13 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _URL_RE = re.compile(r"^https?://[^\s/]+/\S*$")
 _REV_RE = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_MODELS = 10_000
+MAX_FILES = 10_000  # per model
+MAX_DEPTH = 32  # a manifest needs 5 levels
+MAX_STRING = 2048
+MAX_FILE_SIZE = 1 << 50
 
 
 @dataclass(slots=True)
@@ -132,85 +140,178 @@ def _fail(where: str, what: str) -> InvalidInputError:
     return InvalidInputError(f"manifest {where}: {what}", hint="nothing was imported")
 
 
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _string(raw: dict[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+    """``raw[key]`` if it is a string (or absent/null when not ``required``)."""
+    value = raw.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise _fail(f"{where}.{key}", f"must be a string, got {_kind(value)}")
+    if len(value) > MAX_STRING:
+        raise _fail(f"{where}.{key}", f"is longer than {MAX_STRING} characters")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        raise _fail(f"{where}.{key}", "contains control characters")
+    return value
+
+
+def _check_depth(data: Any) -> None:
+    """Refuse documents nested deeper than :data:`MAX_DEPTH` (no recursion here either)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _fail("is nested too deeply", f"the limit is {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def parse_manifest(text: str) -> Manifest:
-    """Validate manifest JSON text; raises :class:`InvalidInputError` on the first problem."""
+    """Validate manifest JSON text; raises :class:`InvalidInputError` on the first problem.
+
+    Bounded before anything is queued: nesting depth, number of models and of files per model,
+    string lengths, and the type of every field (``null`` or a number where a name goes is
+    refused, never turned into a string).
+    """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _fail("is not valid JSON", f"line {exc.lineno}: {exc.msg}") from None
-    if not isinstance(data, dict) or data.get("modeldeck_manifest") != MANIFEST_VERSION:
+    except RecursionError:
+        raise _fail("is nested too deeply", f"the limit is {MAX_DEPTH} levels") from None
+    _check_depth(data)
+    version = data.get("modeldeck_manifest") if isinstance(data, dict) else None
+    if type(version) is not int or version != MANIFEST_VERSION:
         raise _fail("header", f"expected \"modeldeck_manifest\": {MANIFEST_VERSION}")
     models = data.get("models")
     if not isinstance(models, list):
-        raise _fail("header", "\"models\" must be a list")
+        raise _fail("header", f"\"models\" must be a list, got {_kind(models)}")
+    if len(models) > MAX_MODELS:
+        raise InvalidInputError(
+            f"manifest lists {len(models):,} models; the limit is {MAX_MODELS:,}",
+            hint="split it into several manifests; nothing was imported",
+        )
     entries = []
     ids: set[str] = set()
     for i, raw in enumerate(models):
-        where = f"model #{i + 1}"
-        if not isinstance(raw, dict):
-            raise _fail(where, "must be an object")
-        mid = str(raw.get("id") or "")
-        if not re.match(r"^[a-z0-9][a-z0-9._-]{0,99}$", mid):
-            raise _fail(where, f"bad id {mid[:40]!r}")
-        if mid in ids:
-            raise _fail(where, f"duplicate id {mid!r}")
-        ids.add(mid)
-        where = f"model {mid!r}"
-        source = raw.get("source")
-        fmt = raw.get("format")
-        if fmt not in ("gguf", "safetensors"):
-            raise _fail(where, f"unknown format {fmt!r}")
-        repo = raw.get("repo")
-        url = raw.get("url")
-        revision = raw.get("revision")
-        if source == "hf":
-            if not isinstance(repo, str) or not _REPO_RE.match(repo):
-                raise _fail(where, f"bad repo {str(repo)[:60]!r}")
-            if revision is not None and (
-                not isinstance(revision, str) or not _REV_RE.match(revision) or ".." in revision
-            ):
-                raise _fail(where, f"bad revision {str(revision)[:60]!r}")
-        elif source == "url":
-            if not isinstance(url, str) or not _URL_RE.match(url):
-                raise _fail(where, f"bad url {str(url)[:60]!r}")
-        else:
-            raise _fail(where, f"unknown source {source!r} (use hf or url)")
-        files_raw = raw.get("files")
-        if not isinstance(files_raw, list) or not files_raw:
-            raise _fail(where, "\"files\" must be a non-empty list")
-        files = []
-        for f in files_raw:
-            if not isinstance(f, dict):
-                raise _fail(where, "each file must be an object")
-            name = f.get("path")
-            try:
-                validate_remote_name(name)
-            except InvalidInputError as exc:
-                raise _fail(where, str(exc)) from None
-            sha = f.get("sha256")
-            if sha is not None and (not isinstance(sha, str) or not _SHA256_RE.match(sha)):
-                raise _fail(where, f"bad sha256 for {name!r} (need 64 lowercase hex digits)")
-            size = f.get("size")
-            if size is not None and (not isinstance(size, int) or isinstance(size, bool)
-                                     or size < 0):
-                raise _fail(where, f"bad size for {name!r}")
-            files.append(ManifestFile(name, size, sha))
-        entries.append(
-            ManifestEntry(
-                id=mid, name=str(raw.get("name") or mid)[:200], format=fmt, source=source,
-                repo=repo, revision=revision, url=url, catalog_id=raw.get("catalog_id"),
-                files=files,
-            )
-        )
-    return Manifest(entries=entries, skipped=list(data.get("skipped") or []))
+        entries.append(_entry(raw, f"models[{i}]", ids))
+    skipped = data.get("skipped") or []
+    if not isinstance(skipped, list):
+        raise _fail("header", f"\"skipped\" must be a list, got {_kind(skipped)}")
+    kept = [
+        {"id": str(s["id"])[:100], "reason": str(s.get("reason", ""))[:200]}
+        for s in skipped[:MAX_MODELS] if isinstance(s, dict) and isinstance(s.get("id"), str)
+    ]
+    return Manifest(entries=entries, skipped=kept)
+
+
+def _entry(raw: Any, where: str, ids: set[str]) -> ManifestEntry:
+    if not isinstance(raw, dict):
+        raise _fail(where, f"must be an object, got {_kind(raw)}")
+    mid = _string(raw, "id", where) or ""
+    if not _ID_RE.match(mid):
+        raise _fail(where, f"bad id {mid[:40]!r}")
+    if mid in ids:
+        raise _fail(where, f"duplicate id {mid!r}")
+    ids.add(mid)
+    name = _string(raw, "name", where, required=False)
+    fmt = raw.get("format")
+    if fmt not in ("gguf", "safetensors"):
+        raise _fail(where, f"unknown format {_short(fmt)} (use gguf or safetensors)")
+    source = raw.get("source")
+    if source not in ("hf", "url"):
+        raise _fail(where, f"unknown source {_short(source)} (use hf or url)")
+    repo = revision = url = None
+    if source == "hf":
+        repo = _string(raw, "repo", where)
+        if not _REPO_RE.match(repo or ""):
+            raise _fail(where, f"bad repo {str(repo)[:60]!r}")
+        revision = _string(raw, "revision", where, required=False)
+        if revision is not None and (not _REV_RE.match(revision) or ".." in revision):
+            raise _fail(where, f"bad revision {revision[:60]!r}")
+    else:
+        url = _string(raw, "url", where)
+        if not _URL_RE.match(url or ""):
+            raise _fail(where, f"bad url {str(url)[:60]!r}")
+    catalog_id = _string(raw, "catalog_id", where, required=False)
+    if catalog_id is not None and not _ID_RE.match(catalog_id):
+        raise _fail(where, f"bad catalog_id {catalog_id[:40]!r}")
+    files_raw = raw.get("files")
+    if not isinstance(files_raw, list) or not files_raw:
+        raise _fail(where, "\"files\" must be a non-empty list")
+    if len(files_raw) > MAX_FILES:
+        raise _fail(where, f"lists {len(files_raw):,} files; the limit is {MAX_FILES:,}")
+    if source == "url" and len(files_raw) != 1:
+        raise _fail(where, "a url entry must list exactly one file")
+    files: list[ManifestFile] = []
+    seen: set[str] = set()
+    for j, f in enumerate(files_raw):
+        files.append(_file(f, f"{where}.files[{j}]", seen))
+    return ManifestEntry(
+        id=mid, name=(name or mid)[:200], format=fmt, source=source, repo=repo,
+        revision=revision, url=url, catalog_id=catalog_id, files=files,
+    )
+
+
+def _file(f: Any, where: str, seen: set[str]) -> ManifestFile:
+    if not isinstance(f, dict):
+        raise _fail(where, f"must be an object, got {_kind(f)}")
+    name = f.get("path")
+    if not isinstance(name, str):
+        raise _fail(f"{where}.path", f"must be a string, got {_kind(name)}")
+    try:
+        validate_remote_name(name)
+    except InvalidInputError as exc:
+        raise _fail(where, str(exc)) from None
+    if name in seen:
+        raise _fail(where, f"duplicate file {name[:80]!r}")
+    seen.add(name)
+    sha = f.get("sha256")
+    if sha is not None and (not isinstance(sha, str) or not _SHA256_RE.match(sha)):
+        raise _fail(where, f"bad sha256 for {name[:80]!r} (need 64 lowercase hex digits)")
+    size = f.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool)
+                             or not 0 <= size <= MAX_FILE_SIZE):
+        raise _fail(where, f"bad size for {name[:80]!r} (a whole number of bytes)")
+    return ManifestFile(name, size, sha)
+
+
+def _short(value: Any) -> str:
+    return repr(value)[:40] if isinstance(value, str) else _kind(value)
 
 
 def read_manifest(path: Path) -> Manifest:
-    """Read and validate a manifest file."""
+    """Read (at most :data:`MAX_MANIFEST_BYTES`) and validate a manifest file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            raw = f.read(MAX_MANIFEST_BYTES + 1) if size <= MAX_MANIFEST_BYTES else b""
+            size = max(size, len(raw))
     except FileNotFoundError:
         raise InvalidInputError(f"no such manifest file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"cannot read manifest {path}: {exc}") from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
+    if size > MAX_MANIFEST_BYTES:
+        raise InvalidInputError(
+            f"manifest {path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB",
+            hint="is it a manifest? nothing was imported",
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"manifest {path} is not UTF-8 text",
+                                hint="nothing was imported") from None
     return parse_manifest(text)

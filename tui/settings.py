@@ -7,6 +7,8 @@ the services; nothing here writes a file. Every value remembers where it came fr
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import re
 import tomllib
@@ -25,66 +27,127 @@ CONFIG_ENV = "MODELDECK_CONFIG"
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*(?:/s)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+MAX_RATE = 1 << 50  # 1 PiB/s: anything above is a typo, and would overflow timers
+MAX_CONFIG_BYTES = 1 << 20
+# MODELDECK_* variables that are not settings but are read somewhere; others get a warning.
+OTHER_ENV_NAMES = (
+    "MODELDECK_CONFIG", "MODELDECK_WORKSPACE_ROOT", "MODELDECK_HTTPX_BODY", "MODELDECK_API_KEY",
+    "MODELDECK_DEBUG",
+)
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: its kind for tables and lists, else a short repr."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(text: Any) -> float | int:
+    """A finite int or float from a TOML number or a string; ValueError otherwise."""
+    if isinstance(text, bool) or not isinstance(text, int | float | str):
+        raise ValueError(f"expected a number, got {_show(text)}")
+    if isinstance(text, int):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number: {_show(text)}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {_show(text)}")
+    return value
 
 
 def parse_rate(text: str | int | float) -> int:
     """Parse a byte size/rate such as ``"50M"``, ``"1.5GiB"``, ``"800k/s"`` or ``0`` into bytes."""
-    if isinstance(text, bool):
-        raise ValueError(f"not a size: {text!r}")
-    if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError(f"size must not be negative: {text}")
-        return int(text)
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise ValueError(f"not a size: {text!r} (use e.g. 50M, 1.5G, 0 for none)")
-    number, unit, _ = match.groups()
-    return int(float(number) * _UNITS[unit.lower()])
+    if isinstance(text, str):
+        match = _SIZE_RE.match(text)
+        if not match:
+            raise ValueError(f"not a size: {_show(text)} (use e.g. 50M, 1.5G, 0 for none)")
+        number, unit, _ = match.groups()
+        value = float(number) * _UNITS[unit.lower()]
+    else:
+        if isinstance(text, bool) or not isinstance(text, int | float):
+            raise ValueError(f"not a size: {_show(text)} (use e.g. 50M, 1.5G, 0 for none)")
+        value = _number(text)
+    if value < 0:
+        raise ValueError(f"size must not be negative: {_show(text)}")
+    if not math.isfinite(value) or value > MAX_RATE:
+        raise ValueError(f"size {_show(text)} is too large (at most 1P)")
+    return int(value)
 
 
 def _parse_bool(text: str | bool) -> bool:
     if isinstance(text, bool):
         return text
-    value = str(text).strip().lower()
+    if isinstance(text, int) and text in (0, 1):
+        return bool(text)
+    if not isinstance(text, str):
+        raise ValueError(f"not a boolean: {_show(text)} (use true or false)")
+    value = text.strip().lower()
     if value in {"1", "true", "yes", "on"}:
         return True
     if value in {"0", "false", "no", "off", ""}:
         return False
-    raise ValueError(f"not a boolean: {text!r} (use true or false)")
+    raise ValueError(f"not a boolean: {_show(text)} (use true or false)")
+
+
+def _path(text: Any) -> Path:
+    if not isinstance(text, str):
+        raise ValueError(f"expected a folder path (a string), got {_show(text)}")
+    if not text.strip():
+        raise ValueError("is empty, which would mean the current directory (unset it or give "
+                         "a folder)")
+    if "\x00" in text:
+        raise ValueError(f"contains a NUL byte: {_show(text)}")
+    return Path(os.path.expanduser(text))
 
 
 def _parse_paths(text: str | list[str]) -> tuple[Path, ...]:
-    items = text if isinstance(text, list) else [p for p in str(text).split(os.pathsep) if p]
-    return tuple(Path(os.path.expanduser(str(p))) for p in items)
+    if isinstance(text, str):
+        return tuple(_path(p) for p in text.split(os.pathsep) if p)
+    if not isinstance(text, list):
+        raise ValueError(f"expected a list of folders, got {_show(text)}")
+    return tuple(_path(p) for p in text)
 
 
 def _parse_path(text: str) -> Path:
-    return Path(os.path.expanduser(str(text)))
+    return _path(text)
 
 
-def _int_at_least(minimum: int):
+def _int_between(minimum: int, maximum: int):
     def parse(text: Any) -> int:
-        if isinstance(text, bool):
-            raise ValueError(f"not a whole number: {text!r}")
-        try:
-            value = int(text)
-        except (TypeError, ValueError):
-            raise ValueError(f"not a whole number: {text!r}") from None
+        digits = re.fullmatch(r"\s*([+-]?)(\d+)\s*", text) if isinstance(text, str) else None
+        if digits:  # a long run of digits is out of range, not worth converting
+            huge = len(digits.group(2)) > 30
+            value = int(text) if not huge else (minimum - 1 if digits.group(1) == "-" else
+                                                 maximum + 1)
+        elif isinstance(text, int) and not isinstance(text, bool):
+            value = text
+        else:
+            number = None if isinstance(text, str) else _number(text)
+            if number is None or number != int(number):
+                raise ValueError(f"not a whole number: {_show(text)}")
+            value = int(number)
         if value < minimum:
-            raise ValueError(f"must be at least {minimum}, got {value}")
+            raise ValueError(f"must be at least {minimum}, got {_show(text)}")
+        if value > maximum:
+            raise ValueError(f"must be at most {maximum}, got {_show(text)}")
         return value
 
     return parse
 
 
-def _float_at_least(minimum: float):
+def _float_between(minimum: float, maximum: float):
     def parse(text: Any) -> float:
-        try:
-            value = float(text)
-        except (TypeError, ValueError):
-            raise ValueError(f"not a number: {text!r}") from None
+        value = float(_number(text))
         if value < minimum:
-            raise ValueError(f"must be at least {minimum}, got {value}")
+            raise ValueError(f"must be at least {minimum:g}, got {_show(text)}")
+        if value > maximum:
+            raise ValueError(f"must be at most {maximum:g}, got {_show(text)}")
         return value
 
     return parse
@@ -92,9 +155,9 @@ def _float_at_least(minimum: float):
 
 def _choice(*options: str):
     def parse(text: Any) -> str:
-        value = str(text).strip().lower()
+        value = text.strip().lower() if isinstance(text, str) else None
         if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}, got {text!r}")
+            raise ValueError(f"must be one of {', '.join(options)}, got {_show(text)}")
         return value
 
     return parse
@@ -150,6 +213,7 @@ class Settings:
     low_redraw: bool = False
     config_path: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # unknown keys, env names
 
     @property
     def db_path(self) -> Path:
@@ -164,7 +228,7 @@ class Settings:
         """Plain JSON-ready values of every setting."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name in {"sources", "config_path"}:
+            if f.name in {"sources", "config_path", "warnings"}:
                 continue
             value = getattr(self, f.name)
             if isinstance(value, Path):
@@ -181,13 +245,13 @@ _PARSERS: dict[str, Any] = {
     "state_dir": _parse_path,
     "extra_dirs": _parse_paths,
     "scan_hf_cache": _parse_bool,
-    "concurrent_downloads": _int_at_least(1),
-    "connections_per_download": _int_at_least(1),
-    "connections_per_host": _int_at_least(1),
+    "concurrent_downloads": _int_between(1, 64),
+    "connections_per_download": _int_between(1, 128),
+    "connections_per_host": _int_between(1, 256),
     "bandwidth_limit": parse_rate,
-    "stall_timeout": _float_at_least(1.0),
-    "keep_alive_minutes": _float_at_least(0.0),
-    "max_loaded_models": _int_at_least(1),
+    "stall_timeout": _float_between(1.0, 86_400.0),
+    "keep_alive_minutes": _float_between(0.0, 525_600.0),
+    "max_loaded_models": _int_between(1, 64),
     "theme": _choice("dark", "light"),
     "ascii": _parse_bool,
     "bell": _parse_bool,
@@ -209,8 +273,9 @@ def load_settings(
 ) -> Settings:
     """Load settings: defaults < TOML file < ``MODELDECK_*`` env vars < ``overrides``.
 
-    Raises :class:`InvalidInputError` naming the key and its source for a bad value or an
-    unreadable config file. Reads only; never creates a file or directory.
+    Raises :class:`InvalidInputError` naming the key, the value and its source for a bad
+    value or an unreadable config file. Unknown keys and ``MODELDECK_*`` names are not errors:
+    they are listed in ``Settings.warnings``. Reads only; never creates a file or directory.
     """
     env = os.environ if env is None else env
     if config_path is None:
@@ -221,27 +286,25 @@ def load_settings(
         "state_dir": default_state_dir(),
     }
     sources: dict[str, str] = {}
+    warnings: list[str] = []
     file_found: Path | None = None
 
     if config_path.is_file():
         file_found = config_path
-        try:
-            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise InvalidInputError(
-                f"cannot read config file {config_path}: {exc}",
-                hint="fix or remove the file",
-            ) from None
-        section = data.get("modeldeck", data)
+        section = _read_config(config_path, warnings)
         for key, raw in section.items():
             if key not in _PARSERS:
-                raise InvalidInputError(
-                    f"unknown setting {key!r} in {config_path}",
-                    hint=f"known settings: {', '.join(SETTING_NAMES)}",
-                )
+                warnings.append(f"unknown setting {key!r} in {config_path} ignored"
+                                + _did_you_mean(key, SETTING_NAMES))
+                continue
             values[key] = _parse(key, raw, f"config file {config_path}")
             sources[key] = f"file {config_path}"
 
+    known_env = {env_var(k) for k in SETTING_NAMES} | set(OTHER_ENV_NAMES)
+    for var in sorted(env):
+        if var.startswith(ENV_PREFIX) and var not in known_env:
+            warnings.append(f"unknown environment variable {var} ignored"
+                            + _did_you_mean(var, sorted(known_env)))
     for key in SETTING_NAMES:
         var = env_var(key)
         if var in env:
@@ -254,7 +317,45 @@ def load_settings(
         values[key] = _parse(key, raw, "command line")
         sources[key] = "command line"
 
-    return Settings(**values, config_path=file_found, sources=sources)
+    return Settings(**values, config_path=file_found, sources=sources,
+                    warnings=tuple(warnings))
+
+
+def _read_config(path: Path, warnings: list[str]) -> dict[str, Any]:
+    """The settings table of a TOML config file (top level, or a ``[modeldeck]`` table)."""
+    def fail(why: str) -> InvalidInputError:
+        return InvalidInputError(f"cannot read config file {path}: {why}",
+                                 hint="fix or remove the file")
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise fail(exc.strerror or str(exc)) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise fail(f"larger than {MAX_CONFIG_BYTES >> 20} MiB")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise fail("not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise fail(" ".join(str(exc).split())) from None
+    except RecursionError:
+        raise fail("nested too deeply") from None
+    if "modeldeck" not in data:
+        return data
+    section = data["modeldeck"]
+    if not isinstance(section, dict):
+        raise fail(f"'modeldeck' must be a table ([modeldeck]), got {_show(section)}")
+    for key in data:
+        if key != "modeldeck":
+            warnings.append(f"setting {key!r} outside the [modeldeck] table of {path} ignored")
+    return section
+
+
+def _did_you_mean(name: str, known: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _parse(key: str, raw: Any, where: str) -> Any:

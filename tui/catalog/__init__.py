@@ -201,7 +201,14 @@ class Catalog:
         out = []
         for c in self.inventory.list_custom():
             data = dict(c.data, id=c.id, kind=c.kind)
-            out.append(entry_from_dict(data, builtin=False))
+            try:
+                entry = entry_from_dict(data, builtin=False)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                # A damaged row stays listed (so it can be removed), with nothing to fetch.
+                entry = entry_from_dict({"id": c.id, "kind": c.kind, "description": (
+                    f"unreadable entry: remove it with 'modeldeck catalog --remove {c.id}'"
+                )}, builtin=False)
+            out.append(entry)
         return out
 
     def entries(self) -> list[CatalogEntry]:

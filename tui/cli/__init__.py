@@ -8,13 +8,20 @@ raising :class:`tui.errors.ModelDeckError`, which :func:`main` prints as one lin
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import os
+import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tui import __version__
 from tui.cli.context import Context
+from tui.download.errors import redact
 from tui.errors import ModelDeckError
+from tui.store.health import store_error
 
 # Modules that add sub-commands; a missing optional one is skipped.
 COMMAND_MODULES = (
@@ -52,9 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides = {}
-    if args.models_dir:
+    if args.models_dir is not None:
         overrides["models_dir"] = args.models_dir
-    if args.state_dir:
+    if args.state_dir is not None:
         overrides["state_dir"] = args.state_dir
     ctx = Context(overrides=overrides)
     try:
@@ -64,12 +71,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             return launch_app(ctx)
         return int(args.func(args, ctx) or 0)
     except ModelDeckError as exc:
-        print(f"modeldeck: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("modeldeck: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except sqlite3.Error as exc:  # a query outside Database.read/write: still one line
+        path = ctx.settings.db_path if "settings" in ctx.__dict__ else Path("modeldeck.db")
+        return _fail(str(store_error(exc, path)))
+    except OSError as exc:
+        return _fail(_os_error(exc))
+    except Exception as exc:  # the last resort: one line, the traceback only when asked
+        if os.environ.get("MODELDECK_DEBUG"):
+            raise
+        text = redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:300]
+        return _fail(f"internal error: {text} (run with MODELDECK_DEBUG=1 for the traceback)",
+                     prefix="modeldeck")
     finally:
-        ctx.close()
+        with contextlib.suppress(Exception):
+            ctx.close()
+
+
+def _fail(message: str, code: int = 1, *, prefix: str = "modeldeck: error") -> int:
+    print(f"{prefix}: {message}", file=sys.stderr)
+    return code
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a file-system error: what, where, and what to do."""
+    where = f" {exc.filename}" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    if exc.errno == errno.EROFS:
+        hint = ("that file system is read-only; point MODELDECK_MODELS_DIR / "
+                "MODELDECK_STATE_DIR at a writable one")
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        hint = "check the permissions, or point ModelDeck at folders you own"
+    elif exc.errno == errno.ENOSPC:
+        hint = "free some space"
+    else:
+        hint = "check the path and try again"
+    return " ".join(f"{what}:{where} ({hint})".split())

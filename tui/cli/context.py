@@ -19,8 +19,11 @@ class Context:
 
     @cached_property
     def settings(self) -> Settings:
-        """Effective settings (env and config file read once)."""
-        return load_settings(overrides=self._overrides)
+        """Effective settings (env and config file read once); warnings go to stderr."""
+        settings = load_settings(overrides=self._overrides)
+        for warning in settings.warnings:
+            self.err(f"modeldeck: warning: {warning}")
+        return settings
 
     @cached_property
     def services(self) -> Services:

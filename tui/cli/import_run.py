@@ -1,19 +1,23 @@
-"""``modeldeck import``: queue a validated manifest's models as download jobs and run them."""
+"""``modeldeck import``: queue a validated manifest's models as download jobs and run them.
+
+Every spec is built (and so validated) before any job is written, and the jobs are written
+in one transaction: a failure part-way queues nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 from tui.cli.context import Context
 from tui.manifest import Manifest, ManifestEntry
 
 
-def _already_installed(ctx: Context, entry: ManifestEntry) -> bool:
+def _already_installed(known: dict[str, Any], entry: ManifestEntry) -> bool:
     """True when every file of the entry is installed with the manifest's sha256."""
-    known = ctx.services.inventory.files_by_sha256()
     wanted = [f.sha256 for f in entry.files if f.path.endswith((".gguf", ".safetensors"))]
-    return bool(wanted) and all(sha in known for sha in wanted if sha)
+    return bool(wanted) and all(sha and sha in known for sha in wanted)  # no sha: unknown
 
 
 def _spec_for(entry: ManifestEntry):
@@ -35,12 +39,14 @@ def run_import(ctx: Context, manifest: Manifest, *, start: bool, as_json: bool) 
     downloads = ctx.services.downloads
     specs = []
     skipped = []
+    known = ctx.services.inventory.files_by_sha256()
     for entry in manifest.entries:
-        if _already_installed(ctx, entry):
+        if _already_installed(known, entry):
             skipped.append(entry.id)
         else:
             specs.append((entry, _spec_for(entry)))  # builds every spec before queueing any
-    job_ids = [(entry.id, downloads.enqueue(spec)) for entry, spec in specs]
+    with ctx.services.db.write():  # one transaction: every job is queued, or none
+        job_ids = [(entry.id, downloads.enqueue(spec)) for entry, spec in specs]
     results: dict[str, str] = {}
     if start and job_ids:
         async def run() -> list:

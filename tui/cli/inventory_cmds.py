@@ -83,8 +83,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("doctor", help="check Python, backends, GPU, disk and Hub token")
+    p = sub.add_parser(
+        "doctor", help="check Python, backends, GPU, disk, Hub token and the inventory"
+    )
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--repair", action="store_true",
+        help="if the inventory is broken: keep it aside, rebuild it from what is readable in "
+        "it and a scan of the model folders",
+    )
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("export", help="write a manifest of the installed models")
@@ -449,7 +456,9 @@ def cmd_config(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
-    """``modeldeck doctor``."""
+    """``modeldeck doctor [--repair]``."""
+    if args.repair:
+        return _repair(args, ctx)
     from tui.doctor import run_checks
 
     checks = run_checks(ctx.settings)
@@ -459,6 +468,42 @@ def cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
         for c in checks:
             print(f"[{c.status:4}] {c.name:14} {c.detail}")
     return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+_TABLE_LABELS = {"custom_entries": "custom entries", "model_files": "model files",
+                 "jobs": "download jobs", "job_files": "download files"}
+
+
+def _repair(args: argparse.Namespace, ctx: Context) -> int:
+    from tui.repair import repair_inventory
+
+    report = repair_inventory(ctx.settings)
+    if args.json:
+        ctx.print_json(report.to_dict())
+        return 0
+    if report.problem is None:
+        state = "is healthy" if report.path.exists() else "does not exist yet"
+        print(f"Inventory {report.path} {state}; nothing to repair.")
+        return 0
+    print(f"Found: {report.problem}")
+    print(f"Moved it (and its -wal/-shm) to {report.moved_to}; it is kept, delete it once you "
+          "no longer need it.")
+    got = [f"{c} {_TABLE_LABELS.get(t, t)}" for t, (c, _) in report.salvaged.items() if c]
+    lost = sum(n for _, n in report.salvaged.values())
+    if got:
+        print(f"Recovered from it: {', '.join(got)}"
+              + (f" (at least {lost} rows were unreadable)" if lost else "") + ".")
+    else:
+        print("Nothing could be read back from it.")
+    scan = report.scan
+    if scan is not None:
+        print(f"Scanned {', '.join(scan.roots)}: {len(scan.models)} models on disk "
+              f"({len(scan.added)} added to the new inventory).")
+    if report.orphan_parts:
+        print(f"{len(report.orphan_parts)} partial downloads have no job any more and were left "
+              f"in place (e.g. {report.orphan_parts[0]}); pull those models again.")
+    print("Done: 'modeldeck ls' lists the models.")
+    return 0
 
 
 # -- export / import ---------------------------------------------------------------------

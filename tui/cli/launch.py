@@ -11,10 +11,15 @@ if TYPE_CHECKING:
 def launch_app(ctx: Context) -> int:
     """Build :class:`~tui.app.app.ModelDeckApp` from ``ctx.services`` and run it; the exit code.
 
-    Textual is imported here only, so the other sub-commands never pay for it.
+    Textual is imported here only, so the other sub-commands never pay for it. The inventory
+    is opened and every page read first: a bad setting or a damaged, foreign or unwritable
+    inventory is one line on the terminal before the screen is taken, never a traceback
+    inside Textual.
     """
+    services = ctx.services
+    services.db.verify()
     from tui.app.app import ModelDeckApp
 
-    app = ModelDeckApp(ctx.services)
+    app = ModelDeckApp(services)
     app.run()
     return int(app.return_code or 0)

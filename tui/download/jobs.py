@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tui.download.sources import JobSpec
-from tui.errors import NotFoundError
+from tui.errors import InvalidInputError, NotFoundError
 from tui.store.db import Database
 
 FILE_STATES = ("pending", "downloading", "installed", "failed")
+UNREADABLE_URL = "http://unreadable.invalid/"  # placeholder spec of a job whose JSON is damaged
 
 
 @dataclass(slots=True)
@@ -66,6 +67,7 @@ class JobRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
     files: list[JobFile] = field(default_factory=list)
+    unreadable: bool = False  # the stored spec could not be read back: never run it
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (for ``jobs --json``)."""
@@ -223,17 +225,44 @@ class JobStore:
                 path=f["path"], url=f["url"], dest=f["dest"], size=f["size"], sha256=f["sha256"],
                 blob_sha1=f["blob_sha1"], etag=f["etag"], last_modified=f["last_modified"],
                 commit_hash=f["commit_hash"], state=f["state"], done_bytes=f["done_bytes"],
-                segments=json.loads(f["segments"]) if f["segments"] else None, error=f["error"],
-                position=f["position"],
+                segments=_segments(f["segments"]), error=f["error"], position=f["position"],
             )
             for f in conn.execute(
                 "SELECT * FROM job_files WHERE job_id = ? ORDER BY position, path", (row["id"],)
             )
         ]
+        state, error = row["state"], row["error"]
+        try:
+            spec, unreadable = JobSpec.from_json(row["spec"]), False
+        except (ValueError, TypeError, InvalidInputError, RecursionError):
+            # Listed as failed (never run) so it can be seen and cancelled.
+            spec, unreadable = JobSpec(kind="url", url=UNREADABLE_URL), True
+            state = state if state in ("done", "cancelled") else "failed"
+            error = (f"its saved request is unreadable; cancel it with 'modeldeck jobs cancel "
+                     f"{row['id']}' and pull again")
         return JobRecord(
-            id=row["id"], kind=row["kind"], spec=JobSpec.from_json(row["spec"]),
-            state=row["state"], name=row["name"] or row["id"], dest=row["dest"],
-            total_bytes=row["total_bytes"], done_bytes=row["done_bytes"], error=row["error"],
+            id=row["id"], kind=row["kind"], spec=spec,
+            state=state, name=row["name"] or row["id"], dest=row["dest"],
+            total_bytes=row["total_bytes"], done_bytes=row["done_bytes"], error=error,
             control=row["control"], model_id=row["model_id"], created_at=row["created_at"],
-            updated_at=row["updated_at"], files=files,
+            updated_at=row["updated_at"], files=files, unreadable=unreadable,
         )
+
+
+def _segments(text: Any) -> list[list[int]] | None:
+    """Stored segment offsets, or None (the file restarts from zero) if they are damaged."""
+    try:
+        segs = json.loads(text) if isinstance(text, str) and text else None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(segs, list):
+        return None
+    for seg in segs:
+        if not (isinstance(seg, list) and len(seg) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in seg)):
+            return None
+        start, end, done = seg
+        if start < 0 or done < 0 or (end >= 0 and (end < start or done > end - start)) or (
+                end < -1):
+            return None
+    return segs

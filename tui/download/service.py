@@ -49,7 +49,7 @@ from tui.download.progress import (
 from tui.download.ratelimit import TokenBucket
 from tui.download.sources import JobSpec
 from tui.download.verify import fsync_dir, git_blob_sha1_file, sha256_file
-from tui.errors import InvalidInputError, ModelDeckError
+from tui.errors import InvalidInputError, ModelDeckError, StoreError
 from tui.hub.client import HubClient, hub_endpoint
 from tui.settings import Settings
 from tui.store.db import Database
@@ -75,7 +75,8 @@ class _Runtime:
         self.warning: str | None = None
         self.meter = SpeedMeter()
         self.throttle = EventThrottle()
-        self.stop_reason: str | None = None  # paused | cancelled | queued (shutdown)
+        self.stop_reason: str | None = None  # paused | cancelled | queued (shutdown) | failed
+        self.store_error: StoreError | None = None  # the inventory broke or vanished mid-run
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -345,6 +346,7 @@ class DownloadService:
     def resume(self, job_id: str) -> JobRecord:
         """Queue a paused (or failed) job again; it continues from its partial files."""
         job = self.jobs.require(job_id)
+        _refuse_unreadable(job)
         if job.state in ("done", "cancelled"):
             raise InvalidInputError(f"job {job.id} is {job.state}; use retry to start it again")
         if job.state not in ACTIVE_STATES:
@@ -355,6 +357,7 @@ class DownloadService:
     def retry(self, job_id: str) -> JobRecord:
         """Queue a failed or cancelled job again (a failed one resumes from its partials)."""
         job = self.jobs.require(job_id)
+        _refuse_unreadable(job)
         if job.state == "cancelled":
             self.jobs.reset_files(job.id)
         elif job.state == "done":
@@ -432,7 +435,10 @@ class DownloadService:
             self._set_state(rt, "done")
         except asyncio.CancelledError:
             reason = rt.stop_reason or "queued"
-            await self._on_stop(rt, reason)
+            if reason == "failed" and rt.store_error is not None:
+                self._fail(rt, str(rt.store_error))
+            else:
+                await self._on_stop(rt, reason)
             if rt.stop_reason is None:
                 raise
         except Exception as exc:
@@ -441,9 +447,7 @@ class DownloadService:
             message = redact(" ".join(message.split()))
             if not isinstance(exc, ModelDeckError):
                 log.error("download %s failed: %s", job.id, message)
-            self._save(rt)
-            self.jobs.set_state(job.id, "failed", error=message)
-            self._set_state(rt, "failed", message)
+            self._fail(rt, message)
         finally:
             if flusher is not None:
                 flusher.cancel()
@@ -452,11 +456,24 @@ class DownloadService:
             lock.release(remove=rt.state in TERMINAL_STATES)
 
     async def _on_stop(self, rt: _Runtime, reason: str) -> None:
-        self._save(rt)
         if reason == "cancelled":
             self._delete_partials(rt.job)
-        self.jobs.set_state(rt.job.id, reason)
+        self._record(rt, reason)
         self._set_state(rt, reason)
+
+    def _fail(self, rt: _Runtime, message: str) -> None:
+        self._record(rt, "failed", message)
+        self._set_state(rt, "failed", message)
+
+    def _record(self, rt: _Runtime, state: str, error: str | None = None) -> None:
+        """Persist a job's end state; a broken or vanished inventory is reported once, by the
+        next read (the caller's), not raised from here."""
+        try:
+            self._save(rt)
+            self.jobs.set_state(rt.job.id, state, error=error)
+        except StoreError as exc:
+            rt.store_error = rt.store_error or exc
+            log.info("job %s: could not record %s: %s", rt.job.id, state, exc)
 
     def _save(self, rt: _Runtime) -> None:
         if rt.job.files:
@@ -467,8 +484,15 @@ class DownloadService:
         while True:
             await asyncio.sleep(self.flush_interval)
             snapshot = [_copy_file(f) for f in rt.job.files]
-            await in_thread(self.jobs.save_files, rt.job.id, snapshot)
-            control = await in_thread(self.jobs.control, rt.job.id)
+            try:
+                await in_thread(self.jobs.save_files, rt.job.id, snapshot)
+                control = await in_thread(self.jobs.control, rt.job.id)
+            except StoreError as exc:  # e.g. the inventory was deleted: stop, keep the partial
+                rt.store_error = exc
+                if rt.task is not None:
+                    rt.stop_reason = rt.stop_reason or "failed"
+                    rt.task.cancel()
+                return
             if control in ("pause", "cancel") and rt.task is not None:
                 rt.stop_reason = "paused" if control == "pause" else "cancelled"
                 rt.task.cancel()
@@ -645,6 +669,11 @@ class DownloadService:
             self.jobs.set_model(job.id, records[0].id if records else None)
             self.jobs.set_state(job.id, "done")
         return records
+
+
+def _refuse_unreadable(job: JobRecord) -> None:
+    if job.unreadable:
+        raise InvalidInputError(f"job {job.id}: {job.error}")
 
 
 def _copy_file(f: JobFile) -> JobFile:

@@ -3,21 +3,37 @@
 WAL journal, a generous busy timeout and ``BEGIN IMMEDIATE`` for every write, so two
 ``modeldeck`` processes (say the TUI and a ``modeldeck pull`` in another tmux pane) serialise
 their writes instead of failing with "database is locked". One connection per thread.
+
+A damaged, foreign, newer or unwritable inventory is refused at open, before anything is
+written (:mod:`tui.store.health`); any SQLite failure later on (a page found corrupt mid-run,
+a full disk, the file deleted under a running process) is one :class:`StoreError` line.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tui.errors import StoreError
+from tui.store.health import (
+    BUSY_TIMEOUT_MS,
+    REPAIR_HINT,
+    check_writable,
+    inspect,
+    is_busy,
+    is_store_failure,
+    newer_schema,
+    split_sql,
+    store_error,
+)
 from tui.store.schema import MIGRATIONS
 
-BUSY_TIMEOUT_MS = 30_000
+__all__ = ["BUSY_TIMEOUT_MS", "Database"]
 
 
 class Database:
@@ -32,6 +48,7 @@ class Database:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._identity: tuple[int, int] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -39,7 +56,16 @@ class Database:
                 f"cannot create state directory {self.path.parent}: {exc.strerror}",
                 hint="set MODELDECK_STATE_DIR to a writable folder",
             ) from None
-        self._migrate()
+        check_writable(self.path.parent)
+        problem = inspect(self.path)
+        if problem is not None:
+            raise problem
+        try:
+            self._migrate()
+            self._identity = _identity(self.path)
+        except BaseException:
+            self.close()
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -53,12 +79,19 @@ class Database:
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open inventory {self.path}: {exc}") from None
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        self._set_wal(conn)
+            raise store_error(exc, self.path) from None
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._set_wal(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise store_error(exc, self.path) from None
+        except BaseException:
+            conn.close()
+            raise
         self._local.conn = conn
         with self._lock:
             self._all.append(conn)
@@ -78,27 +111,23 @@ class Database:
                         hint="put MODELDECK_STATE_DIR on a local disk",
                     )
                 return
-            except sqlite3.OperationalError:
-                if time.monotonic() > deadline:
+            except sqlite3.OperationalError as exc:
+                if time.monotonic() > deadline or not is_busy(exc):
                     raise
                 time.sleep(0.05)
 
     def _migrate(self) -> None:
-        conn = self._connect()
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        with self.read() as conn:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
         if current == len(MIGRATIONS):
             return
         if current > len(MIGRATIONS):
-            raise StoreError(
-                f"inventory {self.path} has schema {current}, newer than this ModelDeck "
-                f"({len(MIGRATIONS)})",
-                hint="upgrade modeldeck",
-            )
+            raise newer_schema(self.path, current)
         with self.write() as tx:
             # Re-read inside the write lock: another process may have migrated meanwhile.
             current = tx.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
-                for statement in _split_sql(script):
+                for statement in split_sql(script):
                     tx.execute(statement)
                 tx.execute(f"PRAGMA user_version = {number}")
 
@@ -108,10 +137,40 @@ class Database:
         with self.read() as conn:
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
+    def verify(self) -> None:
+        """Read every page (``PRAGMA quick_check``); :class:`StoreError` if any is damaged."""
+        with self.read() as conn:
+            rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
+        if rows != ["ok"]:
+            raise StoreError(f"inventory {self.path} is damaged ({rows[0][:200]})",
+                             hint=REPAIR_HINT)
+
+    def _check_same_file(self) -> None:
+        """Refuse to go on once the file was deleted or replaced under this process."""
+        if self._identity is None:
+            return
+        now = _identity(self.path)
+        if now == self._identity:
+            return
+        raise StoreError(
+            f"inventory {self.path} was {'deleted' if now is None else 'replaced'} while "
+            "ModelDeck was running; nothing more was recorded",
+            hint="run the command again to use the inventory now at that path "
+            "('modeldeck scan' registers the models already on disk)",
+        )
+
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A connection for queries (autocommit; each statement sees a consistent snapshot)."""
-        yield self._connect()
+        conn = self._connect()
+        if not conn.in_transaction:
+            self._check_same_file()
+        try:
+            yield conn
+        except sqlite3.DatabaseError as exc:
+            if not is_store_failure(exc):
+                raise
+            raise store_error(exc, self.path) from None
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -120,17 +179,26 @@ class Database:
         if conn.in_transaction:  # nested use on one thread joins the outer transaction
             yield conn
             return
+        self._check_same_file()
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"inventory {self.path} is busy: {exc}", hint="try again") from None
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path) from None
         try:
             yield conn
+        except sqlite3.DatabaseError as exc:
+            _rollback(conn)
+            if not is_store_failure(exc):
+                raise
+            raise store_error(exc, self.path) from None
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
-        else:
+        try:
             conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise store_error(exc, self.path) from None
 
     def close(self) -> None:
         """Close every connection this object opened (on any thread)."""
@@ -144,5 +212,17 @@ class Database:
         self._local = threading.local()
 
 
-def _split_sql(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+def _rollback(conn: sqlite3.Connection) -> None:
+    with suppress(sqlite3.Error):
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read inventory {path}: {exc.strerror}") from None
+    return st.st_dev, st.st_ino

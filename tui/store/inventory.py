@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -194,13 +195,10 @@ class Inventory:
     def _hydrate(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[ModelRecord]:
         records: list[ModelRecord] = []
         for row in rows:
-            data = dict(row)
-            meta = data.pop("metadata")
-            record = ModelRecord(**data)
-            record.metadata = ModelMetadata.from_dict(json.loads(meta)) if meta else None
+            record = model_from_row(dict(row))
             record.files = [
-                ModelFile(path=f[0], size=f[1], sha256=f[2], mtime_ns=f[3], dev=_u64(f[4]),
-                          ino=_u64(f[5]))
+                ModelFile(path=_text(f[0]), size=_int(f[1]) or 0, sha256=_opt_text(f[2]),
+                          mtime_ns=_int(f[3]), dev=_u64(_int(f[4])), ino=_u64(_int(f[5])))
                 for f in conn.execute(
                     "SELECT path, size, sha256, mtime_ns, dev, ino FROM model_files "
                     "WHERE model_id = ? ORDER BY path",
@@ -256,7 +254,8 @@ class Inventory:
         """All custom entries, oldest first."""
         with self.db.read() as conn:
             return [
-                CustomEntry(id=r[0], kind=r[1], data=json.loads(r[2]), created_at=r[3])
+                CustomEntry(id=_text(r[0]), kind=_text(r[1]), data=_json_dict(r[2]) or {},
+                            created_at=_float(r[3]) or 0.0)
                 for r in conn.execute(
                     "SELECT id, kind, data, created_at FROM custom_entries ORDER BY created_at, id"
                 )
@@ -277,15 +276,7 @@ class Inventory:
                 "WHERE path = ?",
                 (path,),
             ).fetchone()
-        if row is None:
-            return None
-        return {
-            "size": row[0],
-            "mtime_ns": row[1],
-            "sample_hash": row[2],
-            "metadata": json.loads(row[3]) if row[3] else None,
-            "error": row[4],
-        }
+        return _cache_item(*row) if row is not None else None
 
     def scan_cache_all(self) -> dict[str, dict[str, Any]]:
         """Every cached scan result keyed by path."""
@@ -293,16 +284,12 @@ class Inventory:
             rows = conn.execute(
                 "SELECT path, size, mtime_ns, sample_hash, metadata, error FROM scan_cache"
             ).fetchall()
-        return {
-            r[0]: {
-                "size": r[1],
-                "mtime_ns": r[2],
-                "sample_hash": r[3],
-                "metadata": json.loads(r[4]) if r[4] else None,
-                "error": r[5],
-            }
-            for r in rows
-        }
+        out = {}
+        for r in rows:
+            item = _cache_item(*r[1:])
+            if item is not None and isinstance(r[0], str):
+                out[r[0]] = item
+        return out
 
     def scan_cache_put_many(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Store scan results: (path, {size, mtime_ns, sample_hash, metadata, error})."""
@@ -368,3 +355,92 @@ def _i64(n: int | None) -> int | None:
 def _u64(n: int | None) -> int | None:
     """The inverse of :func:`_i64`."""
     return n + (1 << 64) if n is not None and n < 0 else n
+
+
+# -- reading rows back: a garbage value becomes unknown, never an exception ---------------
+# The file may have been edited or damaged by something other than ModelDeck.
+
+_INT_COLUMNS = ("parameters", "context_length", "size_bytes")
+_FLOAT_COLUMNS = ("installed_at", "last_used_at", "load_seconds", "tokens_per_s",
+                  "prompt_tokens_per_s", "ttft_ms")
+_TEXT_COLUMNS = ("source_ref", "revision", "catalog_id", "architecture", "quantization")
+
+
+def model_from_row(data: dict[str, Any]) -> ModelRecord:
+    """A :class:`ModelRecord` from a ``models`` row, with every column type-checked."""
+    record = ModelRecord(
+        id=_text(data["id"]), name=_text(data["name"]) or _text(data["id"]),
+        format=_text(data["format"]), path=_text(data["path"]), source=_text(data["source"]),
+        status=_text(data["status"]) or "installed",
+    )
+    for key in _TEXT_COLUMNS:
+        setattr(record, key, _opt_text(data.get(key)))
+    for key in _INT_COLUMNS:
+        setattr(record, key, _int(data.get(key)))
+    for key in _FLOAT_COLUMNS:
+        setattr(record, key, _float(data.get(key)))
+    record.size_bytes = record.size_bytes or 0
+    record.installed_at = record.installed_at or 0.0
+    record.metadata = metadata_from_json(data.get("metadata"), record.format)
+    return record
+
+
+def metadata_from_json(text: Any, fmt: str = "") -> ModelMetadata | None:
+    """Stored metadata JSON as :class:`ModelMetadata`; None if it is not readable."""
+    data = _json_dict(text)
+    if data is None:
+        return None
+    fields = ModelMetadata.__dataclass_fields__
+    clean = {k: v for k, v in data.items() if k in fields and _fits(str(fields[k].type), v)}
+    clean.setdefault("format", fmt or "gguf")
+    return ModelMetadata.from_dict(clean)
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if kind.startswith("int"):
+        return _int(value) is not None and value >= 0
+    if kind.startswith("str"):
+        return isinstance(value, str)
+    if kind == "bool":
+        return isinstance(value, bool)
+    return kind.startswith("dict") and isinstance(value, dict)
+
+
+def _cache_item(size: Any, mtime_ns: Any, sample: Any, meta: Any, error: Any
+                ) -> dict[str, Any] | None:
+    """A scan-cache row as a dict; None (a cache miss: read the file again) if damaged."""
+    metadata = metadata_from_json(meta) if meta else None
+    if _int(size) is None or _int(mtime_ns) is None or (meta and metadata is None):
+        return None
+    return {
+        "size": size, "mtime_ns": mtime_ns, "sample_hash": _opt_text(sample),
+        "metadata": metadata.to_dict() if metadata else None, "error": _opt_text(error),
+    }
+
+
+def _json_dict(text: Any) -> dict[str, Any] | None:
+    if not isinstance(text, str | bytes):
+        return None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+def _opt_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None

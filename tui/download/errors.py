@@ -35,6 +35,11 @@ class DiskFullError(DownloadError):
     """Not enough free space on the target volume."""
 
 
+class BadServerError(DownloadError):
+    """The server kept answering with bytes other than those asked for (wrong range, length
+    or encoding); nothing of those answers was written."""
+
+
 class AlreadyDownloadingError(DownloadError):
     """Another process holds the lock on a destination file."""
 

@@ -424,7 +424,7 @@ class FileTransfer:
         """Count a refused answer; after ``REJECTS_BEFORE_PLAIN`` fall back to one plain GET
         (:class:`_KeepsLying`), and fail the job if that one, or later ones, lie too."""
         self.rejected += 1
-        log.warning("%s: the server answered %s; not written", self.jf.path, exc.reason)
+        log.info("%s: the server answered %s; not written", self.jf.path, exc.reason)
         if self.plain_pending or (self.plain_used and self.rejected >= REJECTS_BEFORE_PLAIN):
             raise BadServerError(
                 f"server answered {exc.reason} of {self.jf.path}; not written",

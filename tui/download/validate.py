@@ -161,8 +161,8 @@ def check_response(asked: Ask | None, known_size: int | None, status: int,
         return _check_partial(asked, known_size, h, length, what)
     if length is not None and known_size is not None and length != known_size:
         diff = length - known_size  # not even the whole file
-        raise BadResponse(f"HTTP 200 with {abs(diff)} bytes {'more' if diff > 0 else 'fewer'} "
-                          f"than the file's {known_size} (Content-Length {length}) for {what}")
+        raise BadResponse(f"{abs(diff)} bytes {'more' if diff > 0 else 'fewer'} than the "
+                          f"file's {known_size} (HTTP 200, Content-Length {length}) for {what}")
     if asked is not None and not whole_ok:
         raise RangeIgnored(f"HTTP 200 (the whole file) for {what}")
     size = known_size if known_size is not None else length

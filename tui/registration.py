@@ -126,11 +126,13 @@ def register_download(
     revision: str | None,
     catalog_id: str | None = None,
     name: str | None = None,
+    verified: dict[Path, str] | None = None,
 ) -> list[ModelRecord]:
     """Register the verified files of a finished download as installed model(s).
 
-    ``files`` are (absolute path, size, sha256). Every GGUF file (or split set) becomes a
-    model; safetensors folders become one model each. Returns the records written.
+    ``files`` are (absolute path, size, sha256); ``verified`` maps paths to how each was
+    checked (see :class:`ModelFile`). Every GGUF file (or split set) becomes a model;
+    safetensors folders become one model each. Returns the records written.
     Raises :class:`tui.errors.MetadataError` if a file's header is corrupt (nothing written).
     """
     info = {Path(p): (size, sha) for p, size, sha in files}
@@ -153,7 +155,8 @@ def register_download(
         for m in members:
             size, sha = info.get(m, (m.stat().st_size, None))
             model_files.append(
-                ModelFile(path=str(m), size=size, sha256=sha, mtime_ns=m.stat().st_mtime_ns)
+                ModelFile(path=str(m), size=size, sha256=sha, mtime_ns=m.stat().st_mtime_ns,
+                          verified=(verified or {}).get(m))
             )
         records.append(
             build_record(

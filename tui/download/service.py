@@ -115,6 +115,7 @@ class DownloadService:
         self._wake: asyncio.Event | None = None
         self._changed: asyncio.Condition | None = None
         self._sha: dict[str, str] = {}  # dest -> sha256 computed while downloading
+        self._verified: dict[str, str] = {}  # dest -> how it was verified (see ModelFile)
         self._background: set[asyncio.Future[None]] = set()
         self._elsewhere: dict[str, DownloadError] = {}  # job id -> "running in pid N"
 
@@ -583,6 +584,7 @@ class DownloadService:
                 jf.state = "downloading"
                 transfer = FileTransfer(ctx, jf, part, connections)
                 sha256, sha1, size = await transfer.run()
+                self._verified[jf.dest] = _verification(jf, size_known=transfer.size_known)
                 problem = _check(jf, sha256, sha1, size)
                 if problem is None:
                     break
@@ -626,6 +628,7 @@ class DownloadService:
         jf.size = size
         jf.state, jf.done_bytes, jf.segments = "installed", size, None
         self._sha[jf.dest] = sha256
+        self._verified.setdefault(jf.dest, _verification(jf, size_known=True))
         return True
 
     def _finish(self, job: JobRecord, plan: Plan) -> list[Any]:
@@ -640,6 +643,8 @@ class DownloadService:
                 self.inventory, model_root=plan.root, files=files, source=plan.source,
                 source_ref=plan.source_ref, revision=plan.revision, catalog_id=plan.catalog_id,
                 name=plan.name,
+                verified={Path(f.dest): v for f in job.files
+                          if (v := self._verified.get(f.dest))},
             )
             self.jobs.save_files(job.id, [_copy_file(f) for f in job.files])
             self.jobs.set_model(job.id, records[0].id if records else None)
@@ -666,6 +671,16 @@ def _plan_from_record(job: JobRecord, root: Path) -> Plan:
         source, ref = ("catalog" if spec.catalog_id else "url"), str(spec.url)
     return Plan(root=root, files=job.files, source=source, source_ref=ref, revision=revision,
                 catalog_id=spec.catalog_id, name=spec.name)
+
+
+def _verification(jf: JobFile, *, size_known: bool) -> str:
+    """How a finished file was checked: against its sha256 or git blob id when known, else
+    by its size and the ranges every answer had to match (never installed otherwise)."""
+    if jf.sha256:
+        return "sha256"
+    if jf.blob_sha1:
+        return "git-blob"
+    return "size+ranges" if size_known else "ranges"
 
 
 def _check(jf: JobFile, sha256: str, sha1: str | None, size: int) -> str | None:

@@ -58,8 +58,10 @@ class Inventory:
         )
         tx.execute("DELETE FROM model_files WHERE model_id = ?", (record.id,))
         tx.executemany(
-            "INSERT INTO model_files (model_id, path, size, sha256, mtime_ns) VALUES (?,?,?,?,?)",
-            [(record.id, f.path, f.size, f.sha256, f.mtime_ns) for f in record.files],
+            "INSERT INTO model_files (model_id, path, size, sha256, mtime_ns, verified) "
+            "VALUES (?,?,?,?,?,?)",
+            [(record.id, f.path, f.size, f.sha256, f.mtime_ns, f.verified)
+             for f in record.files],
         )
 
     def upsert_models(self, records: Iterable[ModelRecord]) -> None:
@@ -186,9 +188,10 @@ class Inventory:
             record = ModelRecord(**data)
             record.metadata = ModelMetadata.from_dict(json.loads(meta)) if meta else None
             record.files = [
-                ModelFile(path=f[0], size=f[1], sha256=f[2], mtime_ns=f[3])
+                ModelFile(path=f[0], size=f[1], sha256=f[2], mtime_ns=f[3], verified=f[4])
                 for f in conn.execute(
-                    "SELECT path, size, sha256, mtime_ns FROM model_files WHERE model_id = ? "
+                    "SELECT path, size, sha256, mtime_ns, verified FROM model_files "
+                    "WHERE model_id = ? "
                     "ORDER BY path",
                     (record.id,),
                 )

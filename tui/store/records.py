@@ -13,12 +13,19 @@ MODEL_SOURCES = ("catalog", "hf", "url", "local", "scan", "hf-cache")
 
 @dataclass(slots=True)
 class ModelFile:
-    """One file of an installed model. ``path`` is absolute."""
+    """One file of an installed model. ``path`` is absolute.
+
+    ``verified`` says what a downloaded file was checked against: ``sha256`` (the expected
+    hash), ``git-blob`` (the Hub's blob id), ``size+ranges`` (no hash known: every answer
+    matched the asked bytes and the known size) or ``ranges`` (neither hash nor size known);
+    None for files ModelDeck did not download.
+    """
 
     path: str
     size: int
     sha256: str | None = None
     mtime_ns: int | None = None
+    verified: str | None = None
 
 
 @dataclass(slots=True)
@@ -76,7 +83,8 @@ class ModelRecord:
             "ttft_ms": self.ttft_ms,
             "metadata": self.metadata.to_dict() if self.metadata else None,
             "files": [
-                {"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files
+                {"path": f.path, "size": f.size, "sha256": f.sha256, "verified": f.verified}
+                for f in self.files
             ],
         }
 

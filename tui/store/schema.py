@@ -94,4 +94,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE job_files ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX jobs_state ON jobs(state);
     """,
+    # 3: how a downloaded file was verified (sha256, git-blob, size+ranges, ranges).
+    """
+    ALTER TABLE model_files ADD COLUMN verified TEXT;
+    """,
 ]

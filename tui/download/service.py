@@ -36,7 +36,15 @@ from tui.download.errors import (
 )
 from tui.download.http import HttpStatusError, RetryPolicy, Transport, make_client, origin
 from tui.download.jobs import JobFile, JobRecord, JobStore
-from tui.download.planner import Plan, plan_hub, plan_url, resolve_catalog
+from tui.download.planner import (
+    Claim,
+    Plan,
+    file_source,
+    place_files,
+    plan_hub,
+    plan_url,
+    resolve_catalog,
+)
 from tui.download.preflight import DestLock, check_free_space, network_fs_warning
 from tui.download.progress import (
     ACTIVE_STATES,
@@ -489,11 +497,35 @@ class DownloadService:
             plan = plan_hub(spec, listing, models_dir, self.hub)
         else:
             plan = plan_url(spec, models_dir)
+        with self.db.write():  # claim the destinations in one transaction (other processes)
+            place_files(plan, spec, lambda dest: self._claims_at(dest, job.id))
+            self.jobs.set_plan(job.id, str(plan.root), plan.files, spec)
         job.spec = spec
         job.files = plan.files
         job.dest = str(plan.root)
-        self.jobs.set_plan(job.id, str(plan.root), plan.files, spec)
         return plan
+
+    def _claims_at(self, dest: Path, job_id: str) -> list[Claim]:
+        """Who else holds ``dest``: unfinished jobs, an installed model, or a file on disk."""
+        claims = [
+            Claim(f"job {other}", file_source(spec, f), f.sha256,
+                  hint=f"wait for job {other} or cancel it (`modeldeck jobs cancel {other}`)")
+            for other, spec, f in self.jobs.files_at(str(dest), exclude=job_id)
+        ]
+        record = self.inventory.find_by_path(str(dest))
+        if record is None and dest.resolve() != dest:
+            record = self.inventory.find_by_path(str(dest.resolve()))
+        if record is not None:
+            sha = next((f.sha256 for f in record.files
+                        if f.path in (str(dest), str(dest.resolve()))), None)
+            ref = record.source_ref
+            source = f"{ref}@{record.revision}" if ref and record.revision else ref
+            claims.append(Claim(f"model {record.id}", source, sha,
+                                hint=f"remove it first (`modeldeck rm {record.id}`) or set "
+                                "MODELDECK_MODELS_DIR elsewhere", path=dest))
+        elif not claims and (dest.exists() or dest.is_symlink()):
+            claims.append(Claim("a file ModelDeck did not download", path=dest))
+        return claims
 
     async def _download_all(self, rt: _Runtime, plan: Plan) -> None:
         job = rt.job

@@ -214,6 +214,11 @@ class FileTransfer:
                     self.jf.etag = exc.etag
                 await self.writer.drain(raise_error=False)
                 self._reset()
+            except DiskFullError as exc:
+                # Other pieces may have landed bytes since: say what is still needed now.
+                self._stop_hasher()
+                await self.writer.drain(raise_error=False)
+                raise self._disk_full(exc) from None
             except _KeepsLying:
                 # One plain GET of the whole file next; the partial stays as it is until
                 # that answer has passed the checks.

@@ -32,7 +32,9 @@ class RemoteNotFoundError(DownloadError):
 
 
 class DiskFullError(DownloadError):
-    """Not enough free space on the target volume."""
+    """Not enough free space on the target volume (``cause_errno``: ENOSPC, EDQUOT…)."""
+
+    cause_errno: int = 0
 
 
 class BadServerError(DownloadError):

@@ -48,18 +48,24 @@ def is_disk_full(exc: BaseException) -> bool:
 def disk_full_error(path: Path, needed: int | None, *, cause: BaseException | None = None,
                     reserving: bool = False) -> DiskFullError:
     """The one-line error for a full disk: the file, and the bytes still needed (``unknown``
-    when the size is not known, never negative); the partial is kept for a retry."""
-    why = DISK_FULL_ERRNOS.get(getattr(cause, "errno", None) or 0, "")
+    when the size is not known, never negative); the partial is kept for a retry.
+
+    ``cause`` (the ``OSError``, or an earlier such error) names a quota or file-size limit.
+    """
+    code = getattr(cause, "errno", None) or getattr(cause, "cause_errno", None) or 0
+    why = DISK_FULL_ERRNOS.get(code, "")
     if needed is None:
         amount = "unknown bytes"
     else:
         needed = max(0, needed)
         amount = f"{human(needed)} ({needed} bytes)"
     doing = "reserving space for" if reserving else "writing"
-    return DiskFullError(
+    error = DiskFullError(
         f"disk full{why} {doing} {path}: {amount} still needed",
         hint="free some space, then retry; the partial is kept",
     )
+    error.cause_errno = code
+    return error
 
 
 def existing_parent(path: Path) -> Path:

@@ -274,3 +274,35 @@ async def test_an_io_error_is_one_line_and_keeps_the_partial(
     finally:
         await service.stop()
         service.db.close()
+
+
+async def test_a_failed_fsync_is_disk_full_and_the_partial_is_not_trusted(
+        hub: FakeHub, dl_settings, monkeypatch) -> None:
+    """ENOSPC from fsync means written pages may be lost: the error says disk full, and the
+    retry fetches the file again instead of trusting the partial's counters."""
+    data = gguf_bytes(1 * MiB, 7)
+    url = hub.add_file("sync.gguf", data)
+    service = make_service(dl_settings)
+    real = os.fsync
+    failed: list[int] = []
+
+    def fsync(fd: int) -> None:
+        if not failed and os.readlink(f"/proc/self/fd/{fd}").endswith(".part"):
+            failed.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(engine.os, "fsync", fsync)
+    try:
+        job = await _pull(service, JobSpec(kind="url", url=url))
+        part = dl_settings.models_dir / "direct" / "sync.gguf.part"
+        assert failed and assert_disk_full(job, part) > 0
+        assert job.files[0].segments is None and job.done_bytes == 0
+        served = hub.bytes_served("sync.gguf")
+        job = await _retry(service, job.id)
+        assert job.state == "done", job.error
+        assert hub.bytes_served("sync.gguf") - served == len(data)
+        assert (dl_settings.models_dir / "direct" / "sync.gguf").read_bytes() == data
+    finally:
+        await service.stop()
+        service.db.close()

@@ -208,7 +208,12 @@ def place_files(plan: Plan, spec: JobSpec, claims_at: Callable[[Path], list[Clai
 
 
 def _shown_source(source: str) -> str:
-    text = strip_query(source) if "://" in source else source
+    """A URL without its query, or ``owner/repo@<12 hex>``; at most 120 characters."""
+    if "://" in source:
+        text = strip_query(source)
+    else:
+        repo, _, commit = source.partition("@")
+        text = f"{repo}@{commit[:12]}" if commit else repo
     return text if len(text) <= 120 else text[:120] + "…"
 
 

@@ -38,9 +38,9 @@ async def test_bodies_are_received_in_threads(hub: FakeHub, service: DownloadSer
     calls: list[int] = []
     real = engine.FileTransfer._receive
 
-    def spy(self, resp, seg, pos, limit, progress):
-        calls.append(pos)
-        return real(self, resp, seg, pos, limit, progress)
+    def spy(self, resp, seg, acc, progress):
+        calls.append(acc.start)
+        return real(self, resp, seg, acc, progress)
 
     monkeypatch.setattr(engine.FileTransfer, "_receive", spy)
     job = await faults._pull_url(service, url, sha256=sha256(data))

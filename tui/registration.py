@@ -190,11 +190,13 @@ def register_download(
     revision: str | None,
     catalog_id: str | None = None,
     name: str | None = None,
+    verified: dict[Path, str] | None = None,
 ) -> list[ModelRecord]:
     """Register the verified files of a finished download as installed model(s).
 
-    ``files`` are (absolute path, size, sha256). Every GGUF file (or split set) becomes a
-    model; safetensors folders become one model each. Returns the records written.
+    ``files`` are (absolute path, size, sha256); ``verified`` maps paths to how each was
+    checked (see :class:`ModelFile`). Every GGUF file (or split set) becomes a model;
+    safetensors folders become one model each. Returns the records written.
     Raises :class:`tui.errors.MetadataError` if a file's header is corrupt (nothing written).
     """
     info = {Path(p): (size, sha) for p, size, sha in files}
@@ -220,7 +222,8 @@ def register_download(
             st = m.stat()
             size, sha = info[m]
             model_files.append(ModelFile(
-                path=str(m), size=size or st.st_size, sha256=sha, **file_identity(st)
+                path=str(m), size=size or st.st_size, sha256=sha, **file_identity(st),
+                verified=(verified or {}).get(m),
             ))
         records.append(
             build_record(

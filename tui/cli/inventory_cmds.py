@@ -289,7 +289,8 @@ def _print_info(data: dict[str, Any]) -> None:
         print("files:")
         for f in files:
             sha = f" sha256 {f['sha256'][:12]}…" if f.get("sha256") else ""
-            print(f"  {f['path']}  {fmt.size(f['size'])}{sha}")
+            checked = f" (verified: {f['verified']})" if f.get("verified") else ""
+            print(f"  {f['path']}  {fmt.size(f['size'])}{sha}{checked}")
 
 
 def _ignored(meta: dict[str, Any]) -> str | None:

@@ -9,6 +9,11 @@ event loop and a writer thread does the ``pwrite``. Both paths share the respons
 Resuming sends ``Range`` + ``If-Range: <strong ETag>``; a ``200`` answer (the file changed,
 or the server ignores ranges) restarts from zero. Stalls (no byte for ``stall_timeout``) and
 dropped connections are retried per piece with backoff.
+
+Every answer is checked by :func:`tui.download.validate.check_response` before a byte of it is
+written, and every body is counted against what was asked: a piece is counted done only with
+exactly its bytes. A server that keeps answering wrong gets one plain GET of the whole file
+(checked the same way), then the job fails with one line; the partial keeps its checked bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import errno
 import logging
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -29,11 +33,21 @@ import httpx
 
 from tui.download import rawfetch
 from tui.download.aio import in_thread
-from tui.download.errors import DiskFullError, DownloadError
+from tui.download.errors import BadServerError, DiskFullError, DownloadError
 from tui.download.http import HttpStatusError, RetryPolicy, Transport, strip_query
 from tui.download.jobs import JobFile
-from tui.download.preflight import human
+from tui.download.preflight import disk_full_error, is_disk_full
 from tui.download.ratelimit import TokenBucket
+from tui.download.validate import (
+    Accepted,
+    Ask,
+    BadResponse,
+    RangeIgnored,
+    body_too_long,
+    check_response,
+    parse_length,
+    parse_unsatisfied_range,
+)
 from tui.download.verify import PrefixHasher
 
 log = logging.getLogger(__name__)
@@ -48,7 +62,9 @@ PROGRESS_INTERVAL = 0.05  # threaded body path: seconds between progress reports
 # the (single, sequential) hash thread keeps pace instead of being left a long tail to hash
 # after the last byte arrived; also keeps the UI thread responsive during a download.
 RECV_NICE = 5
-_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+# Rejected answers (wrong range, length, encoding…) from one file's server before one plain
+# GET of the whole file is tried instead; after that, as many more fail the job.
+REJECTS_BEFORE_PLAIN = 3
 
 # Seams for tests (ENOSPC injection).
 pwrite = os.pwrite
@@ -61,7 +77,7 @@ def preallocate(fd: int, size: int) -> None:
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
+            if is_disk_full(exc):
                 raise
             # EOPNOTSUPP / EINVAL on some file systems: the truncate is enough.
 
@@ -143,6 +159,10 @@ class FileTransfer:
         self.raw = rawfetch.connector_for(client) if isinstance(client, httpx.AsyncClient) \
             else None
         self._count_lock = threading.Lock()
+        self.rejected = 0  # answers refused since the start (or since the plain GET)
+        self.plain_pending = False  # the next request is the one plain GET of the whole file
+        self.plain_used = False
+        self.size_known = False  # the size was known before a byte was fetched
 
     # -- public ---------------------------------------------------------------------------
 
@@ -153,12 +173,21 @@ class FileTransfer:
         """
         probe = await self._probe()
         self._adopt_probe(probe)
+        self.size_known = self.jf.size is not None
         self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
         self.writer = _Writer(self)
         try:
             sha256, sha1 = await self._run()
             size = os.fstat(self.fd).st_size
-            await in_thread(os.fsync, self.fd)
+            try:
+                await in_thread(os.fsync, self.fd)
+            except OSError as exc:
+                # What reached the disk is unknown now: the partial proves nothing.
+                self.reset_to_zero()
+                if is_disk_full(exc):
+                    raise disk_full_error(self.part, size, cause=exc) from None
+                raise DownloadError(f"error writing {self.part}: {exc.strerror or exc}",
+                                    hint="check the disk, then retry") from None
             return sha256, sha1, size
         finally:
             self.writer.close()  # joins: no write can hit the fd after it is closed
@@ -185,6 +214,19 @@ class FileTransfer:
                     self.jf.etag = exc.etag
                 await self.writer.drain(raise_error=False)
                 self._reset()
+            except DiskFullError as exc:
+                # Other pieces may have landed bytes since: say what is still needed now.
+                self._stop_hasher()
+                await self.writer.drain(raise_error=False)
+                raise self._disk_full(exc) from None
+            except _KeepsLying:
+                # One plain GET of the whole file next; the partial stays as it is until
+                # that answer has passed the checks.
+                log.info("%s: falling back to one plain GET", self.jf.path)
+                self.plain_pending = self.plain_used = True
+                self.rejected = 0
+                await self.writer.drain(raise_error=False)
+                self._stop_hasher()
             except BaseException:
                 self._stop_hasher()
                 raise
@@ -213,7 +255,7 @@ class FileTransfer:
                 size = h.get("x-linked-size") or h.get("content-length")
                 etag = h.get("etag") or h.get("x-linked-etag")
                 return ProbeResult(
-                    size=int(size) if size and size.isdigit() else None,
+                    size=parse_length(size),
                     etag=etag,
                     last_modified=h.get("last-modified"),
                     ranges="bytes" in h.get("accept-ranges", "").lower(),
@@ -275,11 +317,8 @@ class FileTransfer:
         try:
             preallocate(self.fd, size)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DiskFullError(
-                    f"disk full reserving {human(size)} ({size} bytes) for {self.part}",
-                    hint="free space and run `modeldeck jobs retry`",
-                ) from None
+            if is_disk_full(exc):
+                raise disk_full_error(self.part, size, cause=exc, reserving=True) from None
             raise
         jf.segments = plan_pieces(size, 1 if self.single_stream else self.connections)
 
@@ -312,6 +351,10 @@ class FileTransfer:
         Dispatching small pieces in order keeps the completed region close to a contiguous
         prefix, so the hasher keeps pace and the last wave of requests is short.
         """
+        if self.plain_pending:
+            # Adopted as the file's only piece once its answer has passed the checks.
+            await self._segment([0, -1 if self.jf.size is None else self.jf.size, 0])
+            return
         todo = [s for s in self.jf.segments or [] if s[1] < 0 or s[2] < s[1] - s[0]]
         pending = iter(todo)
         if not todo:
@@ -354,9 +397,13 @@ class FileTransfer:
                     raise DownloadError(str(exc)) from None
                 retry_after = exc.retry_after
                 reason = str(exc)
-            except (httpx.HTTPError, OSError, _BadResponse) as exc:
-                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                    raise self._disk_full() from None
+            except BadResponse as exc:
+                self._rejected(exc)
+                retry_after = None
+                reason = exc.reason
+            except (httpx.HTTPError, OSError) as exc:
+                if is_disk_full(exc):
+                    raise self._disk_full(exc) from None
                 if (
                     isinstance(exc, OSError)
                     and not isinstance(exc, httpx.HTTPError)
@@ -378,44 +425,64 @@ class FileTransfer:
             log.debug("segment %s of %s: %s; retry in %.2fs", seg[0], self.jf.path, reason, delay)
             await asyncio.sleep(delay)
 
-    def _disk_full(self) -> DiskFullError:
-        remaining = (self.jf.size or 0) - self.jf.done_bytes
-        return DiskFullError(
-            f"disk full writing {self.part}: {human(remaining)} ({remaining} bytes) still needed",
-            hint="free space and run `modeldeck jobs retry` (the partial is kept)",
-        )
+    def _rejected(self, exc: BadResponse) -> None:
+        """Count a refused answer; after ``REJECTS_BEFORE_PLAIN`` fall back to one plain GET
+        (:class:`_KeepsLying`), and fail the job if that one, or later ones, lie too."""
+        self.rejected += 1
+        log.info("%s: the server answered %s; not written", self.jf.path, exc.reason)
+        if self.plain_pending or (self.plain_used and self.rejected >= REJECTS_BEFORE_PLAIN):
+            raise BadServerError(
+                f"server answered {exc.reason} of {self.jf.path}; not written",
+                hint="the partial keeps only checked bytes; retry later or use another source",
+            )
+        if self.rejected >= REJECTS_BEFORE_PLAIN:
+            raise _KeepsLying(exc.reason)
+
+    def _disk_full(self, cause: BaseException | None = None) -> DiskFullError:
+        size = self.jf.size
+        return disk_full_error(self.part, None if size is None else size - self.jf.done_bytes,
+                               cause=cause)
+
+    def _write_error(self, exc: OSError) -> DownloadError:
+        """A failed ``pwrite``: disk full, or another write error (one line; partial kept)."""
+        if is_disk_full(exc):
+            return self._disk_full(exc)
+        return DownloadError(f"error writing {self.part}: {exc.strerror or exc}",
+                             hint="check the disk, then retry; the partial is kept")
 
     async def _fetch(self, seg: list[int]) -> None:
         start, end, done = seg
         pos = start + done
         headers: dict[str, str] = {}
         whole = len(self.jf.segments or []) == 1 and start == 0
-        if not (whole and done == 0 and (self.single_stream or end < 0)):
+        whole_ok = whole and (end < 0 or self.single_stream)
+        asked: Ask | None = None
+        if not (self.plain_pending or (whole_ok and done == 0)):
+            asked = (pos, None if end < 0 else end - 1)
             headers["Range"] = f"bytes={pos}-" if end < 0 else f"bytes={pos}-{end - 1}"
             if is_strong(self.jf.etag):
                 headers["If-Range"] = str(self.jf.etag)
         try:
             if self.raw is not None:
-                await self._fetch_raw(self.raw, seg, headers, pos, whole)
+                await self._fetch_raw(self.raw, seg, headers, asked, whole_ok)
             else:
                 async with self.ctx.transport.open(
                     self.jf.url, headers=headers, token=self.ctx.token,
                     auth_origin=self.ctx.auth_origin,
                 ) as resp:
-                    await self._handle(resp, seg, headers, pos, whole)
+                    await self._handle(resp, seg, asked, whole_ok)
         except HttpStatusError as exc:
             if exc.status != 416:
                 raise
-            m = re.match(r"bytes \*/(\d+)", exc.headers.get("content-range", ""))
-            if m and end < 0 and int(m.group(1)) == pos:
+            complete = parse_unsatisfied_range(exc.headers.get("content-range"))
+            if asked is not None and end < 0 and self.jf.size is None and complete == pos:
                 seg[1] = pos  # an open-ended range that was already complete
                 self.jf.size = pos
                 return
-            raise RestartFromZero("server refused the range (416)", single_stream=False,
-                                  etag=None) from None
+            check_response(asked, self.jf.size, 416, exc.headers)  # raises BadResponse
 
     async def _fetch_raw(self, raw: rawfetch.Connector, seg: list[int], headers: dict[str, str],
-                         pos: int, whole: bool) -> None:
+                         asked: Ask | None, whole_ok: bool) -> None:
         """:meth:`_fetch` with the request made (and the body received) in a worker thread."""
         ctx = self.ctx
         token = ctx.token() if ctx.token is not None and ctx.auth_origin else None
@@ -429,77 +496,110 @@ class FileTransfer:
                 if resp.chunked:
                     self.raw = None  # rare: let httpx decode chunked bodies from now on
                     raise httpx.RemoteProtocolError("chunked body: retrying through httpx")
-                await self._handle(resp, seg, headers, pos, whole)
+                await self._handle(resp, seg, asked, whole_ok)
             finally:
                 raw.release(resp)  # kept alive for the next piece if its body was read whole
 
     async def _handle(self, resp: httpx.Response | rawfetch.RawResponse, seg: list[int],
-                      headers: dict[str, str], pos: int, whole: bool) -> None:
-        start, end, _done = seg
-        etag = resp.headers.get("etag")
-        if resp.status_code == 200:
-            if "Range" in headers:
-                changed = etag != self.jf.etag
-                if whole and (end < 0 or self.single_stream):
-                    # A full body we can use right away from offset 0.
-                    await self.writer.drain()
-                    self.ctx.on_bytes(-self.jf.done_bytes)
-                    seg[2] = 0
-                    self.jf.done_bytes = 0
-                    pos = start
-                    self.jf.etag = etag
-                    if self.hasher is not None:
-                        self.hasher.abort()
-                    self.hasher = PrefixHasher(self.fd, self.jf.size)
-                else:
-                    raise RestartFromZero(
-                        "file changed on the server" if changed else "server ignored Range",
-                        single_stream=not changed, etag=etag,
-                    )
-        elif resp.status_code == 206:
-            m = _CONTENT_RANGE_RE.match(resp.headers.get("content-range", ""))
-            if not m or int(m.group(1)) != pos:
-                raise _BadResponse(f"Content-Range {resp.headers.get('content-range')!r}")
-            total = m.group(3)
-            if self.jf.size is not None and total != "*" and int(total) != self.jf.size:
-                raise RestartFromZero("size changed", single_stream=False, etag=etag)
-        else:
-            raise _BadResponse(f"unexpected HTTP {resp.status_code}")
-        limit = None if end < 0 else end
+                      asked: Ask | None, whole_ok: bool) -> None:
+        """Check the answer (nothing is written unless it maps exactly onto what was asked),
+        then receive its body into ``seg``."""
+        try:
+            acc = check_response(asked, self.jf.size, resp.status_code, resp.headers,
+                                 whole_ok=whole_ok)
+        except RangeIgnored:
+            etag = resp.headers.get("etag")
+            changed = etag != self.jf.etag
+            raise RestartFromZero(
+                "file changed on the server" if changed else "server ignored Range",
+                single_stream=not changed, etag=etag,
+            ) from None
+        if acc.full:
+            await self._adopt_full_body(seg, resp.headers.get("etag"))
         self.ctx.on_state("downloading")
-        await self._consume(resp, seg, pos, limit)
+        await self._consume(resp, seg, acc)
+
+    async def _adopt_full_body(self, seg: list[int], etag: str | None) -> None:
+        """A ``200`` with the whole file: it becomes the file's only piece, from offset 0
+        (the progress it replaces is forgotten, the bytes are overwritten as they arrive)."""
+        await self.writer.drain()
+        jf = self.jf
+        fresh = jf.segments is not None and len(jf.segments) == 1 and jf.segments[0] is seg \
+            and seg[0] == 0 and seg[2] == 0 and jf.done_bytes == 0
+        if fresh and not self.plain_pending:
+            return
+        self.ctx.on_bytes(-jf.done_bytes)
+        with self._count_lock:
+            seg[:] = [0, -1 if jf.size is None else jf.size, 0]
+            jf.segments = [seg]
+            jf.done_bytes = 0
+        self.single_stream = True
+        self.plain_pending = False
+        if etag:
+            jf.etag = etag
+        if self.hasher is not None:
+            self.hasher.abort()
+        self.hasher = self._new_hasher()
 
     async def _consume(self, resp: httpx.Response | rawfetch.RawResponse, seg: list[int],
-                       pos: int, limit: int | None) -> None:
+                       acc: Accepted) -> None:
+        """Write the body at ``acc.start``; never past ``acc.end``. A body longer than that is
+        refused (:func:`body_too_long`); a shorter one leaves the piece incomplete."""
         if isinstance(resp, rawfetch.RawResponse):
-            await self._consume_raw(resp, seg, pos, limit)
-            return
+            received = await self._consume_raw(resp, seg, acc)
+        else:
+            received = await self._consume_httpx(resp, seg, acc)
+        if acc.length is not None and received < acc.length:
+            raise httpx.RemoteProtocolError("response ended early")
+
+    async def _consume_httpx(self, resp: httpx.Response, seg: list[int], acc: Accepted) -> int:
         buckets = [b for b in self.ctx.buckets if b.rate > 0]
         on_bytes = self.ctx.on_bytes
         writer = self.writer
-        async for chunk in resp.aiter_raw():
-            n = len(chunk)
-            if limit is not None and pos + n > limit:  # more than we asked for
-                n = limit - pos
-                chunk = chunk[:n]
-                if n <= 0:
-                    break
-            for bucket in buckets:
-                await bucket.consume(n)
-            if writer.submit(seg, pos, chunk):
-                await writer.wait_below(_Writer.HIGH // 2)
-            pos += n
-            on_bytes(n)
-            # At the range end keep iterating: the stream then ends cleanly and the
-            # connection goes back to the pool instead of being closed.
+        pos = acc.start
+        length = acc.length
+        # Without Content-Length the body's end is only known at its last chunk: its bytes
+        # are counted once it has ended within the asked range, never before.
+        defer = length is not None and not acc.framed
+        received = 0
+        try:
+            async for chunk in resp.aiter_raw():
+                n = len(chunk)
+                if length is not None and received + n > length:
+                    raise body_too_long(acc)  # the chunk is not written
+                for bucket in buckets:
+                    await bucket.consume(n)
+                if writer.submit(None if defer else seg, pos, chunk):
+                    await writer.wait_below(_Writer.HIGH // 2)
+                pos += n
+                received += n
+                if not defer:
+                    on_bytes(n)
+                # At the range end keep iterating: the stream then ends cleanly and the
+                # connection goes back to the pool instead of being closed.
+        except httpx.HTTPError:
+            if defer:
+                await self._commit_deferred(seg, acc.start, received)
+            raise
+        if defer:
+            await self._commit_deferred(seg, acc.start, received)
+        return received
 
-    async def _consume_raw(self, resp: rawfetch.RawResponse, seg: list[int], pos: int,
-                           limit: int | None) -> None:
+    async def _commit_deferred(self, seg: list[int], pos: int, n: int) -> None:
+        """Count ``n`` bytes at ``pos`` written (uncounted) by the writer thread."""
+        await self.writer.drain()
+        if n:
+            self._count(seg, pos, n)
+            self.ctx.on_bytes(n)
+
+    async def _consume_raw(self, resp: rawfetch.RawResponse, seg: list[int], acc: Accepted
+                           ) -> int:
         """Receive the body in a thread (``recv_into`` → ``pwrite``, both without the GIL);
-        progress is reported from here every ``PROGRESS_INTERVAL``."""
+        progress is reported from here every ``PROGRESS_INTERVAL``. Returns the bytes
+        received."""
         await self.writer.drain()  # nothing of this piece may still be queued
         progress = [0]
-        fut = rawfetch.start_thread(self._receive, resp, seg, pos, limit, progress)
+        fut = rawfetch.start_thread(self._receive, resp, seg, acc, progress)
         reported = 0
         try:
             while True:
@@ -518,85 +618,135 @@ class FileTransfer:
             n = progress[0]
             if n != reported:
                 self.ctx.on_bytes(n - reported)
-        fut.result()
+        return fut.result()
 
-    def _receive(self, resp: rawfetch.RawResponse, seg: list[int], pos: int, limit: int | None,
-                 progress: list[int]) -> None:
-        """Worker thread: body bytes → ``pwrite`` at ``pos`` → counters, hasher, progress."""
+    def _receive(self, resp: rawfetch.RawResponse, seg: list[int], acc: Accepted,
+                 progress: list[int]) -> int:
+        """Worker thread: body bytes → ``pwrite`` from ``acc.start`` → counters, hasher,
+        progress. Never writes past ``acc.end``; returns the bytes received."""
         _lower_priority(RECV_NICE)
         handle = resp.handle
         sock = resp.sock
-        fd = self.fd
         buckets = [b for b in self.ctx.buckets if b.rate > 0]
-        body_left = resp.body_length  # None: until EOF
-        want = None if limit is None else limit - pos
-        if want is not None and body_left is not None:
-            want = min(want, body_left)
-        elif want is None:
-            want = body_left
-        whole_body = body_left is not None and want == body_left and len(resp.head) <= body_left
+        pos = acc.start
+        want = acc.length  # None: until EOF
+        # Without Content-Length the end is EOF: count the bytes only once the body ended
+        # within the asked range (see _consume_httpx).
+        defer = want is not None and not acc.framed
+        head = resp.head
+        if want is not None and len(head) > want:
+            raise body_too_long(acc)  # more came with the head than was asked: none written
         buf = bytearray(RECV_BUFFER)
         view = memoryview(buf)
-        head = resp.head
-        fill = min(len(head), len(buf), want if want is not None else len(head))
-        view[:fill] = head[:fill]
+        fill = 0
+        received = 0
         eof = False
         error: BaseException | None = None
         clock = time.monotonic
         last = clock()
-        while True:
-            # Fill the buffer (up to what is wanted), then write it in one go; on a slow link
-            # write at least every PROGRESS_INTERVAL so progress (and resume points) advance.
-            cap = len(buf) if want is None else min(len(buf), want)
-            while fill < cap and not eof:
-                step = cap - fill
-                if buckets:
-                    step = min(step, int(min(b.capacity for b in buckets)))
-                try:
-                    n = sock.recv_into(view[fill:fill + step])
-                except TimeoutError:
-                    error = httpx.ReadTimeout("no data within the stall timeout")
-                    break
-                except OSError as exc:
-                    error = httpx.ReadError(str(exc) or type(exc).__name__)
-                    break
-                if n == 0:
-                    eof = True
-                    break
-                for bucket in buckets:
-                    bucket.consume_blocking(n, lambda: handle.aborted)
-                fill += n
-                if fill < cap and clock() - last >= PROGRESS_INTERVAL:
-                    break
-            if fill:  # received bytes are kept even when the connection then failed
-                written = pwrite(fd, view[:fill], pos)
-                if written != fill:
-                    raise OSError(errno.EIO, f"short write to {self.part}")
-                self._commit(seg, pos, fill, progress)
-                pos += fill
+        try:
+            if len(head) <= len(buf):
+                view[:len(head)] = head
+                fill = len(head)
+            else:  # a head larger than the buffer (not with RECV_BUFFER > MAX_HEADER_BYTES)
+                self._write(seg, pos, head, progress, defer)
+                pos += len(head)
+                received += len(head)
                 if want is not None:
-                    want -= fill
-                fill = 0
-                last = clock()
-            if handle.aborted:
-                raise rawfetch.Aborted()
-            if error is not None:
-                raise error
-            if want == 0:
-                resp.body_done = whole_body and not eof
-                return
-            if eof:
-                return
+                    want -= len(head)
+            while True:
+                # Fill the buffer (up to what is wanted), then write it in one go; on a slow
+                # link write at least every PROGRESS_INTERVAL so progress (and resume points)
+                # advance.
+                cap = len(buf) if want is None else min(len(buf), want)
+                while fill < cap and not eof:
+                    step = cap - fill
+                    if buckets:
+                        step = min(step, int(min(b.capacity for b in buckets)))
+                    try:
+                        n = sock.recv_into(view[fill:fill + step])
+                    except TimeoutError:
+                        error = httpx.ReadTimeout("no data within the stall timeout")
+                        break
+                    except OSError as exc:
+                        error = httpx.ReadError(str(exc) or type(exc).__name__)
+                        break
+                    if n == 0:
+                        eof = True
+                        break
+                    for bucket in buckets:
+                        bucket.consume_blocking(n, lambda: handle.aborted)
+                    fill += n
+                    if fill < cap and clock() - last >= PROGRESS_INTERVAL:
+                        break
+                if fill:  # received bytes are kept even when the connection then failed
+                    self._write(seg, pos, view[:fill], progress, defer)
+                    pos += fill
+                    received += fill
+                    if want is not None:
+                        want -= fill
+                    fill = 0
+                    last = clock()
+                if handle.aborted:
+                    raise rawfetch.Aborted()
+                if error is not None:
+                    raise error
+                if want == 0:
+                    if defer and not eof:
+                        eof = self._at_eof(sock, acc)
+                    resp.body_done = acc.framed and not eof
+                    break
+                if eof:
+                    break
+        except (rawfetch.Aborted, BadResponse):
+            raise
+        except BaseException:
+            if defer and received:
+                self._count(seg, acc.start, received, progress)
+            raise
+        if defer and received:
+            self._count(seg, acc.start, received, progress)
+        return received
 
-    def _commit(self, seg: list[int], pos: int, n: int, progress: list[int]) -> None:
-        """Worker thread: ``n`` bytes at ``pos`` are in the file; count and mark them."""
+    @staticmethod
+    def _at_eof(sock: object, acc: Accepted) -> bool:
+        """After all asked bytes of a body without Content-Length: it must end here."""
+        try:
+            extra = sock.recv(1)  # type: ignore[attr-defined]
+        except TimeoutError:
+            raise httpx.ReadTimeout("the body did not end after the asked bytes") from None
+        except OSError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__) from None
+        if extra:
+            raise body_too_long(acc)
+        return True
+
+    def _write(self, seg: list[int], pos: int, data: memoryview | bytes, progress: list[int],
+               defer: bool) -> None:
+        """Worker thread: ``pwrite`` all of ``data`` at ``pos``; count what landed (unless
+        ``defer``); a short or failed write is a write error (disk full)."""
+        try:
+            written = pwrite(self.fd, data, pos)
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        if written and not defer:
+            self._count(seg, pos, written, progress)
+        if written != len(data):
+            raise self._disk_full()
+
+    def _count(self, seg: list[int], pos: int, n: int, progress: list[int] | None = None
+               ) -> None:
+        """``n`` bytes at ``pos`` are in the file: count and mark them (any thread)."""
         with self._count_lock:
+            if seg[1] >= 0 and seg[2] + n > seg[1] - seg[0]:
+                raise AssertionError(f"counting past the end of a piece of {self.jf.path}")
             seg[2] += n
             self.jf.done_bytes += n
-        hasher = self.hasher
+            hasher = self.hasher
         if hasher is not None:
             hasher.mark(pos, pos + n)
-        progress[0] += n
+        if progress is not None:
+            progress[0] += n
 
 
 class _Writer:
@@ -605,7 +755,8 @@ class _Writer:
 
     Counters only ever cover bytes that are on disk (page cache), so flushed segment offsets
     are safe to resume from. At most ``HIGH`` bytes wait in memory; :meth:`drain` waits for
-    all and re-raises a write error (ENOSPC becomes :class:`DiskFullError`).
+    all and re-raises a write error (ENOSPC, EDQUOT, EFBIG or a short write become
+    :class:`DiskFullError`).
     """
 
     HIGH = 32 << 20
@@ -613,7 +764,8 @@ class _Writer:
     def __init__(self, owner: FileTransfer) -> None:
         self.owner = owner
         self.loop = asyncio.get_running_loop()
-        self.queue: queue.SimpleQueue[tuple[list[int], int, bytes] | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[tuple[list[int] | None, int, bytes] | None] = (
+            queue.SimpleQueue())
         self.pending = 0
         self.lock = threading.Lock()
         self.error: BaseException | None = None
@@ -622,8 +774,9 @@ class _Writer:
         self.thread = threading.Thread(target=self._run, name="modeldeck-write", daemon=True)
         self.thread.start()
 
-    def submit(self, seg: list[int], pos: int, chunk: bytes) -> bool:
-        """Queue a write; True if the caller should wait for the queue to shrink."""
+    def submit(self, seg: list[int] | None, pos: int, chunk: bytes) -> bool:
+        """Queue a write (counted into ``seg`` once written; ``None``: not counted); True if
+        the caller should wait for the queue to shrink."""
         if self.error is not None:
             raise self.error
         with self.lock:
@@ -663,16 +816,17 @@ class _Writer:
             n = len(chunk)
             if self.error is None:
                 try:
-                    if pwrite(owner.fd, chunk, pos) != n:
-                        raise OSError(errno.EIO, f"short write to {owner.part}")
+                    written = pwrite(owner.fd, chunk, pos)
                 except OSError as exc:
-                    self.error = owner._disk_full() if exc.errno == errno.ENOSPC else exc
+                    self.error = owner._write_error(exc)
                 else:
-                    hasher = owner.hasher
-                    if hasher is not None:
-                        hasher.mark(pos, pos + n)
-                    seg[2] += n
-                    owner.jf.done_bytes += n
+                    try:
+                        if written and seg is not None:
+                            owner._count(seg, pos, written)
+                    except AssertionError as exc:
+                        self.error = exc
+                    if written != n and self.error is None:
+                        self.error = owner._disk_full()  # a short or zero write: no room
             with self.lock:
                 self.pending -= n
                 if self.waiting and (self.pending <= self.HIGH // 2 or self.error is not None):
@@ -680,8 +834,8 @@ class _Writer:
                     self.loop.call_soon_threadsafe(self.changed.set)
 
 
-class _BadResponse(Exception):
-    """A response we cannot use (wrong Content-Range…); retried."""
+class _KeepsLying(Exception):
+    """``REJECTS_BEFORE_PLAIN`` answers refused: try one plain GET of the whole file."""
 
 
 def _lower_priority(delta: int) -> None:

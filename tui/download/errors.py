@@ -32,7 +32,14 @@ class RemoteNotFoundError(DownloadError):
 
 
 class DiskFullError(DownloadError):
-    """Not enough free space on the target volume."""
+    """Not enough free space on the target volume (``cause_errno``: ENOSPC, EDQUOT…)."""
+
+    cause_errno: int = 0
+
+
+class BadServerError(DownloadError):
+    """The server kept answering with bytes other than those asked for (wrong range, length
+    or encoding); nothing of those answers was written."""
 
 
 class AlreadyDownloadingError(DownloadError):

@@ -202,6 +202,21 @@ class JobStore:
                  sum(f.size or 0 for f in files) if known else None, time.time(), job_id),
             )
 
+    def files_at(self, dest: str, *, exclude: str | None = None
+                 ) -> list[tuple[str, JobSpec, JobFile]]:
+        """(job id, spec, file) of unfinished jobs (not done or cancelled) with a file
+        planned at ``dest``: who else will write there."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT j.id, j.spec, f.url, f.sha256, f.commit_hash FROM job_files f "
+                "JOIN jobs j ON j.id = f.job_id WHERE f.dest = ? AND j.id != ? "
+                "AND j.state NOT IN ('done', 'cancelled')",
+                (dest, exclude or ""),
+            ).fetchall()
+        return [(r[0], JobSpec.from_json(r[1]),
+                 JobFile(path="", url=r[2], dest=dest, sha256=r[3], commit_hash=r[4]))
+                for r in rows]
+
     def reset_files(self, job_id: str) -> None:
         """Forget the plan (files are re-resolved on the next run)."""
         with self.db.write() as tx:

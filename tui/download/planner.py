@@ -2,21 +2,31 @@
 
 Every remote name is validated (``safe_join``) before anything touches the disk. Hub files go
 to ``models_dir/<owner>/<repo>/<path>``, direct URLs to ``models_dir/direct/<filename>``.
+
+A destination already held by a different source (an installed model, another job's file or
+partial, a file ModelDeck did not download) is never overwritten (:func:`place_files`): a
+direct URL then goes to ``models_dir/direct/<source key>/<filename>``, a Hub file is refused.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tui.download.errors import DownloadError
+from tui.download.http import strip_query
 from tui.download.jobs import JobFile
 from tui.download.sources import JobSpec, url_filename
+from tui.download.verify import git_blob_sha1_file
 from tui.errors import InvalidInputError, NotFoundError
 from tui.hub.client import HubClient, HubFile, RepoListing, gguf_quant, validate_repo_id
 from tui.safe_paths import safe_join, validate_remote_name
+
+MAX_BLOB_COMPARE = 64 << 20  # a file on disk up to this size is compared by git blob id
 
 
 @dataclass(slots=True)
@@ -127,10 +137,90 @@ def plan_url(spec: JobSpec, models_dir: Path) -> Plan:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who holds, or is fetching into, a destination path, and from which source.
+
+    ``holder`` reads after "already holds" (``model qwen-q4``, ``job 1a2b…``); ``source`` is
+    a URL or ``owner/repo@commit`` (None: unknown); ``sha256`` the content's, if known;
+    ``path`` the file on disk, if there is one (small files are compared by git blob id).
+    """
+
+    holder: str
+    source: str | None = None
+    sha256: str | None = None
+    hint: str | None = None
+    path: Path | None = None
+
+
+def file_source(spec: JobSpec, jf: JobFile) -> str:
+    """Where a job's file comes from: ``owner/repo@commit`` for the Hub, else its URL."""
+    if spec.kind == "hf":
+        return f"{spec.repo}@{jf.commit_hash}"
+    return jf.url
+
+
+def same_source(claim: Claim, source: str, jf: JobFile) -> bool:
+    """Both sha256 known: equal content; a small Hub file: the same git blob id on disk;
+    otherwise the same URL or repo commit."""
+    if claim.sha256 and jf.sha256:
+        return claim.sha256.lower() == jf.sha256.lower()
+    if claim.source is not None and claim.source == source:
+        return True
+    path = claim.path
+    if jf.blob_sha1 and path is not None and path.is_file() and not path.is_symlink() \
+            and path.stat().st_size <= MAX_BLOB_COMPARE:
+        return git_blob_sha1_file(path) == jf.blob_sha1.lower()
+    return False
+
+
+def source_key(source: str, sha256: str | None) -> str:
+    """A short, stable folder name for one source (12 hex digits)."""
+    return hashlib.sha256(f"{source}\n{sha256 or ''}".encode()).hexdigest()[:12]
+
+
+def place_files(plan: Plan, spec: JobSpec, claims_at: Callable[[Path], list[Claim]]) -> Plan:
+    """Keep every file of ``plan`` off paths held by a different source.
+
+    Two sources collide when their files would have the same path. A direct-URL file then
+    moves to ``<root>/<source key>/<filename>`` (stable for that URL and sha256); a Hub file
+    (whose path is the repo's layout) is refused with one line, as is a URL file whose
+    second path is taken too. Same-source claims are fine: that is a resume or a re-pull.
+    """
+    for jf in plan.files:
+        source = file_source(spec, jf)
+        dest = Path(jf.dest)
+        others = [c for c in claims_at(dest) if not same_source(c, source, jf)]
+        if others and spec.kind == "url":
+            moved = dest.parent / source_key(source, jf.sha256) / dest.name
+            if not [c for c in claims_at(moved) if not same_source(c, source, jf)]:
+                jf.dest = str(moved)
+                continue
+        if others:
+            held = others[0]
+            origin = f" from {_shown_source(held.source)}" if held.source else ""
+            raise DownloadError(
+                f"{dest} already holds {held.holder}{origin}; not overwriting it with "
+                f"{_shown_source(source)}",
+                hint=held.hint or "move it away first or set MODELDECK_MODELS_DIR elsewhere",
+            )
+    return plan
+
+
+def _shown_source(source: str) -> str:
+    """A URL without its query, or ``owner/repo@<12 hex>``; at most 120 characters."""
+    if "://" in source:
+        text = strip_query(source)
+    else:
+        repo, _, commit = source.partition("@")
+        text = f"{repo}@{commit[:12]}" if commit else repo
+    return text if len(text) <= 120 else text[:120] + "…"
+
+
 def quant_of(path: str) -> str | None:
     """Re-export for callers that group by quant."""
     return gguf_quant(path)
 
 
-__all__ = ["DownloadError", "Plan", "plan_hub", "plan_url", "resolve_catalog",
-           "select_hub_files"]
+__all__ = ["Claim", "DownloadError", "Plan", "place_files", "plan_hub", "plan_url",
+           "resolve_catalog", "select_hub_files"]

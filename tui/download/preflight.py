@@ -26,6 +26,9 @@ NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs",
               "fuse.glusterfs", "ceph", "fuse.ceph", "lustre", "fuse.s3fs", "fuse.gcsfuse"}
 
 DiskUsage = Callable[[str], "shutil._ntuple_diskusage"]
+# Write errors that mean "no room for these bytes" (a short or zero write is one too).
+DISK_FULL_ERRNOS = {errno.ENOSPC: "", errno.EDQUOT: " (disk quota exceeded)",
+                    errno.EFBIG: " (file too large for this file system)"}
 
 
 def human(n: float) -> str:
@@ -35,6 +38,34 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for ENOSPC, EDQUOT and EFBIG."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def disk_full_error(path: Path, needed: int | None, *, cause: BaseException | None = None,
+                    reserving: bool = False) -> DiskFullError:
+    """The one-line error for a full disk: the file, and the bytes still needed (``unknown``
+    when the size is not known, never negative); the partial is kept for a retry.
+
+    ``cause`` (the ``OSError``, or an earlier such error) names a quota or file-size limit.
+    """
+    code = getattr(cause, "errno", None) or getattr(cause, "cause_errno", None) or 0
+    why = DISK_FULL_ERRNOS.get(code, "")
+    if needed is None:
+        amount = "unknown bytes"
+    else:
+        needed = max(0, needed)
+        amount = f"{human(needed)} ({needed} bytes)"
+    doing = "reserving space for" if reserving else "writing"
+    error = DiskFullError(
+        f"disk full{why} {doing} {path}: {amount} still needed",
+        hint="free some space, then retry; the partial is kept",
+    )
+    error.cause_errno = code
+    return error
 
 
 def existing_parent(path: Path) -> Path:

@@ -29,6 +29,7 @@ import httpx
 
 from tui.download.http import MAX_REDIRECTS, HttpStatusError, origin
 from tui.download.http import ssl_context as http_ssl_context
+from tui.download.validate import parse_length
 
 T = TypeVar("T")
 
@@ -103,9 +104,8 @@ class RawResponse:
 
     @property
     def body_length(self) -> int | None:
-        """Content-Length, or None (then the body ends at EOF)."""
-        value = self.headers.get("content-length")
-        return int(value) if value and value.strip().isdigit() else None
+        """Content-Length (strictly parsed), or None (then the body ends at EOF)."""
+        return parse_length(self.headers.get("content-length"))
 
     @property
     def chunked(self) -> bool:
@@ -333,7 +333,8 @@ def _read_head(sock: socket.socket) -> tuple[int, str, httpx.Headers, bytes]:
             name, sep, value = line.partition(":")
             if not sep:
                 raise httpx.RemoteProtocolError("malformed header line")
-            headers.append((name.strip(), value.strip()))
+            # As bytes: a hostile non-ASCII value must not crash httpx's (ASCII) encoding.
+            headers.append((name.strip().encode("latin-1"), value.strip().encode("latin-1")))
         return status, parts[0], httpx.Headers(headers), data
 
 

@@ -36,7 +36,15 @@ from tui.download.errors import (
 )
 from tui.download.http import HttpStatusError, RetryPolicy, Transport, make_client, origin
 from tui.download.jobs import JobFile, JobRecord, JobStore
-from tui.download.planner import Plan, plan_hub, plan_url, resolve_catalog
+from tui.download.planner import (
+    Claim,
+    Plan,
+    file_source,
+    place_files,
+    plan_hub,
+    plan_url,
+    resolve_catalog,
+)
 from tui.download.preflight import DestLock, check_free_space, network_fs_warning
 from tui.download.progress import (
     ACTIVE_STATES,
@@ -116,6 +124,7 @@ class DownloadService:
         self._wake: asyncio.Event | None = None
         self._changed: asyncio.Condition | None = None
         self._sha: dict[str, str] = {}  # dest -> sha256 computed while downloading
+        self._verified: dict[str, str] = {}  # dest -> how it was verified (see ModelFile)
         self._background: set[asyncio.Future[None]] = set()
         self._elsewhere: dict[str, DownloadError] = {}  # job id -> "running in pid N"
 
@@ -512,11 +521,35 @@ class DownloadService:
             plan = plan_hub(spec, listing, models_dir, self.hub)
         else:
             plan = plan_url(spec, models_dir)
+        with self.db.write():  # claim the destinations in one transaction (other processes)
+            place_files(plan, spec, lambda dest: self._claims_at(dest, job.id))
+            self.jobs.set_plan(job.id, str(plan.root), plan.files, spec)
         job.spec = spec
         job.files = plan.files
         job.dest = str(plan.root)
-        self.jobs.set_plan(job.id, str(plan.root), plan.files, spec)
         return plan
+
+    def _claims_at(self, dest: Path, job_id: str) -> list[Claim]:
+        """Who else holds ``dest``: unfinished jobs, an installed model, or a file on disk."""
+        claims = [
+            Claim(f"job {other}", file_source(spec, f), f.sha256,
+                  hint=f"wait for job {other} or cancel it (`modeldeck jobs cancel {other}`)")
+            for other, spec, f in self.jobs.files_at(str(dest), exclude=job_id)
+        ]
+        record = self.inventory.find_by_path(str(dest))
+        if record is None and dest.resolve() != dest:
+            record = self.inventory.find_by_path(str(dest.resolve()))
+        if record is not None:
+            sha = next((f.sha256 for f in record.files
+                        if f.path in (str(dest), str(dest.resolve()))), None)
+            ref = record.source_ref
+            source = f"{ref}@{record.revision}" if ref and record.revision else ref
+            claims.append(Claim(f"model {record.id}", source, sha,
+                                hint=f"remove it first (`modeldeck rm {record.id}`) or set "
+                                "MODELDECK_MODELS_DIR elsewhere", path=dest))
+        elif not claims and (dest.exists() or dest.is_symlink()):
+            claims.append(Claim("a file ModelDeck did not download", path=dest))
+        return claims
 
     async def _download_all(self, rt: _Runtime, plan: Plan) -> None:
         job = rt.job
@@ -607,6 +640,7 @@ class DownloadService:
                 jf.state = "downloading"
                 transfer = FileTransfer(ctx, jf, part, connections)
                 sha256, sha1, size = await transfer.run()
+                self._verified[jf.dest] = _verification(jf, size_known=transfer.size_known)
                 problem = _check(jf, sha256, sha1, size)
                 if problem is None:
                     break
@@ -650,6 +684,7 @@ class DownloadService:
         jf.size = size
         jf.state, jf.done_bytes, jf.segments = "installed", size, None
         self._sha[jf.dest] = sha256
+        self._verified.setdefault(jf.dest, _verification(jf, size_known=True))
         return True
 
     def _finish(self, job: JobRecord, plan: Plan) -> list[Any]:
@@ -664,6 +699,8 @@ class DownloadService:
                 self.inventory, model_root=plan.root, files=files, source=plan.source,
                 source_ref=plan.source_ref, revision=plan.revision, catalog_id=plan.catalog_id,
                 name=plan.name,
+                verified={Path(f.dest): v for f in job.files
+                          if (v := self._verified.get(f.dest))},
             )
             self.jobs.save_files(job.id, [_copy_file(f) for f in job.files])
             self.jobs.set_model(job.id, records[0].id if records else None)
@@ -695,6 +732,16 @@ def _plan_from_record(job: JobRecord, root: Path) -> Plan:
         source, ref = ("catalog" if spec.catalog_id else "url"), str(spec.url)
     return Plan(root=root, files=job.files, source=source, source_ref=ref, revision=revision,
                 catalog_id=spec.catalog_id, name=spec.name)
+
+
+def _verification(jf: JobFile, *, size_known: bool) -> str:
+    """How a finished file was checked: against its sha256 or git blob id when known, else
+    by its size and the ranges every answer had to match (never installed otherwise)."""
+    if jf.sha256:
+        return "sha256"
+    if jf.blob_sha1:
+        return "git-blob"
+    return "size+ranges" if size_known else "ranges"
 
 
 def _check(jf: JobFile, sha256: str, sha1: str | None, size: int) -> str | None:

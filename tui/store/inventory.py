@@ -68,10 +68,11 @@ class Inventory:
         )
         tx.execute("DELETE FROM model_files WHERE model_id = ?", (record.id,))
         tx.executemany(
-            "INSERT INTO model_files (model_id, path, size, sha256, mtime_ns, dev, ino) "
-            "VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO model_files (model_id, path, size, sha256, mtime_ns, dev, ino, verified) "
+            "VALUES (?,?,?,?,?,?,?,?)",
             [
-                (record.id, f.path, f.size, f.sha256, f.mtime_ns, _i64(f.dev), _i64(f.ino))
+                (record.id, f.path, f.size, f.sha256, f.mtime_ns, _i64(f.dev), _i64(f.ino),
+                 f.verified)
                 for f in record.files
             ],
         )
@@ -198,9 +199,10 @@ class Inventory:
             record = model_from_row(dict(row))
             record.files = [
                 ModelFile(path=_text(f[0]), size=_int(f[1]) or 0, sha256=_opt_text(f[2]),
-                          mtime_ns=_int(f[3]), dev=_u64(_int(f[4])), ino=_u64(_int(f[5])))
+                          mtime_ns=_int(f[3]), dev=_u64(_int(f[4])), ino=_u64(_int(f[5])),
+                          verified=_opt_text(f[6]))
                 for f in conn.execute(
-                    "SELECT path, size, sha256, mtime_ns, dev, ino FROM model_files "
+                    "SELECT path, size, sha256, mtime_ns, dev, ino, verified FROM model_files "
                     "WHERE model_id = ? ORDER BY path",
                     (record.id,),
                 )

@@ -17,6 +17,10 @@ class ModelFile:
 
     ``dev``/``ino`` (with ``size`` and ``mtime_ns``) identify the file ModelDeck recorded, so a
     delete can tell it from a different file now at that path; None when not recorded.
+    ``verified`` says what a downloaded file was checked against: ``sha256`` (the expected
+    hash), ``git-blob`` (the Hub's blob id), ``size+ranges`` (no hash known: every answer
+    matched the asked bytes and the known size) or ``ranges`` (neither hash nor size known);
+    None for files ModelDeck did not download.
     """
 
     path: str
@@ -25,6 +29,7 @@ class ModelFile:
     mtime_ns: int | None = None
     dev: int | None = None
     ino: int | None = None
+    verified: str | None = None
 
 
 @dataclass(slots=True)
@@ -82,7 +87,8 @@ class ModelRecord:
             "ttft_ms": self.ttft_ms,
             "metadata": self.metadata.to_dict() if self.metadata else None,
             "files": [
-                {"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files
+                {"path": f.path, "size": f.size, "sha256": f.sha256, "verified": f.verified}
+                for f in self.files
             ],
         }
 

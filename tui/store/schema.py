@@ -106,4 +106,8 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # 4: how a downloaded file was verified (sha256, git-blob, size+ranges, ranges).
+    """
+    ALTER TABLE model_files ADD COLUMN verified TEXT;
+    """,
 ]

@@ -11,9 +11,15 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from tui.terminal_text import clean
+
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Ask a question; dismisses with True (yes) or False (no / Esc)."""
+    """Ask a question; dismisses with True (yes) or False (no / Esc).
+
+    The question is shown literally (no markup; controls escaped, newlines kept): put names
+    and paths in it through :func:`tui.terminal_text.clean_line` so each stays on one line.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes"),
@@ -28,7 +34,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog", classes="dialog"):
-            yield Static(self.question, id="confirm-question", markup=False)
+            yield Static(clean(self.question), id="confirm-question", markup=False)
             with Horizontal(id="confirm-buttons"):
                 yield Button(self.yes_label, id="confirm-yes", variant="error")
                 yield Button(self.no_label, id="confirm-no", variant="primary")

@@ -59,6 +59,7 @@ FALLBACK_TEMPLATE = (
 RENDER_SECONDS = 1.0  # a chat template renders in about a millisecond
 MAX_CHARS = 1 << 20  # output and any value built (render_chat adds twice the conversation)
 MAX_INT_BITS = 1 << 16  # integers of about 20,000 digits
+BUILD_FACTOR = 32  # all the values a render builds: at most this many times its size limit
 MAX_LIPSUM_WORDS = 10_000
 _MAX_TEMPLATE_CHARS = 200_000
 _WATCH_POLL = 0.05  # how often the watchdog looks at cancel events and deadlines
@@ -129,16 +130,27 @@ def _size(value: Any, budget: int) -> int:
     for item in items:
         total += _size(item, budget - total) + 2
         if total > budget:
-            break
+            return total  # a partial count: not cached (another budget may need more)
     if cache is not None:
         cache[id(value)] = (value, total)  # the value is kept: its id is not reused meanwhile
     return total
 
 
 def _check(value: Any, what: str = "an operation") -> Any:
-    """``value`` if it is within the limit (cheap: lengths only), else refuse."""
-    if isinstance(value, str | list | tuple | dict | bytes) and len(value) > _limit():
-        raise _Refused(f"{what} made a value of {len(value):,} (the limit is {_limit():,})")
+    """``value`` if it is within the limit (cheap: lengths only), else refuse. Its length is
+    added to what the render built in all, which may not pass :data:`BUILD_FACTOR` times the
+    limit (values held in a list, or made and dropped in a loop, count too)."""
+    if isinstance(value, str | list | tuple | dict | bytes):
+        size = len(value)
+        if size > _limit():
+            raise _Refused(f"{what} made a value of {size:,} (the limit is {_limit():,})")
+        try:
+            built = _state.built = _state.built + size
+        except AttributeError:  # not rendering
+            return value
+        if built > BUILD_FACTOR * _state.limit:
+            raise _Refused(f"values of {built:,} characters in all (the limit is "
+                           f"{BUILD_FACTOR * _state.limit:,})")
     return value
 
 
@@ -174,13 +186,16 @@ def _format_size(fmt: str, args: Any) -> int:
 
 
 def _materialize(value: Any) -> Any:
-    """An iterator (a generator, ``map``) as a list of at most the limit's count of items, so
-    it can be measured; anything else as is."""
+    """An iterator (a generator, ``map``) as a list, so it can be measured, its items measured
+    as they come; anything else as is."""
     if not isinstance(value, Iterator):
         return value
-    items = list(itertools.islice(value, _limit() + 1))
-    if len(items) > _limit():
-        raise _Refused(f"a sequence of more than {_limit():,} items")
+    limit, total, items = _limit(), 0, []
+    for item in value:
+        total += _size(item, limit) + 2
+        if total > limit:
+            raise _refuse("a sequence", total)
+        items.append(item)
     return items
 
 
@@ -366,7 +381,7 @@ def _environment_class() -> Any:
             size = sum(_size(v, limit) for v in values)
             if size > limit:
                 raise _refuse("'~'", size)
-            return markup_join(values) if escape else "".join(map(str, values))
+            return _check(markup_join(values) if escape else "".join(map(str, values)))
 
     def bounded_concat(pieces: Iterable[str]) -> str:
         """``Environment.concat`` (blocks, macros, ``caller()``) with a running size check."""
@@ -376,7 +391,7 @@ def _environment_class() -> Any:
             if total > limit:
                 raise _refuse("a block or macro", total)
             parts.append(piece)
-        return "".join(parts)
+        return _check("".join(parts))
 
     def finalize(value: Any) -> Any:
         return _check_str(value)
@@ -527,7 +542,7 @@ def render_bounded(
         raise TemplateError("chat template is larger than 200k characters; refusing to render it")
 
     def render() -> str:
-        _state.limit, _state.sizes = max_chars, {}
+        _state.limit, _state.sizes, _state.built = max_chars, {}, 0
         try:
             parts, total = [], 0
             for piece in _compile(source).generate(**context):
@@ -537,7 +552,7 @@ def render_bounded(
                 parts.append(piece)
             return "".join(parts)
         finally:
-            del _state.limit, _state.sizes
+            del _state.limit, _state.sizes, _state.built
 
     try:
         return _within(seconds, cancel, render)

@@ -79,12 +79,13 @@ def _scrub(text: str, secrets: Sequence[str | None], limit: int = SHOWN_CHARS) -
     return clean_line(" ".join(text.split()), limit)
 
 
-def _describe(exc: Exception, url: str, api_key: str | None) -> str:
+def _describe(exc: Exception, url: str, api_key: str | None, silence: float | None = None
+              ) -> str:
     where = redact_url(url)
     if isinstance(exc, httpx.ConnectError):
         return f"cannot reach {where}: connection refused or host unknown"
     if isinstance(exc, httpx.ReadTimeout):
-        return f"{where} sent nothing for {READ_TIMEOUT:g} s"
+        return f"{where} sent nothing for {silence or READ_TIMEOUT:g} s"
     if isinstance(exc, httpx.TimeoutException):
         return f"{where} timed out ({type(exc).__name__})"
     return f"{where}: {type(exc).__name__}: {_scrub(str(exc), [api_key])}"
@@ -144,7 +145,7 @@ def list_models(base_url: str, api_key: str | None = None, *, timeout: float = 1
             raw = b"".join(_body(response, MAX_LIST_BYTES, started, LIST_DEADLINE,
                                  f"the model list of {where}"))
     except httpx.HTTPError as exc:
-        raise EndpointError(_describe(exc, url, api_key)) from None
+        raise EndpointError(_describe(exc, url, api_key, timeout)) from None
     try:
         items = json.loads(raw)["data"]
         if not isinstance(items, list):

@@ -6,6 +6,8 @@ import time
 
 import humanize
 
+from tui.terminal_text import clean_line
+
 
 def size(n: int | None) -> str:
     """``4.4 GiB`` style sizes; ``-`` for unknown."""
@@ -40,7 +42,13 @@ def rate(bytes_per_s: float | None) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    """A plain aligned text table (pipe-friendly: no colours, no box drawing)."""
+    """A plain aligned text table (pipe-friendly: no colours, no box drawing).
+
+    Cells are untrusted (names and paths from files): each is shown as one line with control
+    characters escaped (:func:`tui.terminal_text.clean_line`).
+    """
+    headers = [clean_line(h) for h in headers]
+    rows = [[clean_line(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):

@@ -31,6 +31,7 @@ from tui.discovery import hf_cache_dir, roots_for
 from tui.metadata.files import is_regular_file
 from tui.settings import Settings
 from tui.store import Inventory, ModelFile, ModelRecord
+from tui.terminal_text import clean_line
 
 _KINDS = {
     stat.S_IFDIR: "a folder",
@@ -135,11 +136,8 @@ def refusal(f: PlannedFile) -> str:
 
 
 def shown(path: Path | str) -> str:
-    """A path safe to print: control and other non-printable characters escaped."""
-    text = str(path)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    """A path safe to print on one line (control characters escaped)."""
+    return clean_line(str(path))
 
 
 # -- planning ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from tui.app import wiring
-from tui.app.commands import ModelDeckCommands
+from tui.app.commands import ModelDeckCommands, literal
 from tui.app.messages import (
     AnswerFinished,
     AnswerStarted,
@@ -57,6 +57,7 @@ from tui.app.widgets import (
     ResourceSidebar,
 )
 from tui.errors import ModelDeckError
+from tui.terminal_text import clean, clean_line
 
 if TYPE_CHECKING:
     from tui.resources.types import Snapshot
@@ -459,6 +460,21 @@ class ModelDeckApp(App[None]):
             elif view.state == "stalled":
                 self.alert(f"{view.name} stalled; retrying", "Download stalled", "warning")
 
+    def notify(  # type: ignore[override]
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A notification whose text is shown literally, whoever asks (widgets' ``notify``
+        passes ``markup=True``): names and errors in it come from files and servers, so no
+        markup is parsed and control characters are shown escaped."""
+        super().notify(clean(str(message)), title=clean_line(title), severity=severity,
+                       timeout=timeout, markup=False)
+
     def alert(self, message: str, title: str = "", severity: str = "information") -> None:
         """A notification, plus the terminal bell when ``settings.bell`` is on."""
         self.notify(message, title=title, severity=severity)  # type: ignore[arg-type]
@@ -480,7 +496,7 @@ class ModelDeckApp(App[None]):
         description = table.describe() if description is None else description
         text = f"{shown} of {total} models"
         self.query_one("#table-status", Static).update(
-            f"{text} | {description}" if description else text, layout=False
+            f"{text} | {clean_line(description)}" if description else text, layout=False
         )
 
     @on(ModelTable.Activated, "#models")
@@ -547,7 +563,7 @@ class ModelDeckApp(App[None]):
             if yes:
                 self.load_row(row, force=True)
 
-        question = f"{row.name} won't fit in free memory.\nLoad anyway?"
+        question = f"{clean_line(row.name)} won't fit in free memory.\nLoad anyway?"
         self.push_screen(ConfirmScreen(question, yes="Load anyway", no="Cancel"), answered)
 
     @on(RuntimeChanged)
@@ -601,9 +617,9 @@ class ModelDeckApp(App[None]):
         choices = []
         for quant in row.quants:
             size = entry.size_for(quant) if entry is not None else None
-            choices.append((f"Download {row.name} {quant}", partial(self.download_row, row, quant),
-                            format_size(size)))
-        self.search_commands(choices, placeholder=f"Which quant of {row.name}?")
+            choices.append((literal(f"Download {row.name} {quant}"),
+                            partial(self.download_row, row, quant), format_size(size)))
+        self.search_commands(choices, placeholder=f"Which quant of {clean_line(row.name)}?")
 
     def download_row(self, row: ModelRow, quant: str | None) -> None:
         """Queue a download of a catalog row."""
@@ -649,12 +665,13 @@ class ModelDeckApp(App[None]):
     @on(DeletePlanned)
     def _delete_planned(self, message: DeletePlanned) -> None:
         row = message.row
+        name = clean_line(row.name)
         if message.forget_only:
-            question = (f"Forget {row.name}?\nIts files are outside the models folder "
+            question = (f"Forget {name}?\nIts files are outside the models folder "
                         "and stay on disk.")
         else:
             size = format_size(message.freed_bytes) or "0B"
-            question = f"Delete {row.name}?\nThis frees {size} on the models volume."
+            question = f"Delete {name}?\nThis frees {size} on the models volume."
 
         def answered(yes: bool | None) -> None:
             if yes and row.model_id:
@@ -905,7 +922,8 @@ class ModelDeckApp(App[None]):
             self.notify("No installed models yet", severity="warning")
             return
         self.search_commands(
-            [(f"Load {r.name}", partial(self.load_row, r), r.quant or "") for r in rows],
+            [(literal(f"Load {r.name}"), partial(self.load_row, r), literal(r.quant or ""))
+             for r in rows],
             placeholder="Load which model?",
         )
 
@@ -936,11 +954,13 @@ class ModelDeckApp(App[None]):
         ]
         for row in self.model_table.all_rows.values():
             if row.installed:
-                commands.append((f"Load {row.name}", partial(self.load_row, row), "Load model"))
+                commands.append(
+                    (literal(f"Load {row.name}"), partial(self.load_row, row), "Load model")
+                )
             elif row.entry_id is not None:
                 entry = self._entries.get(row.entry_id)
                 for quant in row.quants or (row.quant,):
-                    label = f"Download {row.name} {quant or ''}".rstrip()
+                    label = literal(f"Download {row.name} {quant or ''}".rstrip())
                     size = format_size(entry.size_for(quant) if entry and quant else None)
                     size = size or (format_size(row.size_bytes) if quant == row.quant else "")
                     commands.append((label, partial(self.download_row, row, quant), size))

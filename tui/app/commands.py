@@ -6,6 +6,9 @@ from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.markup import escape
+
+from tui.terminal_text import clean_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -13,6 +16,12 @@ if TYPE_CHECKING:
     from tui.app.app import ModelDeckApp
 
 MAX_HITS = 200
+
+
+def literal(text: str) -> str:
+    """``text`` (a model name, a path) for a place that parses Textual markup, such as a
+    command-palette label: one line, controls escaped, ``[bold]`` shown as typed."""
+    return escape(clean_line(text))
 
 
 class ModelDeckCommands(Provider):

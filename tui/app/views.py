@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tui import formatting
+from tui.terminal_text import clean_line
 
 if TYPE_CHECKING:
     from tui.catalog import CatalogEntry
@@ -254,12 +255,13 @@ def status_label(row: ModelRow) -> str:
 
 
 def row_cells(row: ModelRow, now: float) -> tuple[str, ...]:
-    """The display strings of a row, in :data:`COLUMNS` order."""
+    """The display strings of a row, in :data:`COLUMNS` order (names, formats and quants come
+    from files and the catalog: one line each, control characters escaped)."""
     return (
         status_label(row),
-        row.name,
-        _FORMAT_SHORT.get(row.format or "", row.format or ""),
-        row.quant or "",
+        clean_line(row.name),
+        clean_line(_FORMAT_SHORT.get(row.format or "", row.format or "")),
+        clean_line(row.quant or ""),
         format_params(row.parameters),
         format_size(row.size_bytes),
         row.fit,

@@ -3,6 +3,11 @@
 Each sub-command lives in a module of this package exposing ``register(subparsers)``; a
 handler has the signature ``handler(args, ctx) -> int`` (exit code) and reports bad input by
 raising :class:`tui.errors.ModelDeckError`, which :func:`main` prints as one line on stderr.
+
+While a sub-command runs, ``sys.stdout`` and ``sys.stderr`` pass through
+:class:`tui.terminal_text.CleanWriter`: whatever a handler prints, no control character or
+escape sequence from a file, a server or a model reaches the terminal raw (handlers also clean
+single-line fields with :func:`tui.terminal_text.clean_line`, which escapes newlines too).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import importlib
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tui import __version__
@@ -22,6 +27,7 @@ from tui.cli.context import Context
 from tui.download.errors import redact
 from tui.errors import ModelDeckError
 from tui.store.health import store_error
+from tui.terminal_text import CleanWriter, clean_line
 
 # Modules that add sub-commands; a missing optional one is skipped.
 COMMAND_MODULES = (
@@ -54,10 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _clean_output() -> Iterator[None]:
+    """``sys.stdout`` / ``sys.stderr`` through :class:`CleanWriter` (restored afterwards)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = CleanWriter(saved[0]), CleanWriter(saved[1])
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``modeldeck`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    with _clean_output():  # argparse echoes arguments in its errors
+        args = parser.parse_args(argv)
     overrides = {}
     if args.models_dir is not None:
         overrides["models_dir"] = args.models_dir
@@ -69,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tui.cli.launch import launch_app
 
             return launch_app(ctx)
-        return int(args.func(args, ctx) or 0)
+        with _clean_output():
+            return int(args.func(args, ctx) or 0)
     except ModelDeckError as exc:
         return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
@@ -94,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int = 1, *, prefix: str = "modeldeck: error") -> int:
-    print(f"{prefix}: {message}", file=sys.stderr)
+    print(f"{prefix}: {clean_line(message)}", file=sys.stderr)
     return code
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from tui.services import Services, build_services
 from tui.settings import Settings, load_settings
+from tui.terminal_text import clean_line
 
 
 class Context:
@@ -37,11 +38,12 @@ class Context:
 
     @staticmethod
     def print_json(data: Any) -> None:
-        """Write ``data`` as JSON to stdout."""
-        json.dump(data, sys.stdout, indent=2, default=str)
+        """Write ``data`` as JSON to stdout (ASCII only: every control character, C1 and bidi
+        character in a string is a ``\\uXXXX`` escape, never raw)."""
+        json.dump(data, sys.stdout, indent=2, default=str, ensure_ascii=True)
         sys.stdout.write("\n")
 
     @staticmethod
     def err(message: str) -> None:
-        """One line on stderr."""
-        print(message, file=sys.stderr)
+        """One line on stderr (controls and newlines in it shown escaped)."""
+        print(clean_line(message), file=sys.stderr)

@@ -20,6 +20,7 @@ from tui.download.progress import TERMINAL_STATES, DownloadEvent
 from tui.download.sources import JobSpec, parse_source
 from tui.errors import InvalidInputError, ModelDeckError
 from tui.settings import parse_rate
+from tui.terminal_text import clean_line
 
 
 def register(subparsers: Any) -> None:
@@ -115,7 +116,7 @@ def run_jobs(ctx: Any, job_ids: list[str], *, json_mode: bool = False, quiet: bo
         if r.state == "done" and not json_mode:
             where = r.dest or ""
             model = f" as {r.model_id}" if r.model_id else ""
-            print(f"{r.name}: done{model} ({where})")
+            print(clean_line(f"{r.name}: done{model} ({where})"))
     if paused:
         ids = " ".join(r.id for r in paused)
         print(f"paused {ids}; resume with: modeldeck jobs resume {paused[0].id}", file=sys.stderr)
@@ -127,7 +128,7 @@ def run_jobs(ctx: Any, job_ids: list[str], *, json_mode: bool = False, quiet: bo
         if len(failed) == 1 and len(records) == 1:
             raise _JobFailed(failed[0])
         for r in failed:
-            print(f"modeldeck: error: {r.name}: {r.error}", file=sys.stderr)
+            print(f"modeldeck: error: {clean_line(f'{r.name}: {r.error}')}", file=sys.stderr)
         return 1
     return 0
 
@@ -195,7 +196,7 @@ def cmd_jobs(args: argparse.Namespace, ctx: Any) -> int:
             line = f"{j.id}  {j.state:<11} {_size(j.done_bytes):>10} / {total:<10} {j.name}"
             if j.error:
                 line += f"  ({j.error})"
-            print(line)
+            print(clean_line(line))
         return 0
     if not args.job_id:
         raise InvalidInputError(f"jobs {args.action} needs a job id", hint="see 'modeldeck jobs'")
@@ -219,7 +220,7 @@ def _report(ctx: Any, args: argparse.Namespace, job: JobRecord, text: str) -> No
     if args.json:
         ctx.print_json(job.to_dict())
     else:
-        print(text)
+        print(clean_line(text))
 
 
 # -- renderers -------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ class _Renderer:
         raise NotImplementedError
 
     def note(self, text: str) -> None:
-        print(text, file=sys.stderr)
+        print(clean_line(text), file=sys.stderr)
 
     def close(self) -> None:
         pass
@@ -274,23 +275,31 @@ class _QuietRenderer(_Renderer):
             self._states[event.job_id] = event.state
             if event.state in ("failed",) or event.state in TERMINAL_STATES:
                 return
-            print(f"{event.name}: {event.state}", file=sys.stderr)
+            print(clean_line(f"{event.name}: {event.state}"), file=sys.stderr)
 
 
 class _RichRenderer(_Renderer):
+    """Progress bars on a terminal. Names are shown literally: escaped controls, no markup."""
+
     def __init__(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn
 
+        def column(template: str, **kwargs: Any) -> TextColumn:
+            return TextColumn(template, markup=False, **kwargs)
+
+        # Rich writes its own escape sequences: straight to the terminal, not through the
+        # CLI's CleanWriter (every text put in a column is cleaned here instead).
+        stderr = getattr(sys.stderr, "raw", sys.stderr)
         self.progress = Progress(
-            TextColumn("{task.description}", justify="left"),
+            column("{task.description}", justify="left"),
             BarColumn(bar_width=None),
-            TextColumn("{task.percentage:>5.1f}%"),
-            TextColumn("{task.fields[size]}"),
-            TextColumn("{task.fields[speed]}"),
-            TextColumn("{task.fields[eta]}"),
-            TextColumn("{task.fields[state]}"),
-            console=Console(stderr=True),
+            column("{task.percentage:>5.1f}%"),
+            column("{task.fields[size]}"),
+            column("{task.fields[speed]}"),
+            column("{task.fields[eta]}"),
+            column("{task.fields[state]}"),
+            console=Console(file=stderr),
             transient=False,
             refresh_per_second=8,
         )
@@ -308,7 +317,9 @@ class _RichRenderer(_Renderer):
         }
         task = self._jobs.get(event.job_id)
         if task is None:
-            task = self._jobs[event.job_id] = p.add_task(event.name, total=None, **fields)
+            task = self._jobs[event.job_id] = p.add_task(
+                clean_line(event.name, 60), total=None, **fields
+            )
         p.update(task, completed=event.done_bytes, total=event.total_bytes, **fields)
         if len(event.files) > 1:
             for f in event.files:
@@ -317,12 +328,13 @@ class _RichRenderer(_Renderer):
                 ffields = {"size": f"{_size(f.done_bytes)}/{_size(f.total_bytes)}",
                            "speed": "", "eta": "", "state": f.state}
                 if ftask is None:
-                    ftask = self._files[key] = p.add_task(f"  {f.path}", total=f.total_bytes,
-                                                          **ffields)
+                    ftask = self._files[key] = p.add_task(
+                        f"  {clean_line(f.path, 60)}", total=f.total_bytes, **ffields
+                    )
                 p.update(ftask, completed=f.done_bytes, total=f.total_bytes, **ffields)
 
     def note(self, text: str) -> None:
-        self.progress.console.print(text)
+        self.progress.console.print(clean_line(text), markup=False, highlight=False)
 
     def close(self) -> None:
         self.progress.stop()

@@ -12,6 +12,7 @@ from typing import Any
 
 from tui.cli.context import Context
 from tui.manifest import Manifest, ManifestEntry
+from tui.terminal_text import clean_line
 
 
 def _already_installed(known: dict[str, Any], entry: ManifestEntry) -> bool:
@@ -67,10 +68,10 @@ def run_import(ctx: Context, manifest: Manifest, *, start: bool, as_json: bool) 
         ctx.print_json(summary)
     else:
         for entry_id in skipped:
-            print(f"{entry_id}: already installed")
+            print(f"{clean_line(entry_id)}: already installed")
         for entry_id, job_id in job_ids:
             state = results.get(entry_id, "queued (run 'modeldeck jobs resume' or the dashboard)")
-            print(f"{entry_id}: job {job_id[:8]} {state}")
+            print(f"{clean_line(entry_id)}: job {job_id[:8]} {clean_line(state)}")
     failed = [r for r in results.values() if r != "done"]
     if failed:
         print(f"modeldeck: error: {len(failed)} of {len(results)} imports did not finish",

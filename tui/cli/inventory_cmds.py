@@ -12,6 +12,7 @@ from tui import formatting as fmt
 from tui.cli.context import Context
 from tui.errors import InvalidInputError, NotFoundError
 from tui.settings import SETTING_NAMES, env_var
+from tui.terminal_text import clean_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -140,7 +141,7 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     if not models:
         print(f"No models yet. Run 'modeldeck scan' or 'modeldeck pull <id>' "
-              f"(models dir: {ctx.settings.models_dir}).")
+              f"(models dir: {clean_line(ctx.settings.models_dir)}).")
         return 0
     rows = [
         [
@@ -168,7 +169,7 @@ def cmd_catalog(args: argparse.Namespace, ctx: Context) -> int:
     if args.remove:
         catalog.remove(args.remove)
         if not args.json:
-            print(f"Removed custom entry {args.remove}.")
+            print(f"Removed custom entry {clean_line(args.remove)}.")
         return 0
     entries = catalog.search(
         text=args.search, format=args.format, tag=args.tag, custom_only=args.custom
@@ -278,19 +279,20 @@ def _print_info(data: dict[str, Any]) -> None:
         ("tokens/s", f"{data['tokens_per_s']:.1f}" if data.get("tokens_per_s") else None),
         ("last used", fmt.ago(data["last_used_at"]) if data.get("last_used_at") else None),
     ]
+    # Every value may come from a model file or the catalog: one line each, escaped.
     for key, value in lines:
         if value not in (None, "", "-"):
-            print(f"{key + ':':17} {value}")
+            print(f"{key + ':':17} {clean_line(value)}")
     for q in data.get("quants") or []:
         mark = " (default)" if q["default"] else ""
-        print(f"{'quant:':17} {q['quant']:8} {fmt.size(q['size'])}{mark}")
+        print(f"{'quant:':17} {clean_line(q['quant']):8} {fmt.size(q['size'])}{mark}")
     files = data.get("files") or []
     if files and data["kind"] == "installed":
         print("files:")
         for f in files:
-            sha = f" sha256 {f['sha256'][:12]}…" if f.get("sha256") else ""
-            checked = f" (verified: {f['verified']})" if f.get("verified") else ""
-            print(f"  {f['path']}  {fmt.size(f['size'])}{sha}{checked}")
+            sha = f" sha256 {clean_line(f['sha256'][:12])}…" if f.get("sha256") else ""
+            checked = f" (verified: {clean_line(f['verified'])})" if f.get("verified") else ""
+            print(f"  {clean_line(f['path'])}  {fmt.size(f['size'])}{sha}{checked}")
 
 
 def _ignored(meta: dict[str, Any]) -> str | None:
@@ -317,18 +319,18 @@ def cmd_scan(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         ctx.print_json(report.to_dict())
         return 0
-    print(f"Scanned {', '.join(report.roots)} in {report.seconds:.2f} s: "
+    print(f"Scanned {', '.join(map(clean_line, report.roots))} in {report.seconds:.2f} s: "
           f"{len(report.models)} models ({len(report.added)} new, {len(report.updated)} "
           f"updated, {len(report.missing)} missing); {report.files_read} read, "
           f"{report.files_cached} unchanged.")
     for path, error in report.errors:
-        print(f"  skipped {path}: {error}")
+        print(f"  skipped {clean_line(path)}: {clean_line(error)}")
     for path, warning in report.warnings:
-        print(f"  note {path}: {warning}")
+        print(f"  note {clean_line(path)}: {clean_line(warning)}")
     for d in report.duplicates:
         how = "sha256" if d.verified else "sampled hash"
         print(f"  duplicate ({how}, {fmt.size(d.size)} each, {fmt.size(d.wasted_bytes)} "
-              f"wasted): {', '.join(d.paths)}")
+              f"wasted): {', '.join(map(clean_line, d.paths))}")
     if report.duplicates:
         print(f"Reclaimable: {fmt.size(report.wasted_bytes)}")
     return 0
@@ -355,7 +357,7 @@ def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         ctx.print_json(entry.to_dict())
     else:
-        print(f"Added {entry.kind} entry {entry.id}.")
+        print(f"Added {entry.kind} entry {clean_line(entry.id)}.")
     return 0
 
 
@@ -395,6 +397,7 @@ def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
     from tui.inventory_ops import describe, plan_removal, refusal, remove_model, summary
 
     plan = plan_removal(ctx.settings, ctx.services.inventory, args.model_id)
+    shown = clean_line(args.model_id)
     if not args.json:
         print(summary(plan))
         for line in describe(plan):
@@ -402,7 +405,7 @@ def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise InvalidInputError(
-                f"refusing to delete {args.model_id} without confirmation", hint="pass -y"
+                f"refusing to delete {shown} without confirmation", hint="pass -y"
             )
         question = "Forget it (files stay)? [y/N] " if plan.forget_only else "Delete? [y/N] "
         answer = input(question).strip().lower()
@@ -423,10 +426,10 @@ def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
         if f.path not in shown_before:
             print(f"  {refusal(f)}")
     if plan.forget_only:
-        print(f"Forgot {args.model_id}; its files outside the managed folders were kept.")
+        print(f"Forgot {shown}; its files outside the managed folders were kept.")
     else:
         kept = f"; kept {len(plan.refused)} path(s) as listed" if plan.refused else ""
-        print(f"Deleted {args.model_id}, freed {fmt.size(plan.freed_bytes)}{kept}.")
+        print(f"Deleted {shown}, freed {fmt.size(plan.freed_bytes)}{kept}.")
     return 0
 
 
@@ -446,7 +449,7 @@ def cmd_config(args: argparse.Namespace, ctx: Context) -> int:
             },
         })
         return 0
-    print(f"config file: {settings.config_path or 'none found'}")
+    print(f"config file: {clean_line(settings.config_path or 'none found')}")
     rows = []
     for key in SETTING_NAMES:
         value = values[key]
@@ -467,7 +470,7 @@ def cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
         ctx.print_json([c.to_dict() for c in checks])
     else:
         for c in checks:
-            print(f"[{c.status:4}] {c.name:14} {c.detail}")
+            print(f"[{c.status:4}] {c.name:14} {clean_line(c.detail)}")
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 
@@ -520,7 +523,7 @@ def cmd_export(args: argparse.Namespace, ctx: Context) -> int:
         from tui.atomic import write_text_atomic
 
         write_text_atomic(Path(args.output), text)
-        print(f"Wrote {len(data['models'])} models to {args.output}"
+        print(f"Wrote {len(data['models'])} models to {clean_line(args.output)}"
               + (f" ({len(data['skipped'])} skipped: no remote source)" if data["skipped"] else ""))
     else:
         sys.stdout.write(text)
@@ -538,8 +541,8 @@ def cmd_import(args: argparse.Namespace, ctx: Context) -> int:
         else:
             for e in manifest.entries:
                 size = sum(f.size or 0 for f in e.files)
-                print(f"would fetch {e.id}: {e.repo or e.url} @ {e.revision or '-'} "
-                      f"({len(e.files)} files, {fmt.size(size)})")
+                where = clean_line(f"{e.id}: {e.repo or e.url} @ {e.revision or '-'}")
+                print(f"would fetch {where} ({len(e.files)} files, {fmt.size(size)})")
         return 0
     from tui.cli.import_run import run_import
 

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from tui.errors import InvalidInputError, NotFoundError
+from tui.terminal_text import clean, clean_line
 
 EXIT_COMMANDS = {"/exit", "/quit"}
 
@@ -172,13 +173,15 @@ async def _run(ctx: Any, target: Any, options: Any, params: Any, prompt: str | N
 
 async def _answer(ctx: Any, runtime: Any, model_id: str, history: list[dict[str, str]],
                   params: Any) -> str:
+    """Stream one answer to stdout. The model's text is untrusted: each delta is cleaned
+    (character by character, so an escape sequence split across deltas is caught too)."""
     parts: list[str] = []
     out = sys.stdout
     async with contextlib.aclosing(runtime.generate(model_id, history, params)) as stream:
         async for item in stream:
             if isinstance(item, str):
                 parts.append(item)
-                out.write(item)
+                out.write(clean(item))
                 out.flush()
             else:
                 out.write("\n")
@@ -217,9 +220,9 @@ def fit_command(args: argparse.Namespace, ctx: Any) -> int:
         data["source"] = source
         ctx.print_json(data)
     else:
-        print(result.summary())
+        print(clean_line(result.summary()))
         for note in result.estimate.assumptions:
-            print(f"  assumption: {note}")
+            print(f"  assumption: {clean_line(note)}")
     return 0
 
 

@@ -9,6 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import (
@@ -24,6 +25,7 @@ from textual.widgets.selection_list import Selection
 
 from tui.app import wiring
 from tui.app.views import format_size
+from tui.terminal_text import clean_line
 
 if TYPE_CHECKING:
     from tui.services import Services
@@ -150,7 +152,7 @@ class AddModelScreen(ModalScreen[list[str] | None]):
 
     def show_error(self, text: str) -> None:
         """One line under the tabs."""
-        self.query_one("#add-error", Static).update(text)
+        self.query_one("#add-error", Static).update(clean_line(text))
         self.set_class(bool(text), "-error")
 
     # -- Hub repo --------------------------------------------------------------------------
@@ -185,10 +187,12 @@ class AddModelScreen(ModalScreen[list[str] | None]):
         if not message.choices:
             self.show_error(f"{message.repo} has no GGUF files")
             return
-        width = max(len(c.path) for c in message.choices)
+        paths = [clean_line(c.path) for c in message.choices]  # file names from the Hub
+        width = max(map(len, paths))
         files.add_options(
-            Selection(
-                f"{c.quant or '?':<8} {c.path:<{width}} {format_size(c.size):>6} {c.fit}",
+            Selection(  # Content, not str: a str prompt would be parsed as markup
+                Content(f"{clean_line(c.quant or '?'):<8} {paths[i]:<{width}} "
+                        f"{format_size(c.size):>6} {c.fit}"),
                 i,
             )
             for i, c in enumerate(message.choices)

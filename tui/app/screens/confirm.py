@@ -11,11 +11,15 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from tui.terminal_text import clean
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Ask a question; dismisses with True (yes) or False (no / Esc).
 
     ``details`` (e.g. the files a delete removes) are shown below it, scrollable when long.
+    The question is shown literally (no markup; controls escaped, newlines kept): put names
+    and paths in it through :func:`tui.terminal_text.clean_line` so each stays on one line.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -35,7 +39,7 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         classes = "dialog -with-details" if self.details else "dialog"
         with Vertical(id="confirm-dialog", classes=classes):
-            yield Static(self.question, id="confirm-question", markup=False)
+            yield Static(clean(self.question), id="confirm-question", markup=False)
             if self.details:
                 with VerticalScroll(id="confirm-details"):
                     yield Static("\n".join(self.details), markup=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,6 +15,7 @@ from textual.widgets import DataTable, Input, Static
 
 from tui.app import wiring
 from tui.app.screens.add_model import one_line
+from tui.terminal_text import clean_line
 
 
 def format_count(n: int) -> str:
@@ -82,10 +84,13 @@ class HubSearchScreen(ModalScreen[str | None]):
         table.loading = False
         table.clear()
         for r in message.results:
-            table.add_row(r.repo, format_count(r.downloads), format_count(r.likes), key=r.repo)
+            # a str cell would be parsed as markup: names from the Hub go in as plain Text
+            table.add_row(Text(clean_line(r.repo)), format_count(r.downloads),
+                          format_count(r.likes), key=r.repo)
         n = len(message.results)
         self.query_one("#hub-status", Static).update(
-            f"{n} repo{'s' if n != 1 else ''}" if n else f"nothing found for {message.query!r}"
+            f"{n} repo{'s' if n != 1 else ''}" if n
+            else f"nothing found for {clean_line(repr(message.query))}"
         )
         if n:
             table.focus()
@@ -93,7 +98,7 @@ class HubSearchScreen(ModalScreen[str | None]):
     @on(Failed)
     def _failed(self, message: Failed) -> None:
         self.query_one("#hub-results", DataTable).loading = False
-        self.query_one("#hub-status", Static).update(message.error)
+        self.query_one("#hub-status", Static).update(clean_line(message.error))
 
     @on(DataTable.RowSelected, "#hub-results")
     def _picked(self, event: DataTable.RowSelected) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
+from tui.terminal_text import clean_line
+
 
 class Line(Static):
-    """One line of plain text (no markup) at a fixed height of 1.
+    """One line of plain text (no markup, control characters and newlines shown escaped) at a
+    fixed height of 1.
 
     :meth:`set` skips unchanged text and never asks for a layout pass, so a panel updated
     every second (or on every progress tick) repaints just the lines that changed.
@@ -21,7 +24,7 @@ class Line(Static):
     """
 
     def __init__(self, text: str = "", *, id: str | None = None, classes: str | None = None):
-        super().__init__(text, id=id, classes=classes, markup=False)
+        super().__init__(clean_line(text), id=id, classes=classes, markup=False)
         self._text = text
 
     @property
@@ -33,4 +36,4 @@ class Line(Static):
         """Show ``text`` (no-op when unchanged; no layout pass)."""
         if text != self._text:
             self._text = text
-            self.update(text, layout=False)
+            self.update(clean_line(text), layout=False)

@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.widgets import Input, Log, Static
 
 from tui.app.views import MetricsView, metrics_text
+from tui.terminal_text import clean, clean_line
 
 
 def wrap_line(line: str, width: int) -> list[str]:
@@ -87,10 +88,12 @@ class AnswerLog(Log):
         return self._wrap_width
 
     def write(self, data: str, scroll_end: bool | None = None) -> Self:
-        """Append text; only the last line is redrawn."""
+        """Append text; only the last line is redrawn. Model text is untrusted: controls and
+        escape sequences are shown escaped (per character, so a sequence split across writes
+        is caught too)."""
         if not data:
             return super().write(data, scroll_end)
-        data = data.replace("\r\n", "\n").replace("\r", "\n").expandtabs()
+        data = clean(data.replace("\r\n", "\n").replace("\r", "\n").expandtabs())
         self._remember(data)
         if self._wrap_width < 1:
             return super().write(data, scroll_end)
@@ -264,7 +267,7 @@ class PromptConsole(Vertical):
 
     def _show_model_line(self) -> None:
         name = self.model_name
-        line = f"Model: {name}" if name else "Model: none loaded (ctrl+o)"
+        line = f"Model: {clean_line(name)}" if name else "Model: none loaded (ctrl+o)"
         self._model.update(f"{line} | {self.params_text}" if self.params_text else line)
 
     def set_system_prompt(self, text: str) -> None:
@@ -293,7 +296,7 @@ class PromptConsole(Vertical):
         self.set_class(False, "-streaming")
         self._output.write("\n")
         text = metrics_text(metrics)
-        self._metrics.update(f"error: {error}" if error else text)
+        self._metrics.update(f"error: {clean_line(error)}" if error else text)
 
     # -- events ----------------------------------------------------------------------------
 

@@ -78,10 +78,13 @@ class LlamaCppBackend:
         except Exception:
             return ""
 
-    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
-        """Render the chat template (sandboxed) and tokenize the prompt."""
+    def prompt_tokens(
+        self, messages: Sequence[Message], cancel: threading.Event | None = None
+    ) -> list[int]:
+        """Render the chat template (sandboxed, bounded; ``cancel`` stops it) and tokenize."""
         prompt = render_chat(
-            self._template, messages, bos_token=self._bos_text, eos_token=self._eos_text
+            self._template, messages, bos_token=self._bos_text, eos_token=self._eos_text,
+            cancel=cancel,
         )
         add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
         return self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
@@ -99,7 +102,7 @@ class LlamaCppBackend:
         llm = self._llm
         if llm is None:
             raise GenerationError("model is not loaded")
-        tokens = self.prompt_tokens(messages)
+        tokens = self.prompt_tokens(messages, cancel)
         n_prompt = len(tokens)
         if n_prompt >= self.n_ctx:
             raise GenerationError(

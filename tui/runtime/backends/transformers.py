@@ -214,6 +214,7 @@ class TransformersBackend:
             messages,
             bos_token=tok.bos_token or "",
             eos_token=tok.eos_token or "",
+            cancel=cancel,
         )
         inputs = tok(prompt, return_tensors="pt", add_special_tokens=False)
         input_ids = inputs["input_ids"].to(self.model.device)

@@ -582,13 +582,15 @@ async def test_console_submit_streams_from_wiring(services, monkeypatch) -> None
 async def test_delete_asks_with_space_freed_and_calls_wiring(services, monkeypatch) -> None:
     deleted: list[str] = []
 
-    def fake_delete(svc: Any, model_id: str) -> int:
+    def fake_delete(svc: Any, model_id: str) -> tuple[int, list[str]]:
         deleted.append(model_id)
         svc.inventory.delete_model(model_id)
-        return 4_920_000_000
+        return 4_920_000_000, []
 
     monkeypatch.setattr(wiring, "delete_model", fake_delete)
-    monkeypatch.setattr(wiring, "plan_delete", lambda _s, _id: (4_920_000_000, False))
+    monkeypatch.setattr(
+        wiring, "plan_delete", lambda _s, _id: (4_920_000_000, False, ["a.gguf  4.6G"])
+    )
     app = make_app(services)
     async with app.run_test(size=SIZE) as pilot:
         await wait_ready(app, pilot)

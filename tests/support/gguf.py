@@ -1,16 +1,20 @@
-"""Helpers that write GGUF files for tests and benchmarks (moved from ``conftest.py`` and
-``gguf_writers.py``).
+"""Every GGUF file the tests and benchmarks write.
 
-Realistic files come from ``gguf.GGUFWriter`` (the reference writer); hostile ones are
-assembled byte by byte with the ``raw_*`` helpers.
+:func:`write_gguf_file` is the one writer: ``gguf.GGUFWriter`` (the reference writer) given
+key/values and tensors in order. The builders call it: :func:`write_gguf` (a small valid file
+with the usual parameters), :func:`write_llama_gguf` (a realistic llama header),
+:func:`write_split_gguf` (a split set) and :func:`tests.support.tiny_models.make_tiny_gguf`
+(a model llama.cpp loads). Hostile files, which the library refuses to write, are assembled
+byte by byte with the ``raw_*`` helpers at the end.
 """
 
 from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
@@ -24,6 +28,103 @@ CHAT_TEMPLATE = (
 # GGUF value type ids.
 T_UINT8, T_INT8, T_UINT16, T_INT16, T_UINT32, T_INT32 = 0, 1, 2, 3, 4, 5
 T_FLOAT32, T_BOOL, T_STRING, T_ARRAY, T_UINT64, T_INT64, T_FLOAT64 = 6, 7, 8, 9, 10, 11, 12
+
+KV = tuple[Any, ...]
+"""``(setter, *args)``: calls ``GGUFWriter.add_<setter>(*args)``, e.g. ``("context_length",
+4096)`` or ``("uint32", "my.key", 5)``; keys, value types and order are the writer's own."""
+Tensor = tuple[str, np.ndarray] | tuple[str, np.ndarray, GGMLQuantizationType | None]
+"""``(name, data)`` or ``(name, data, raw_dtype)`` for already-quantized bytes."""
+
+
+def write_gguf_file(
+    path: str | Path,
+    *,
+    arch: str = "llama",
+    kv: Iterable[KV] = (),
+    tensors: Iterable[Tensor] = (),
+    split_max_tensors: int = 0,
+) -> Path:
+    """Write ``kv`` (in order) and ``tensors`` with ``gguf.GGUFWriter``; return ``path``.
+
+    ``split_max_tensors`` > 0 writes a split set ``<stem>-0000i-of-0000n.gguf`` instead.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
+    for setter, *args in kv:
+        getattr(writer, f"add_{setter}")(*args)
+    for name, array, *raw_dtype in tensors:
+        writer.add_tensor(name, array, raw_dtype=raw_dtype[0] if raw_dtype else None)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def tokenizer_kv(
+    model: str,
+    tokens: Sequence[str],
+    *,
+    pre: str | None = None,
+    scores: Sequence[float] | None = None,
+    types: Sequence[int] | None = None,
+    merges: Sequence[str] | None = None,
+    unk: int | None = None,
+    bos: int | None = None,
+    eos: int | None = None,
+    add_bos: bool | None = None,
+    add_eos: bool | None = None,
+) -> list[KV]:
+    """A vocabulary's key/values (``None`` and empty merges are left out)."""
+    kv: list[KV] = [("tokenizer_model", model)]
+    kv += [("tokenizer_pre", pre)] if pre is not None else []
+    kv.append(("token_list", tokens))
+    optional = (
+        ("token_scores", scores), ("token_types", types), ("token_merges", merges or None),
+        ("unk_token_id", unk), ("bos_token_id", bos), ("eos_token_id", eos),
+        ("add_bos_token", add_bos), ("add_eos_token", add_eos),
+    )
+    return kv + [(setter, value) for setter, value in optional if value is not None]
+
+
+def write_gguf(
+    path: Path,
+    *,
+    arch: str = "llama",
+    name: str | None = None,
+    file_type: int = 15,
+    context_length: int = 4096,
+    n_layers: int = 2,
+    n_embd: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    n_vocab: int = 32,
+    chat_template: str | None = "{{ messages }}",
+    tensor_shapes: tuple[tuple[int, ...], ...] = ((64, 32), (64,)),
+    seed: int = 0,
+    extra_kv: dict | None = None,
+) -> Path:
+    """A small but valid GGUF file (random F32 tensors ``blk.<i>.weight``); ``extra_kv`` adds
+    uint32 keys."""
+    kv: list[KV] = [("name", name)] if name else []
+    kv += [
+        ("file_type", file_type),
+        ("context_length", context_length),
+        ("block_count", n_layers),
+        ("embedding_length", n_embd),
+        ("head_count", n_heads),
+        ("head_count_kv", n_kv_heads),
+        *tokenizer_kv("llama", [f"t{i}" for i in range(n_vocab)]),
+    ]
+    kv += [("chat_template", chat_template)] if chat_template else []
+    kv += [("uint32", key, value) for key, value in (extra_kv or {}).items()]
+    rng = np.random.default_rng(seed)
+    tensors = [
+        (f"blk.{i}.weight", rng.standard_normal(shape).astype(np.float32))
+        for i, shape in enumerate(tensor_shapes)
+    ]
+    return write_gguf_file(path, arch=arch, kv=kv, tensors=tensors)
 
 
 def fake_vocab(n_tokens: int, n_merges: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -67,44 +168,29 @@ def write_llama_gguf(
     Tensor sizes are multiples of 32 bytes, so the file has no trailing padding and cutting it
     anywhere truncates something the reader must notice.
     """
-    writer = GGUFWriter(path, "llama")
-    writer.add_name(name)
-    writer.add_size_label("1M")
-    writer.add_context_length(context_length)
-    writer.add_embedding_length(embedding_length)
-    writer.add_block_count(block_count)
-    writer.add_feed_forward_length(embedding_length * 4)
-    writer.add_head_count(head_count)
-    writer.add_head_count_kv(head_count_kv)
-    if key_length is not None:
-        writer.add_key_length(key_length)
-    writer.add_rope_freq_base(500000.0)
-    writer.add_layer_norm_rms_eps(1e-5)
-    if file_type is not None:
-        writer.add_file_type(file_type)
-    writer.add_quantization_version(2)
     tokens, merges = vocab if vocab is not None else fake_vocab(n_vocab, n_merges)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
-    writer.add_token_list(tokens)
-    if scores:  # SentencePiece-like: a float score per token
-        writer.add_token_scores([-float(i) for i in range(len(tokens))])
-    writer.add_token_types([1] * len(tokens))
-    if merges:
-        writer.add_token_merges(merges)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    if chat_template is not None:
-        writer.add_chat_template(chat_template)
-    if tensors:
-        tensor_list = tiny_tensors(embedding_length, extra_tensors)
-        for tensor_name, array, raw_dtype in tensor_list:
-            writer.add_tensor(tensor_name, array, raw_dtype=raw_dtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    kv: list[KV] = [
+        ("name", name),
+        ("size_label", "1M"),
+        ("context_length", context_length),
+        ("embedding_length", embedding_length),
+        ("block_count", block_count),
+        ("feed_forward_length", embedding_length * 4),
+        ("head_count", head_count),
+        ("head_count_kv", head_count_kv),
+    ]
+    kv += [("key_length", key_length)] if key_length is not None else []
+    kv += [("rope_freq_base", 500000.0), ("layer_norm_rms_eps", 1e-5)]
+    kv += [("file_type", file_type)] if file_type is not None else []
+    kv.append(("quantization_version", 2))
+    kv += tokenizer_kv(
+        "gpt2", tokens, pre="qwen2",
+        scores=[-float(i) for i in range(len(tokens))] if scores else None,  # SentencePiece-like
+        types=[1] * len(tokens), merges=merges, bos=1, eos=2,
+    )
+    kv += [("chat_template", chat_template)] if chat_template is not None else []
+    data = tiny_tensors(embedding_length, extra_tensors) if tensors else []
+    return write_gguf_file(path, arch="llama", kv=kv, tensors=data)
 
 
 def tiny_tensors(
@@ -131,65 +217,17 @@ def tiny_tensor_counts(width: int = 64, extra: int = 0) -> tuple[int, int]:
 
 def write_split_gguf(directory: Path, stem: str, n_shards: int) -> list[Path]:
     """A split set written by GGUFWriter itself (one tensor per shard)."""
-    writer = GGUFWriter(directory / f"{stem}.gguf", "llama", split_max_tensors=1)
-    writer.add_name("Split Llama")
-    writer.add_context_length(2048)
-    writer.add_block_count(n_shards)
-    writer.add_head_count(4)
-    writer.add_embedding_length(64)
-    writer.add_file_type(1)
-    for i in range(n_shards):
-        writer.add_tensor(f"blk.{i}.w", np.zeros((16, 64), dtype=np.float16))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    kv: list[KV] = [
+        ("name", "Split Llama"),
+        ("context_length", 2048),
+        ("block_count", n_shards),
+        ("head_count", 4),
+        ("embedding_length", 64),
+        ("file_type", 1),
+    ]
+    tensors = [(f"blk.{i}.w", np.zeros((16, 64), dtype=np.float16)) for i in range(n_shards)]
+    write_gguf_file(directory / f"{stem}.gguf", kv=kv, tensors=tensors, split_max_tensors=1)
     return [directory / f"{stem}-{i:05d}-of-{n_shards:05d}.gguf" for i in range(1, n_shards + 1)]
-
-
-def write_gguf(
-    path: Path,
-    *,
-    arch: str = "llama",
-    name: str | None = None,
-    file_type: int = 15,
-    context_length: int = 4096,
-    n_layers: int = 2,
-    n_embd: int = 64,
-    n_heads: int = 4,
-    n_kv_heads: int = 2,
-    n_vocab: int = 32,
-    chat_template: str | None = "{{ messages }}",
-    tensor_shapes: tuple[tuple[int, ...], ...] = ((64, 32), (64,)),
-    seed: int = 0,
-    extra_kv: dict | None = None,
-) -> Path:
-    """Write a small but valid GGUF file with the ``gguf`` package's writer."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = GGUFWriter(str(path), arch)
-    if name:
-        writer.add_name(name)
-    writer.add_file_type(file_type)
-    writer.add_context_length(context_length)
-    writer.add_block_count(n_layers)
-    writer.add_embedding_length(n_embd)
-    writer.add_head_count(n_heads)
-    writer.add_head_count_kv(n_kv_heads)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list([f"t{i}" for i in range(n_vocab)])
-    if chat_template:
-        writer.add_chat_template(chat_template)
-    for key, value in (extra_kv or {}).items():
-        writer.add_uint32(key, value)
-    rng = np.random.default_rng(seed)
-    for i, shape in enumerate(tensor_shapes):
-        writer.add_tensor(f"blk.{i}.weight", rng.standard_normal(shape).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
 
 
 # -- raw byte builders for hostile headers ------------------------------------------------------

@@ -1,8 +1,8 @@
 """Tiny, real, random-weight models for tests and benchmarks.
 
 * :func:`make_tiny_gguf` writes a llama-architecture GGUF with a small SentencePiece-style
-  vocab (byte fallback) using the ``gguf`` package. It loads and generates in llama-cpp-python
-  in well under a second.
+  vocab (byte fallback) through :func:`tests.support.gguf.write_gguf_file`. It loads and
+  generates in llama-cpp-python in well under a second.
 * :func:`make_tiny_transformers` writes a tiny ``LlamaForCausalLM`` folder: ``config.json``,
   ``model.safetensors`` (numpy-written, fixed seed), a ``tokenizers`` BPE ``tokenizer.json``
   and a ``tokenizer_config.json`` with a chat template. Writing it needs neither torch nor
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tests.support.gguf import KV, Tensor, tokenizer_kv, write_gguf_file
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -104,10 +106,7 @@ def make_tiny_gguf(
     leaves the template out. Another ``architecture`` name gives a well-formed GGUF that
     llama.cpp refuses (unknown architecture).
     """
-    import gguf  # test/bench dependency only
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tokens, scores, types = _spm_vocab(extra_vocab)
     n_vocab = len(tokens)
     head_dim = n_embd // n_heads
@@ -119,52 +118,47 @@ def make_tiny_gguf(
             wtype
         )
 
-    tmp = path.with_name(path.name + ".part")
-    writer = gguf.GGUFWriter(str(tmp), architecture)
-    writer.add_name(name)
-    writer.add_context_length(context_length)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layers)
-    writer.add_feed_forward_length(n_ff)
-    writer.add_head_count(n_heads)
-    writer.add_head_count_kv(n_kv_heads)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_file_type(1 if f16 else 0)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_unk_token_id(0)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_add_bos_token(True)
-    writer.add_add_eos_token(False)
+    kv: list[KV] = [
+        ("name", name),
+        ("context_length", context_length),
+        ("embedding_length", n_embd),
+        ("block_count", n_layers),
+        ("feed_forward_length", n_ff),
+        ("head_count", n_heads),
+        ("head_count_kv", n_kv_heads),
+        ("layer_norm_rms_eps", 1e-5),
+        ("rope_dimension_count", head_dim),
+        ("file_type", 1 if f16 else 0),
+        *tokenizer_kv("llama", tokens, scores=scores, types=types, unk=0, bos=1, eos=2,
+                      add_bos=True, add_eos=False),
+    ]
     if chat_template is not None:
-        writer.add_chat_template(chat_template)
+        kv.append(("chat_template", chat_template))
 
     embd = mat(n_vocab, n_embd)
     out = mat(n_vocab, n_embd)
     out[:259] = 0  # <unk>, <s>, </s> and raw bytes rarely win: readable text, no early EOS
-    writer.add_tensor("token_embd.weight", embd)
-    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
-    writer.add_tensor("output.weight", out)
-    kv = n_kv_heads * head_dim
+    tensors: list[Tensor] = [
+        ("token_embd.weight", embd),
+        ("output_norm.weight", np.ones(n_embd, dtype=np.float32)),
+        ("output.weight", out),
+    ]
+    kv_width = n_kv_heads * head_dim
     for i in range(n_layers):
         p = f"blk.{i}."
-        writer.add_tensor(p + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        writer.add_tensor(p + "attn_q.weight", mat(n_embd, n_embd))
-        writer.add_tensor(p + "attn_k.weight", mat(kv, n_embd))
-        writer.add_tensor(p + "attn_v.weight", mat(kv, n_embd))
-        writer.add_tensor(p + "attn_output.weight", mat(n_embd, n_embd))
-        writer.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        writer.add_tensor(p + "ffn_gate.weight", mat(n_ff, n_embd))
-        writer.add_tensor(p + "ffn_up.weight", mat(n_ff, n_embd))
-        writer.add_tensor(p + "ffn_down.weight", mat(n_embd, n_ff))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        tensors += [
+            (p + "attn_norm.weight", np.ones(n_embd, dtype=np.float32)),
+            (p + "attn_q.weight", mat(n_embd, n_embd)),
+            (p + "attn_k.weight", mat(kv_width, n_embd)),
+            (p + "attn_v.weight", mat(kv_width, n_embd)),
+            (p + "attn_output.weight", mat(n_embd, n_embd)),
+            (p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32)),
+            (p + "ffn_gate.weight", mat(n_ff, n_embd)),
+            (p + "ffn_up.weight", mat(n_ff, n_embd)),
+            (p + "ffn_down.weight", mat(n_embd, n_ff)),
+        ]
+    tmp = write_gguf_file(path.with_name(path.name + ".part"), arch=architecture, kv=kv,
+                          tensors=tensors)
     tmp.replace(path)
     return path
 

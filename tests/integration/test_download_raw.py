@@ -23,6 +23,7 @@ from tests.fakehub import FakeHub
 from tests.fakehub.testing import gguf_bytes, make_service, sha256
 from tests.integration import test_download_faults as faults
 from tests.integration import test_download_jobs as jobs
+from tests.support.clock import FakeClock
 
 
 def _fetch_threads() -> list[threading.Thread]:
@@ -158,38 +159,51 @@ def test_abort_unblocks_a_waiting_request() -> None:
     assert errors and isinstance(errors[0], rawfetch.Aborted | httpx.HTTPError)
 
 
+def _clocked_bucket(rate: int) -> tuple[TokenBucket, FakeClock]:
+    clock = FakeClock()
+    return TokenBucket(rate, clock=clock, sleep=clock.sleep, async_sleep=clock.async_sleep), clock
+
+
 def test_token_bucket_is_shared_by_threads() -> None:
-    bucket = TokenBucket(1 << 20)  # 1 MiB/s, burst 256 KiB
-    done: list[float] = []
+    bucket, clock = _clocked_bucket(1 << 20)  # 1 MiB/s, burst 256 KiB
 
     def take() -> None:
         for _ in range(8):
             bucket.consume_blocking(64 << 10)
-        done.append(time.monotonic())
 
-    start = time.monotonic()
     threads = [threading.Thread(target=take) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
-    elapsed = max(done) - start
-    # 1 MiB in total, 256 KiB of it from the initial burst
-    assert 0.6 <= elapsed < 2.0
+    assert not any(t.is_alive() for t in threads)
+    # 1 MiB in total, 256 KiB of it from the initial burst: 0.75 s of waiting, one waiter at
+    # a time (two buckets would have let each thread through in 0.25 s)
+    assert clock.elapsed == pytest.approx(0.75, abs=1e-6)
 
 
 async def test_token_bucket_async_and_threads_draw_on_the_same_tokens() -> None:
     import asyncio
 
-    bucket = TokenBucket(1 << 20)
-    start = time.monotonic()
-    thread = threading.Thread(target=lambda: [bucket.consume_blocking(64 << 10)
-                                              for _ in range(8)])
+    def take() -> None:
+        for _ in range(8):
+            bucket.consume_blocking(64 << 10)
+
+    # One after the other: the coroutine finds the tokens the thread used gone.
+    bucket, clock = _clocked_bucket(1 << 20)
+    await asyncio.to_thread(take)
+    for _ in range(8):
+        await bucket.consume(64 << 10)
+    assert clock.elapsed == pytest.approx(0.75, abs=1e-6)
+    # At the same time: never more than the burst plus the rate allows.
+    bucket, clock = _clocked_bucket(1 << 20)
+    thread = threading.Thread(target=take)
     thread.start()
     for _ in range(8):
         await bucket.consume(64 << 10)
     await asyncio.to_thread(thread.join, 10)
-    assert time.monotonic() - start >= 0.6
+    assert not thread.is_alive()
+    assert clock.elapsed >= 0.75 - 1e-6
 
 
 # -- the httpx body path (used behind proxies) under the same faults -------------------------
@@ -212,8 +226,11 @@ async def test_fault_on_httpx_body_path(case, hub: FakeHub, service: DownloadSer
     called: list[int] = []
     monkeypatch.setattr(engine.FileTransfer, "_receive", lambda *a: called.append(1))
     kwargs = {"hub": hub, "service": service}
-    if "dl_settings" in case.__code__.co_varnames[: case.__code__.co_argcount]:
+    params = case.__code__.co_varnames[: case.__code__.co_argcount]
+    if "dl_settings" in params:
         kwargs["dl_settings"] = dl_settings
+    if "monkeypatch" in params:
+        kwargs["monkeypatch"] = monkeypatch
     await case(**kwargs)
     assert not called
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import os
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,8 @@ from tui.download.ratelimit import TokenBucket
 from tui.download.sources import JobSpec, parse_source
 from tui.download.verify import PrefixHasher
 from tui.errors import InvalidInputError
+
+from tests.support.clock import FakeClock
 
 
 def test_pieces_cover_the_file_in_order() -> None:
@@ -97,13 +97,56 @@ def test_prefix_hasher_reports_missing_range(tmp_path: Path) -> None:
 
 
 async def test_token_bucket_rate() -> None:
-    bucket = TokenBucket(1_000_000)
-    start = time.monotonic()
+    """The limiter's arithmetic on an injected clock (no wall time): 2 MB at 1 MB/s with a
+    250 kB burst waits exactly 1.75 s, in sleeps of at most one chunk's shortfall."""
+    clock = FakeClock()
+    bucket = TokenBucket(1_000_000, clock=clock, async_sleep=clock.async_sleep)
+    assert bucket.capacity == 250_000
     for _ in range(20):
-        await bucket.consume(100_000)  # 2 MB at 1 MB/s, 250 kB burst
-    assert 1.5 <= time.monotonic() - start <= 3.0
-    unlimited = TokenBucket(0)
-    await asyncio.wait_for(unlimited.consume(10**9), 0.1)
+        await bucket.consume(100_000)
+    assert clock.elapsed == pytest.approx(1.75, abs=1e-6)
+    assert clock.sleeps and max(clock.sleeps) <= 0.1 + 1e-9
+    unlimited = TokenBucket(0, clock=clock, async_sleep=clock.async_sleep)
+    slept = len(clock.sleeps)
+    await unlimited.consume(10**9)
+    bucket.set_rate(0)
+    await bucket.consume(10**9)
+    assert len(clock.sleeps) == slept
+
+
+def test_token_bucket_idle_time_refills_only_the_burst() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(1_000_000, clock=clock, sleep=clock.sleep)
+    bucket.consume_blocking(250_000)  # the initial burst passes at once
+    assert clock.sleeps == []
+    clock.advance(3600)  # an hour idle refills a quarter second's worth, not an hour's
+    bucket.consume_blocking(250_000)
+    assert clock.sleeps == []
+    bucket.consume_blocking(100_000)
+    assert clock.elapsed - 3600 == pytest.approx(0.1, abs=1e-6)
+
+
+def test_token_bucket_chunk_above_the_burst_is_paid_by_the_next_caller() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(1_000_000, clock=clock, sleep=clock.sleep)
+    bucket.consume_blocking(1_000_000)  # a full burst lets one big chunk through now...
+    assert clock.sleeps == []
+    bucket.consume_blocking(1, stop=lambda: True)  # (a stopped caller does not wait)
+    assert clock.sleeps == []
+    bucket.consume_blocking(1)  # ...and the 750 kB overdraft is waited for next time
+    assert clock.elapsed == pytest.approx(0.750001, abs=1e-6)
+    assert max(clock.sleeps) <= 0.1 + 1e-9
+
+
+def test_token_bucket_set_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(8_000_000, clock=clock, sleep=clock.sleep)  # burst 2 MB
+    bucket.set_rate(100_000)  # burst down to the 64 KiB floor; saved tokens trimmed to it
+    assert bucket.capacity == 65536
+    bucket.consume_blocking(65536)
+    assert clock.sleeps == []
+    bucket.consume_blocking(50_000)
+    assert clock.elapsed == pytest.approx(0.5, abs=1e-6)
 
 
 def test_speed_meter_and_throttle() -> None:

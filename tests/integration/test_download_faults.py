@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from tui.download import JobSpec
+from tui.download import service as download_service
+from tui.download.ratelimit import TokenBucket
 from tui.download.service import DownloadService
 
 from tests.fakehub import FakeHub
@@ -159,14 +163,45 @@ async def test_redirect_to_other_host_does_not_forward_token(
         cdn.stop()
 
 
-async def test_bandwidth_cap(hub: FakeHub, service: DownloadService) -> None:
+class _CountingBucket(TokenBucket):
+    """A :class:`TokenBucket` that counts the bytes asked of it (both consume paths)."""
+
+    def __init__(self, rate: int) -> None:
+        super().__init__(rate)
+        self.asked = 0
+        self._count = threading.Lock()
+
+    async def consume(self, amount: int) -> None:
+        with self._count:
+            self.asked += amount
+        await super().consume(amount)
+
+    def consume_blocking(self, amount: int, stop: Callable[[], bool] = lambda: False) -> None:
+        with self._count:
+            self.asked += amount
+        super().consume_blocking(amount, stop)
+
+
+async def test_bandwidth_cap(hub: FakeHub, service: DownloadService, dl_settings,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every body byte of a ``limit_rate`` job is charged to a bucket of that rate. No wall
+    time: the bucket's arithmetic is checked on an injected clock in the unit tier
+    (``test_download_units.py::test_token_bucket_*``)."""
+    made: list[_CountingBucket] = []
+
+    def bucket(rate: int) -> _CountingBucket:
+        made.append(_CountingBucket(rate))
+        return made[-1]
+
+    monkeypatch.setattr(download_service, "TokenBucket", bucket)
     data = gguf_bytes(600_000, 11)
     url = hub.add_file("cap.bin", data)
-    start = time.monotonic()
     job = await _pull_url(service, url, limit_rate=500_000)
-    elapsed = time.monotonic() - start
     assert job.state == "done", job.error
-    assert elapsed >= 0.8
+    assert _dest(dl_settings, "cap.bin").read_bytes() == data
+    [cap] = made
+    assert cap.rate == 500_000
+    assert cap.asked >= len(data)  # a retried piece is charged again
 
 
 async def test_slow_server_still_completes(hub: FakeHub, service: DownloadService) -> None:

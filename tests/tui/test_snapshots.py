@@ -2,7 +2,7 @@
 
 Deterministic: fixed catalog and inventory, fixed sampler readings, ``MockClock`` progress bars,
 a fixed ``now``, no cursor blink, ``animation_level = "none"``.
-Update with ``pytest tests/test_snapshots.py --snapshot-update``.
+Update with ``pytest tests/tui/test_snapshots.py --snapshot-update``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SNAPSHOT_DIR = REPO / "snapshots"
 
 
 class TopLevelSVGExtension(pytest_textual_snapshot.SVGImageExtension):
-    """Store the SVGs in ``<repo>/snapshots/`` instead of ``tests/__snapshots__/<module>/``."""
+    """Store the SVGs in ``<repo>/snapshots/`` instead of ``tests/tui/__snapshots__/``."""
 
     @classmethod
     def dirname(cls, *, test_location: Any) -> str:
@@ -38,7 +38,9 @@ class TopLevelSVGExtension(pytest_textual_snapshot.SVGImageExtension):
 
 @pytest.fixture(autouse=True)
 def _top_level_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
-    # ``snap_compare`` looks the extension class up on its module at call time.
+    # No public setting for the folder: syrupy 4.8 has no ``--snapshot-dirname`` (tophat/syrupy
+    # #810) and ``snap_compare`` itself calls ``snapshot.use_extension(SVGImageExtension)``,
+    # replacing any extension a test sets; it looks that name up on its module at call time.
     monkeypatch.setattr(pytest_textual_snapshot, "SVGImageExtension", TopLevelSVGExtension)
 
 

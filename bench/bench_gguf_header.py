@@ -33,9 +33,10 @@ if str(ROOT) not in sys.path:
 
 from gguf import GGUFReader  # noqa: E402
 
-from tests.gguf_writers import fake_vocab, write_llama_gguf  # noqa: E402
 from tui.metadata import gguf as gguf_reader  # noqa: E402
 from tui.metadata.gguf import read_gguf  # noqa: E402
+
+from tests.support.gguf import fake_vocab, write_llama_gguf  # noqa: E402
 
 QWEN_VOCAB = 152_064
 QWEN_MERGES = 151_387

@@ -32,15 +32,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-for _p in (ROOT, ROOT / "tests"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 from tui.runtime import GenParams, LoadOptions  # noqa: E402
 from tui.runtime.templates import render_chat  # noqa: E402
 
-from factories import make_tiny_gguf, make_tiny_transformers  # noqa: E402
-from factories.runtime import make_runtime  # noqa: E402
+from tests.support.runtime import make_runtime  # noqa: E402
+from tests.support.tiny_models import make_tiny_gguf, make_tiny_transformers  # noqa: E402
 
 CTX = 1024
 

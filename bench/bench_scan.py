@@ -21,28 +21,23 @@ from tui.discovery import Scanner
 from tui.services import build_services
 from tui.settings import Settings
 
+from tests.support.gguf import tokenizer_kv, write_gguf_file
+
 
 def write_template(path: Path, vocab: int) -> None:
-    """One llama GGUF with a ``vocab``-token tokenizer, written with the ``gguf`` package."""
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("bench model")
-    w.add_file_type(15)
-    w.add_context_length(4096)
-    w.add_block_count(2)
-    w.add_embedding_length(64)
-    w.add_head_count(4)
-    w.add_head_count_kv(2)
-    w.add_tokenizer_model("llama")
-    w.add_token_list([f"tok{i}" for i in range(vocab)])
-    w.add_token_scores([0.0] * vocab)
-    w.add_chat_template("{% for m in messages %}{{ m.content }}{% endfor %}")
-    w.add_tensor("blk.0.weight", np.zeros((64, 32), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    """One llama GGUF with a ``vocab``-token tokenizer (the tests' GGUF writer)."""
+    kv = [
+        ("name", "bench model"),
+        ("file_type", 15),
+        ("context_length", 4096),
+        ("block_count", 2),
+        ("embedding_length", 64),
+        ("head_count", 4),
+        ("head_count_kv", 2),
+        *tokenizer_kv("llama", [f"tok{i}" for i in range(vocab)], scores=[0.0] * vocab),
+        ("chat_template", "{% for m in messages %}{{ m.content }}{% endfor %}"),
+    ]
+    write_gguf_file(path, kv=kv, tensors=[("blk.0.weight", np.zeros((64, 32), np.float32))])
 
 
 def write_tree(root: Path, count: int, vocab: int) -> list[Path]:

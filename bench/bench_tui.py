@@ -192,10 +192,9 @@ def bench_startup(runs: int) -> dict:
 
 async def _filter_bench(query: str) -> dict:
     sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(REPO / "tests"))
     from tui.catalog import entry_from_dict
 
-    from conftest_app import make_app, make_services, wait_ready
+    from tests.support.app import make_app, make_services, wait_ready
 
     families = ["llama-3.1", "qwen2.5", "mistral", "gemma-2", "phi-3.5", "deepseek", "yi", "olmo"]
     entries = [

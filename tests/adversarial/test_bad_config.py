@@ -10,7 +10,7 @@ import pytest
 
 from tui.cli import main
 
-from adversarial.support import assert_one_line_error, run_modeldeck, tree_digest
+from tests.support.checks import assert_one_line_error, run_modeldeck, tree_digest
 
 
 @pytest.fixture

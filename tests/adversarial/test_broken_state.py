@@ -25,12 +25,10 @@ import pytest
 from tui.cli import main
 from tui.store.schema import MIGRATIONS
 
-from adversarial.support import REPO, assert_one_line_error, run_modeldeck, tree_digest
-from conftest import write_gguf
-from fakehub import FakeHub
-from fakehub.testing import gguf_bytes, hub
-
-__all__ = ["hub"]
+from tests.fakehub import FakeHub
+from tests.fakehub.testing import gguf_bytes
+from tests.support.checks import REPO, assert_one_line_error, run_modeldeck, tree_digest
+from tests.support.gguf import write_gguf
 
 
 @pytest.fixture

@@ -18,12 +18,10 @@ from tui import formatting as fmt
 from tui.cli import main
 from tui.store import Database, Inventory
 
-from adversarial.support import REPO, assert_no_control_chars, tree_digest
-from conftest import write_gguf, write_safetensors_folder
-from fakehub import FakeHub
-from fakehub.testing import hub
-
-__all__ = ["hub"]
+from tests.fakehub import FakeHub
+from tests.support.checks import REPO, assert_no_control_chars, tree_digest
+from tests.support.gguf import write_gguf
+from tests.support.safetensors import write_safetensors_folder
 
 MIB = 1 << 20
 
@@ -333,7 +331,7 @@ async def test_dashboard_delete_dialog_lists_the_plan(tmp_path: Path) -> None:
     from tui.app.screens import ConfirmScreen
     from tui.discovery import Scanner
 
-    from conftest_app import make_app, make_services, no_gpu_sampler, wait_for, wait_ready
+    from tests.support.app import make_app, make_services, no_gpu_sampler, wait_for, wait_ready
 
     services = make_services(tmp_path)
     folder = write_safetensors_folder(services.settings.models_dir / "acme" / "st", shards=3,

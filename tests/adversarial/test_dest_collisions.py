@@ -12,16 +12,14 @@ import pytest
 from tui.download import JobSpec
 from tui.download.service import DownloadService
 
-from adversarial.support import (
+from tests.fakehub import FakeHub
+from tests.fakehub.testing import gguf_bytes, make_service, sha256
+from tests.support.checks import (
     assert_no_control_chars,
     assert_one_line_error,
     run_modeldeck,
     tree_digest,
 )
-from fakehub import FakeHub
-from fakehub.testing import dl_settings, gguf_bytes, hub, make_service, sha256
-
-__all__ = ["dl_settings", "hub"]
 
 
 @pytest.fixture

@@ -20,11 +20,9 @@ from tui.download import JobSpec, engine, rawfetch
 from tui.download import service as service_mod
 from tui.download.service import DownloadService
 
-from adversarial.support import assert_no_control_chars, assert_one_line_error, run_modeldeck
-from fakehub import FakeHub
-from fakehub.testing import dl_settings, gguf_bytes, hub, make_service
-
-__all__ = ["dl_settings", "hub"]
+from tests.fakehub import FakeHub
+from tests.fakehub.testing import gguf_bytes, make_service
+from tests.support.checks import assert_no_control_chars, assert_one_line_error, run_modeldeck
 
 KiB, MiB = 1 << 10, 1 << 20
 

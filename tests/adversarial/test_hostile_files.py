@@ -4,7 +4,7 @@ GGUF u64/i64 values, safetensors shapes and config.json integers of thousands of
 become "unknown" with a note (``extra["ignored_values"]``) or make the file fail with one line;
 nothing that leaves a reader can overflow SQLite's signed 64-bit INTEGER, blow up arithmetic or
 make ``json.dumps`` write ``NaN``. Files are written by the real ``gguf`` and ``safetensors``
-writers where they allow it, and byte by byte (``gguf_writers.raw_*``) where they refuse.
+writers where they allow it, and byte by byte (``tests.support.gguf.raw_*``) where they refuse.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from tui.errors import MetadataError
 from tui.metadata import read_gguf, read_safetensors_file, read_safetensors_folder
 from tui.metadata.types import ModelMetadata
 
-from adversarial.support import assert_one_line_error, run_modeldeck, tree_digest
-from conftest import write_safetensors_folder
-from gguf_writers import T_STRING, raw_gguf, raw_header, raw_kv, raw_string, raw_tensor_info
+from tests.support.checks import assert_one_line_error, run_modeldeck, tree_digest
+from tests.support.gguf import T_STRING, raw_gguf, raw_header, raw_kv, raw_string, raw_tensor_info
+from tests.support.safetensors import write_safetensors_folder
 
 U64_MAX = 2**64 - 1
 SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1  # what an INTEGER column holds

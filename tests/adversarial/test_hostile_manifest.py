@@ -13,7 +13,7 @@ import pytest
 
 from tui.cli import main
 
-from adversarial.support import assert_one_line_error, run_modeldeck, tree_digest
+from tests.support.checks import assert_one_line_error, run_modeldeck, tree_digest
 
 SHA = "ab" * 32
 GOOD_ENTRY: dict[str, Any] = {

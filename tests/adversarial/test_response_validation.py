@@ -18,7 +18,7 @@ from tui.download.validate import (
     parse_length,
 )
 
-from adversarial.support import assert_no_control_chars
+from tests.support.checks import assert_no_control_chars
 
 MiB = 1 << 20
 

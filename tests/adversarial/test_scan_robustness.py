@@ -23,14 +23,14 @@ from tui.discovery import Scanner, ScanReport
 from tui.metadata.types import ModelMetadata
 from tui.store import ModelFile, ModelRecord
 
-from adversarial.support import assert_one_line_error, run_modeldeck, tree_digest
-from adversarial.test_hostile_files import (
+from tests.adversarial.test_hostile_files import (
     hostile_config,
     patch_header,
     write_gguf_with,
 )
-from conftest import write_gguf, write_safetensors_folder
-from gguf_writers import T_STRING, raw_gguf, raw_kv, raw_string, raw_tensor_info
+from tests.support.checks import assert_one_line_error, run_modeldeck, tree_digest
+from tests.support.gguf import T_STRING, raw_gguf, raw_kv, raw_string, raw_tensor_info, write_gguf
+from tests.support.safetensors import write_safetensors_folder
 
 U64_MAX = 2**64 - 1
 

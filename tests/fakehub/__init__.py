@@ -1,6 +1,7 @@
 """A local Hugging Face Hub look-alike with fault injection, for download and TUI tests.
 
-Import as ``from fakehub import FakeHub`` (``tests/`` is on ``sys.path`` under pytest).
+Import as ``from tests.fakehub import FakeHub``; its fixtures (:mod:`.testing`) are registered
+in ``tests/conftest.py``.
 """
 
 from .server import FakeFile, FakeHub, FakeRepo, Fault, RecordedRequest, git_blob_sha1

@@ -1,9 +1,9 @@
-"""Pytest helpers around :class:`FakeHub` (import the fixtures into a test module)."""
+"""Pytest fixtures and helpers around :class:`FakeHub` (the fixtures are registered for every
+test by ``pytest_plugins`` in ``tests/conftest.py``; import only the helpers)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import struct
 from collections.abc import AsyncIterator, Iterator
@@ -78,8 +78,3 @@ async def service(dl_settings: Settings) -> AsyncIterator[DownloadService]:
 def part_files(root: Path) -> list[Path]:
     """Every ``.part`` file under ``root``."""
     return sorted(p for p in root.rglob("*.part")) if root.exists() else []
-
-
-__all__ = ["dl_settings", "gguf_bytes", "hub", "make_service", "part_files", "service",
-           "sha256"]
-_ = os

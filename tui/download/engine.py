@@ -636,6 +636,9 @@ class FileTransfer:
         head = resp.head
         if want is not None and len(head) > want:
             raise body_too_long(acc)  # more came with the head than was asked: none written
+        if head:  # body bytes read along with the head count against the cap too
+            for bucket in buckets:
+                bucket.consume_blocking(len(head), lambda: handle.aborted)
         buf = bytearray(RECV_BUFFER)
         view = memoryview(buf)
         fill = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class TokenBucket:
@@ -13,14 +13,25 @@ class TokenBucket:
     thread) returns once ``n`` bytes may be received; both draw on the same tokens.
 
     ``rate`` is bytes per second (0 = unlimited). The burst is a quarter second of traffic
-    (at least 64 KiB) so a capped transfer stays smooth.
+    (at least 64 KiB) so a capped transfer stays smooth. ``clock``, ``sleep`` and
+    ``async_sleep`` are injectable so the arithmetic can be checked without waiting.
     """
 
-    def __init__(self, rate: int) -> None:
+    def __init__(
+        self,
+        rate: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         self.rate = max(0, int(rate))
         self.capacity = max(65536.0, self.rate / 4)
+        self._clock = clock
+        self._sleep = sleep
+        self._async_sleep = async_sleep
         self._tokens = self.capacity
-        self._stamp = time.monotonic()
+        self._stamp = clock()
         self._lock = asyncio.Lock()  # FIFO among coroutines
         self._state = threading.Lock()  # guards the counters
         self._turn = threading.Lock()  # one waiting thread at a time
@@ -38,7 +49,7 @@ class TokenBucket:
             rate = self.rate
             if rate <= 0:
                 return 0.0
-            now = time.monotonic()
+            now = self._clock()
             self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * rate)
             self._stamp = now
             need = min(amount, self.capacity)
@@ -53,7 +64,7 @@ class TokenBucket:
             return
         async with self._lock:
             while (delay := self._take(amount)) > 0:
-                await asyncio.sleep(delay)
+                await self._async_sleep(delay)
 
     def consume_blocking(self, amount: int, stop: Callable[[], bool] = lambda: False) -> None:
         """Like :meth:`consume`, sleeping in the calling thread (in steps of at most 0.1 s,
@@ -64,4 +75,4 @@ class TokenBucket:
             while (delay := self._take(amount)) > 0:
                 if stop():
                     return
-                time.sleep(min(delay, 0.1))
+                self._sleep(min(delay, 0.1))

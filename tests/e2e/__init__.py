@@ -1,0 +1,1 @@
+"""End to end: the real dashboard in a real tmux session."""

@@ -1,0 +1,1 @@
+"""Services for real: the fake Hub, SQLite, llama.cpp / transformers / OpenAI backends, the CLI."""

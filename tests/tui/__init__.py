@@ -1,0 +1,1 @@
+"""The Textual dashboard under Pilot, and its SVG snapshots."""

@@ -1,0 +1,1 @@
+"""Pure tests: no server, no SQLite file, no model backend."""

@@ -19,8 +19,8 @@ from tui.cli import main
 from tui.runtime.backends import openai as backend
 from tui.runtime.backends.openai import list_models
 
-from adversarial.hostile_openai import KEY, HostileServer
-from adversarial.support import assert_no_control_chars, tree_digest
+from tests.adversarial.hostile_openai import KEY, HostileServer
+from tests.support.checks import assert_no_control_chars, tree_digest
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -23,7 +23,7 @@ import pytest
 from tui.errors import ModelDeckError
 from tui.runtime.templates import FALLBACK_TEMPLATE, MAX_CHARS, render_chat
 
-from adversarial.support import REPO, assert_no_control_chars, tree_digest
+from tests.support.checks import REPO, assert_no_control_chars, tree_digest
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -27,9 +27,10 @@ import pytest
 
 from tui.terminal_text import CleanWriter, clean, clean_line
 
-from adversarial.hostile_openai import HOSTILE, HostileServer
-from adversarial.support import REPO, assert_no_control_chars, run_modeldeck, tree_digest
-from conftest import write_gguf, write_safetensors_folder
+from tests.adversarial.hostile_openai import HOSTILE, HostileServer
+from tests.support.checks import REPO, assert_no_control_chars, run_modeldeck, tree_digest
+from tests.support.gguf import write_gguf
+from tests.support.safetensors import write_safetensors_folder
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -265,7 +266,7 @@ async def test_dashboard_shows_hostile_text_literally(tmp_path: Path) -> None:
     from tui.app.screens import ConfirmScreen
     from tui.app.views import JobView, MetricsView
 
-    from conftest_app import installed_record, make_app, make_services, wait_for, wait_ready
+    from tests.support.app import installed_record, make_app, make_services, wait_for, wait_ready
 
     services = make_services(tmp_path, records=[
         installed_record(model_id="evil", catalog_id=None, name=f"tbl[bold]A[/]{HOSTILE}"),

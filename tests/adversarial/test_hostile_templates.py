@@ -230,7 +230,7 @@ def test_ctrl_c_interrupts_a_render_in_the_main_thread() -> None:
 @pytest.fixture
 def slow_model(tmp_path: Path) -> Path:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is needed to load a GGUF")
-    from factories.tiny_models import make_tiny_gguf
+    from tests.support.tiny_models import make_tiny_gguf
 
     return make_tiny_gguf(tmp_path / "user" / "slow.gguf", chat_template=NESTED)
 

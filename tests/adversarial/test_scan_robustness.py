@@ -252,3 +252,18 @@ def test_info_on_a_special_file_is_one_line(
     _make_special(path, kind)
     proc = run_modeldeck("info", str(path), env=env, timeout=60)
     assert_one_line_error(proc, str(path), "not a regular file")
+
+
+def test_arguments_that_are_not_utf8_are_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    """A file name or id with undecodable bytes (a surrogate in Python) never reaches SQLite."""
+    models = Path(env["MODELDECK_MODELS_DIR"])
+    good = write_gguf(models / "ok.gguf")
+    bad = os.fsdecode(os.fsencode(str(models)) + b"/bad\xff\x1b[2J.gguf")
+    os.rename(good, bad)
+    before = tree_digest(models)
+    proc = run_modeldeck("info", bad, env=env)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "\\x1b[2J" in proc.stdout and "\x1b" not in proc.stdout
+    for args in (("rm", "x\udcff", "-y"), ("info", "x\udcff")):
+        assert_one_line_error(run_modeldeck(*args, env=env), "x\\udcff")
+    assert tree_digest(models) == before

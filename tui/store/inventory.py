@@ -87,7 +87,10 @@ class Inventory:
                 self._upsert(tx, record)
 
     def get_model(self, model_id: str) -> ModelRecord | None:
-        """The model with this id, or None."""
+        """The model with this id, or None (also for text SQLite cannot hold, such as a
+        command-line argument with bytes that are not UTF-8)."""
+        if not _is_utf8(model_id):
+            return None
         with self.db.read() as conn:
             row = conn.execute(
                 f"SELECT {_MODEL_COLUMNS} FROM models WHERE id = ?", (model_id,)
@@ -107,6 +110,8 @@ class Inventory:
 
     def find_by_path(self, path: str) -> ModelRecord | None:
         """The model whose main path or one of whose files is ``path``."""
+        if not _is_utf8(path):
+            return None
         with self.db.read() as conn:
             row = conn.execute(
                 f"SELECT {_MODEL_COLUMNS} FROM models WHERE path = ?", (path,)
@@ -428,6 +433,15 @@ def _json_dict(text: Any) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _is_utf8(text: str) -> bool:
+    """Can SQLite store ``text``? (Not if it holds lone surrogates: undecodable bytes.)"""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _text(value: Any) -> str:

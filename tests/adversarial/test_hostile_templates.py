@@ -8,6 +8,8 @@ nothing asserts a speed.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import signal
 import subprocess
@@ -64,6 +66,13 @@ HOSTILE = {
     "wordwrap with a huge wrapstring": "{% set s = 'a ' * 100000 %}"
                                        "{{ s|wordwrap(2, wrapstring='x' * 100000) }}",
     "tojson indent": "{{ messages|tojson(indent=1000000) }}",
+    "tojson string indent": "{{ [[[[1]]]]|tojson(indent=' ' * 100000) }}",
+    "tojson separators": "{{ range(100000)|list|tojson(separators=('x' * 100000, ':')) }}",
+    "tojson ensure_ascii": "{% set s = '\U0001F600' * 500000 %}{{ s|tojson(ensure_ascii=true) }}",
+    "generation block": BIG + "{% generation %}{% for i in range(100000) %}{{ s }}{% endfor %}"
+                        "{% endgeneration %}",
+    "loop with continue": "{% for i in range(100000) %}{% for j in range(100000) %}"
+                          "{% continue %}{% endfor %}{% endfor %}",
     "sum of lists": "{{ ([[1]] * 100000)|sum(start=[]) }}",
     "macro output": BIG + "{% macro m() %}{% for i in range(100000) %}{{ s }}{% endfor %}"
                     "{% endmacro %}{{ m() }}",
@@ -173,6 +182,7 @@ def test_ordinary_templates_render_as_in_the_plain_sandbox() -> None:
         "{{ nothing|default('d') }}{{ 'xy'|center(6) }}{{ 'l1\nl2'|indent(2, true) }}"
     )
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = functools.partial(json.dumps, ensure_ascii=False)  # transformers'
     long = [{"role": "user", "content": "w " * (MAX_CHARS // 2)}] * 2  # 2 MiB of conversation
     for source, messages in ((llama3, MESSAGES), (FALLBACK_TEMPLATE, MESSAGES), (rich, MESSAGES),
                              (FALLBACK_TEMPLATE, long)):

@@ -1,5 +1,13 @@
 """Chat templates rendered in Jinja2's immutable sandbox, bounded in time and size.
 
+Templates render as transformers' ``apply_chat_template`` renders them (``render_chat``): the
+same environment (``trim_blocks``, ``lstrip_blocks``, the ``loopcontrols`` extension, the
+``{% generation %}`` tag, ``tojson`` as plain ``json.dumps`` with ``ensure_ascii``/``indent``/
+``separators``/``sort_keys``, ``raise_exception``, ``strftime_now``, ``dict``, ``namespace``),
+the same inputs (messages with ``None`` values dropped and reasoning aliased, ``tools``,
+``documents``, every special token of the tokenizer, extra keyword arguments), all rebuilt out
+of plain JSON types first.
+
 A chat template shipped inside a model file is untrusted code (CVE-2024-34359: a GGUF template
 escaping a plain ``jinja2.Environment``). Templates are only ever rendered here, with
 :class:`jinja2.sandbox.ImmutableSandboxedEnvironment`; a template that reaches for
@@ -26,10 +34,13 @@ Jinja2's public sandbox hooks, and fails with a one-line :class:`TemplateError` 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import itertools
+import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MappingView, Sequence, Set
@@ -85,6 +96,23 @@ def _raise_exception(message: str) -> None:
 
 def _strftime_now(fmt: str) -> str:
     return _dt.datetime.now().strftime(str(fmt)[:200])
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | str | None = None,
+            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    """transformers' ``tojson``: plain ``json.dumps`` (no HTML escaping, keys in order)."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+class _TemplateDict:
+    """``dict`` in templates: builds dicts, and nothing of the type itself to reach for."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
+        return dict(*args, **kwargs)
+
+    def fromkeys(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
+        return dict.fromkeys(*args, **kwargs)
 
 
 # -- sizes -----------------------------------------------------------------------------------
@@ -273,10 +301,16 @@ def _filter_size(name: str, data: list[Any], kwargs: dict[str, Any]) -> int | fl
         return len(value) + (len(value) // width + value.count("\n") + 1) * len(str(wrap))
     if name == "format" and isinstance(value, str):
         return _format_size(value, (data[1:], kwargs))
-    if name in ("tojson", "pprint"):
-        indent = arg(1, "indent", None)
-        if isinstance(indent, int) and indent > 16:
+    if name == "tojson":  # (value, ensure_ascii, indent, separators, sort_keys)
+        indent, separators = arg(2, "indent", None), arg(3, "separators", None)
+        pad = len(indent) if isinstance(indent, str) else (
+            max(0, indent) if isinstance(indent, int) else 0)
+        if pad > 16:
             return float("inf")
+        seps = sum(_size(s, limit) for s in separators) if isinstance(
+            separators, list | tuple) else 0
+        return _size(value, limit) * (2 + pad + seps)
+    if name == "pprint":
         return _size(value, limit) * 2
     if name == "sum":
         start = arg(2, "start", 0)
@@ -297,9 +331,10 @@ def _guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     def guarded(*args: Any, **kwargs: Any) -> Any:
         what = f"the {name} filter"
         skip = next((i for i, a in enumerate(args) if not isinstance(a, plumbing)), len(args))
-        if len(args) > skip:
-            args = (*args[:skip], _materialize(args[skip]), *args[skip + 1 :])
         data = list(args[skip:])
+        if data and isinstance(data[0], Iterator):
+            data[0] = _materialize(data[0])  # measured, then passed on as an iterator still:
+            args = (*args[:skip], iter(data[0]), *args[skip + 1 :])  # length(), tojson fail
         _check_arguments(data, kwargs, what)
         size = _filter_size(name, data, kwargs)
         if size > _limit():
@@ -323,8 +358,10 @@ def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str
 
 @lru_cache(maxsize=1)
 def _environment_class() -> Any:
+    from jinja2 import nodes
     from jinja2.compiler import CodeGenerator
     from jinja2.exceptions import SecurityError
+    from jinja2.ext import Extension, loopcontrols
     from jinja2.runtime import Namespace, markup_join
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -341,10 +378,42 @@ def _environment_class() -> Any:
             self.write(f"), {escape})")
 
     class _Namespace(Namespace):
-        """``namespace()`` whose repr does not print its (possibly huge) attributes."""
+        """``namespace()`` that, like transformers', stores no ``_``-prefixed attribute, and
+        whose repr does not print its (possibly huge) attributes."""
+
+        def __init__(*args: Any, **kwargs: Any) -> None:
+            self, args = args[0], args[1:]  # Namespace's trick: namespace(self=...) works
+            attrs = dict(*args, **kwargs)
+            for name in attrs:
+                _Namespace._check_name(name)
+            Namespace.__init__(self, attrs)
+
+        def __setitem__(self, name: str, value: Any) -> None:
+            _Namespace._check_name(name)
+            Namespace.__setitem__(self, name, value)
+
+        @staticmethod
+        def _check_name(name: Any) -> None:
+            if isinstance(name, str) and name.startswith("_"):
+                raise SecurityError(f"namespace attribute {name[:40]!r} starts with '_'")
 
         def __repr__(self) -> str:
             return "<Namespace>"
+
+    class _Generation(Extension):
+        """``{% generation %}…{% endgeneration %}`` (transformers' tag marking what the
+        assistant wrote): renders its body; no mask is computed here."""
+
+        tags = frozenset({"generation"})
+
+        def parse(self, parser: Any) -> Any:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            call = self.call_method("_body")
+            return nodes.CallBlock(call, [], [], body).set_lineno(lineno)
+
+        def _body(self, caller: Callable[[], str]) -> str:
+            return caller()
 
     class _BoundedSandbox(ImmutableSandboxedEnvironment):
         """Fails on the first unsafe attribute access instead of yielding an undefined, and
@@ -399,13 +468,14 @@ def _environment_class() -> Any:
     def make() -> Any:
         env = _BoundedSandbox(
             trim_blocks=True, lstrip_blocks=True, autoescape=False, keep_trailing_newline=False,
-            finalize=finalize,
+            finalize=finalize, extensions=[_Generation, loopcontrols],
         )
         env.concat = bounded_concat  # type: ignore[method-assign]
         env.globals.update(
             raise_exception=_raise_exception, strftime_now=_strftime_now, lipsum=_lipsum,
-            namespace=_Namespace,
+            namespace=_Namespace, dict=_TemplateDict(),
         )
+        env.filters["tojson"] = _tojson
         env.filters = {name: _guarded_filter(name, f) for name, f in env.filters.items()}
         return env
 
@@ -581,33 +651,129 @@ def render_template(source: str, **context: Any) -> str:
     return render_bounded(source, context)
 
 
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")  # the first wins
+_REASONING_KEYS = frozenset(_REASONING_FIELDS)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: Any) -> Any:
+    """``value`` rebuilt out of plain JSON types (as transformers' ``_plain_template_data``):
+    subclasses stripped to their base type, mappings to dicts, dataclasses and pydantic models
+    to dicts, anything else to an inert ``"<TypeName>"``. A template sees no method of the
+    caller's objects."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else _plain(k): v if type(v) is str else _plain(v)
+                for k, v in value.items()}
+    if kind is list:
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    numpy = sys.modules.get("numpy")  # only if the caller has it: its scalars, by value
+    if numpy is not None and isinstance(value, numpy.generic):
+        return _plain(value.item())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if callable(getattr(value, "model_dump", None)):
+        return _plain(value.model_dump())
+    return f"<{kind.__name__}>"
+
+
+def _plain_size(value: Any) -> int:
+    """:func:`_size` of a value made by :func:`_plain` (quicker: exact types only)."""
+    kind = type(value)
+    if kind is str:
+        return len(value)
+    if kind is dict:
+        return 2 + sum(_plain_size(k) + _plain_size(v) + 2 for k, v in value.items())
+    if kind is list or kind is tuple:
+        return 2 + sum(_plain_size(v) + 2 for v in value)
+    if kind is int:
+        return value.bit_length() // 3 + 2
+    return 24
+
+
+def _chat(messages: Sequence[Any]) -> list[dict[Any, Any]]:
+    """The messages as ``apply_chat_template`` passes them: plain dicts without the keys whose
+    value is ``None``, the reasoning also under ``thinking`` and ``reasoning_content``."""
+    chat = []
+    for index, message in enumerate(messages):
+        plain = _plain(message)
+        if not isinstance(plain, dict):
+            raise TemplateError(
+                f"message {index + 1} is a {type(message).__name__}, not a mapping of role and "
+                "content"
+            )
+        if None in plain.values():
+            plain = {k: v for k, v in plain.items() if v is not None}
+        if not _REASONING_KEYS.isdisjoint(plain):
+            reasoning = next(plain[k] for k in _REASONING_FIELDS if k in plain)
+            plain = {"thinking": reasoning, **plain, "reasoning_content": reasoning}
+        chat.append(plain)
+    return chat
+
+
+def _objects(values: Sequence[Any] | None, what: str) -> list[Any] | None:
+    """``tools`` or ``documents``: None, or a list of JSON objects."""
+    if values is None:
+        return None
+    plain = _plain(list(values))
+    if not all(isinstance(v, dict) for v in plain):
+        raise TemplateError(f"{what} must be JSON objects (dicts)")
+    return plain
+
+
 def render_chat(
     template: str | None,
-    messages: Sequence[Mapping[str, str]],
+    messages: Sequence[Mapping[str, Any]],
     *,
-    bos_token: str = "",
-    eos_token: str = "",
     add_generation_prompt: bool = True,
-    extra: Mapping[str, Any] | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    documents: Sequence[Mapping[str, Any]] | None = None,
+    special_tokens: Mapping[str, str] | None = None,
     seconds: float = RENDER_SECONDS,
     cancel: threading.Event | None = None,
+    **extra: Any,
 ) -> str:
-    """Render ``messages`` with a model's chat template (or :data:`FALLBACK_TEMPLATE`).
+    """Render ``messages`` with a model's chat template (or :data:`FALLBACK_TEMPLATE`) as
+    transformers' ``apply_chat_template(..., tokenize=False)`` does.
 
-    The size limit is :data:`MAX_CHARS` plus twice the conversation; ``cancel`` (the
-    generation's cancel event) stops a render in progress.
+    ``special_tokens`` are the tokenizer's (``bos_token``, ``eos_token``, ``unk_token``, …:
+    its ``special_tokens_map``); ``extra`` keyword arguments reach the template too and win
+    over them (``bos_token="<s>"``, ``enable_thinking=False``, ``date_string=…``). ``tools``
+    (JSON schemas) and ``documents`` (``{"title", "text"}`` objects) are passed through.
+    The size limit is :data:`MAX_CHARS` plus twice all of that; ``cancel`` (the generation's
+    cancel event) stops a render in progress.
     """
-    plain = [{"role": str(m["role"]), "content": str(m.get("content", ""))} for m in messages]
-    size = sum(len(m["role"]) + len(m["content"]) for m in plain)
+    try:
+        chat = _chat(messages)
+        tools_, documents_ = _objects(tools, "tools"), _objects(documents, "documents")
+        extra_, special = _plain(extra), _plain(dict(special_tokens or {}))
+    except RecursionError:
+        raise TemplateError("the conversation is nested too deeply (or contains itself)") from None
     context = {
-        "messages": plain,
-        "bos_token": bos_token,
-        "eos_token": eos_token,
+        **special,
+        **extra_,
+        "messages": chat,
+        "tools": tools_,
+        "documents": documents_,
         "add_generation_prompt": add_generation_prompt,
-        "tools": None,
-        "documents": None,
-        **dict(extra or {}),
     }
+    size = _plain_size((chat, tools_, documents_, extra_))
     return render_bounded(
         template or FALLBACK_TEMPLATE, context, seconds=seconds, max_chars=MAX_CHARS + 2 * size,
         cancel=cancel,

@@ -98,13 +98,15 @@ def make_tiny_gguf(
     seed: int = 1234,
     name: str = "tiny-llama",
     architecture: str = "llama",
+    extra_kv: tuple[KV, ...] = (),
 ) -> Path:
     """Write a random-weight llama GGUF to ``path`` and return it.
 
     ``f16`` stores the matrices as F16 (norms stay F32). ``extra_vocab`` adds synthetic word
     pieces to grow the vocabulary (for a bigger benchmark model). ``chat_template=None``
     leaves the template out. Another ``architecture`` name gives a well-formed GGUF that
-    llama.cpp refuses (unknown architecture).
+    llama.cpp refuses (unknown architecture). ``extra_kv`` adds key/values (e.g.
+    ``("pad_token_id", 259)``).
     """
     path = Path(path)
     tokens, scores, types = _spm_vocab(extra_vocab)
@@ -134,6 +136,7 @@ def make_tiny_gguf(
     ]
     if chat_template is not None:
         kv.append(("chat_template", chat_template))
+    kv += extra_kv
 
     embd = mat(n_vocab, n_embd)
     out = mat(n_vocab, n_embd)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tui.runtime.backends.llama_cpp import MAX_TOKEN_CHARS, gguf_special_tokens
 from tui.runtime.errors import TemplateError
 from tui.runtime.templates import render_chat
 
@@ -152,3 +153,38 @@ def test_a_conversation_that_contains_itself() -> None:
     with pytest.raises(TemplateError, match="nested too deeply"):
         render("{{ messages }}", [message])
 
+
+# -- special tokens of a GGUF -------------------------------------------------------------------
+
+VOCAB = ["<unk>", "<s>", "</s>", "<pad>", "<|eot_id|>", "<sep>", "x" * (MAX_TOKEN_CHARS + 1), ""]
+
+
+def test_gguf_special_tokens_named_as_transformers_names_them() -> None:
+    metadata = {
+        "tokenizer.ggml.bos_token_id": "1", "tokenizer.ggml.eos_token_id": "2",
+        "tokenizer.ggml.unknown_token_id": "0", "tokenizer.ggml.padding_token_id": "3",
+        "tokenizer.ggml.eot_token_id": "4", "tokenizer.ggml.seperator_token_id": "5",
+        "tokenizer.ggml.model": "llama", "general.name": "x",
+    }
+    assert gguf_special_tokens(metadata, len(VOCAB), VOCAB.__getitem__) == {
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+        "eot_token": "<|eot_id|>", "sep_token": "<sep>",
+    }
+
+
+def test_gguf_special_tokens_trust_nothing() -> None:
+    """Ids that are not numbers of the vocabulary, empty and over-long texts are left out."""
+    metadata = {
+        "tokenizer.ggml.bos_token_id": "99", "tokenizer.ggml.eos_token_id": "-1",
+        "tokenizer.ggml.pad_token_id": "three", "tokenizer.ggml.mask_token_id": "1" * 5000,
+        "tokenizer.ggml.cls_token_id": "6", "tokenizer.ggml.sep_token_id": "7",
+        "tokenizer.ggml.Bad-Name_token_id": "1", "tokenizer.ggml.eot_token_id": 4,
+    }
+    asked: list[int] = []
+
+    def text(token: int) -> str:
+        asked.append(token)
+        return VOCAB[token]
+
+    assert gguf_special_tokens(metadata, len(VOCAB), text) == {"eot_token": "<|eot_id|>"}
+    assert all(0 <= t < len(VOCAB) for t in asked)

@@ -1,19 +1,22 @@
 """GGUF models through llama-cpp-python.
 
 The chat template stored in the GGUF is rendered by :mod:`tui.runtime.templates` (immutable
-sandbox) and the prompt tokens go to ``Llama.generate``; llama-cpp-python's own chat handlers
-are never called. Tokens are detokenized one by one (``create_completion(stream=True)``
-re-detokenizes the whole answer per token, quadratic). Cancellation is checked per token.
+sandbox), given every special token of the vocabulary (:func:`gguf_special_tokens`), and the
+prompt tokens go to ``Llama.generate``; llama-cpp-python's own chat handlers are never called.
+Tokens are detokenized one by one (``create_completion(stream=True)`` re-detokenizes the whole
+answer per token, quadratic). Cancellation is checked per token.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import gc
 import random
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tui.runtime.backends.base import BackendStats, Emit, one_line
@@ -21,6 +24,38 @@ from tui.runtime.errors import GenerationError, LoadError
 from tui.runtime.stops import StopMatcher
 from tui.runtime.templates import render_chat
 from tui.runtime.types import GenParams, LoadOptions, Message, ModelSpec
+
+_TOKEN_ID_KEY = re.compile(r"tokenizer\.ggml\.([a-z][a-z_]{0,31})_token_id")
+_TOKEN_NAMES = {"unknown": "unk", "seperator": "sep", "separator": "sep", "padding": "pad"}
+MAX_TOKEN_CHARS = 256  # longer "special tokens" are left out
+
+
+def gguf_special_tokens(
+    metadata: Mapping[str, Any], n_vocab: int, text: Callable[[int], str]
+) -> dict[str, str]:
+    """The special tokens of a GGUF for its chat template, named as transformers names them.
+
+    Each ``tokenizer.ggml.<name>_token_id`` becomes ``<name>_token`` (``unknown`` →
+    ``unk_token``, ``seperator`` → ``sep_token``, ``padding`` → ``pad_token``; ``bos``, ``eos``,
+    ``eot``, ``cls``, ``mask``, ``fim_pre``… keep their name), ``text`` giving its text. An id
+    that is not a number in the vocabulary, or an empty or over-long text, is left out.
+    """
+    tokens: dict[str, str] = {}
+    for key, value in metadata.items():
+        match = _TOKEN_ID_KEY.fullmatch(str(key))
+        if match is None:
+            continue
+        try:
+            token = int(str(value).strip())  # llama-cpp-python gives strings
+        except ValueError:
+            continue
+        if not 0 <= token < n_vocab:
+            continue
+        piece = text(token)
+        if piece and len(piece) <= MAX_TOKEN_CHARS:
+            name = match.group(1)
+            tokens[f"{_TOKEN_NAMES.get(name, name)}_token"] = piece
+    return tokens
 
 
 class LlamaCppBackend:
@@ -34,7 +69,7 @@ class LlamaCppBackend:
         self._llm: Any = None
         self._template: str | None = None
         self._bos_text = ""
-        self._eos_text = ""
+        self._special: dict[str, str] = {}
 
     def load(self) -> None:
         """Load the GGUF (blocking)."""
@@ -67,25 +102,53 @@ class LlamaCppBackend:
         self._template = meta.get("tokenizer.chat_template") or (
             self.spec.metadata.chat_template if self.spec.metadata else None
         )
-        self._bos_text = self._token_text(self._llm.token_bos())
-        self._eos_text = self._token_text(self._llm.token_eos())
+        self._special = self._special_tokens(meta)
+        self._bos_text = self._special["bos_token"]
 
-    def _token_text(self, token: int) -> str:
-        if token is None or token < 0:
+    def _special_tokens(self, metadata: Mapping[str, Any]) -> dict[str, str]:
+        """Every special token of the vocabulary; ``bos_token``/``eos_token`` always (empty
+        when the model has none, as llama.cpp passes them)."""
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        n_vocab = self._llm.n_vocab()
+
+        def text(token: int) -> str:
+            """The token as text (``special``: control tokens too), "" if it has none."""
+            if not 0 <= token < n_vocab:
+                return ""
+            size = 64
+            for _ in range(2):
+                buf = ctypes.create_string_buffer(size)
+                n = llama_cpp.llama_token_to_piece(vocab, token, buf, size, 0, True)
+                if n >= 0:
+                    return buf.raw[:n].decode("utf-8", errors="replace")
+                size = -n  # the size it needs
+                if size > 4 * MAX_TOKEN_CHARS:
+                    break
             return ""
-        try:
-            return self._llm._model.token_get_text(token)
-        except Exception:
-            return ""
+
+        tokens = gguf_special_tokens(metadata, n_vocab, text)
+        for name, token in (("bos_token", llama_cpp.llama_vocab_bos(vocab)),
+                            ("eos_token", llama_cpp.llama_vocab_eos(vocab))):
+            piece = text(token)
+            tokens[name] = piece if len(piece) <= MAX_TOKEN_CHARS else ""
+        return tokens
+
+    def render_prompt(
+        self, messages: Sequence[Message], cancel: threading.Event | None = None, **kwargs: Any
+    ) -> str:
+        """The chat template rendered (sandboxed, bounded; ``cancel`` stops it) with the
+        model's special tokens; ``kwargs`` go to :func:`render_chat` (``tools``, …)."""
+        return render_chat(
+            self._template, messages, special_tokens=self._special, cancel=cancel, **kwargs
+        )
 
     def prompt_tokens(
         self, messages: Sequence[Message], cancel: threading.Event | None = None
     ) -> list[int]:
-        """Render the chat template (sandboxed, bounded; ``cancel`` stops it) and tokenize."""
-        prompt = render_chat(
-            self._template, messages, bos_token=self._bos_text, eos_token=self._eos_text,
-            cancel=cancel,
-        )
+        """Render the chat template (:meth:`render_prompt`) and tokenize."""
+        prompt = self.render_prompt(messages, cancel)
         add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
         return self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 

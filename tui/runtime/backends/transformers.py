@@ -2,7 +2,9 @@
 
 Safety defaults: ``trust_remote_code=False`` and ``use_safetensors=True`` unless the user opts
 in (``LoadOptions.trust_remote_code`` / ``allow_pickle``); nothing is fetched from the Hub
-(``local_files_only=True``). The chat template is rendered by :mod:`tui.runtime.templates`.
+(``local_files_only=True``). The chat template is rendered by :mod:`tui.runtime.templates`
+(bounded in time and size, which transformers' own renderer is not) with the tokenizer's
+``special_tokens_map``, exactly as ``apply_chat_template`` renders it.
 Tokens stream through a :class:`transformers.TextStreamer` subclass called in the generating
 thread; cancellation is a ``StoppingCriteria`` reading a ``threading.Event``.
 """
@@ -195,6 +197,19 @@ class TransformersBackend:
                 f"unknown dtype {name!r} (use auto, float32, float16, bfloat16)"
             ) from None
 
+    def render_prompt(
+        self, messages: Sequence[Message], cancel: threading.Event | None = None, **kwargs: Any
+    ) -> str:
+        """The chat template rendered as ``apply_chat_template(..., tokenize=False)`` renders
+        it, in the bounded sandbox; ``kwargs`` go to :func:`render_chat` (``tools``, …)."""
+        if self.tokenizer is None:
+            raise GenerationError("model is not loaded")
+        tok = self.tokenizer
+        return render_chat(
+            _chat_template(tok, kwargs.get("tools")), messages,
+            special_tokens=tok.special_tokens_map, cancel=cancel, **kwargs,
+        )
+
     def generate(
         self,
         messages: Sequence[Message],
@@ -209,13 +224,7 @@ class TransformersBackend:
         if self.model is None:
             raise GenerationError("model is not loaded")
         tok = self.tokenizer
-        prompt = render_chat(
-            getattr(tok, "chat_template", None),
-            messages,
-            bos_token=tok.bos_token or "",
-            eos_token=tok.eos_token or "",
-            cancel=cancel,
-        )
+        prompt = self.render_prompt(messages, cancel)
         inputs = tok(prompt, return_tensors="pt", add_special_tokens=False)
         input_ids = inputs["input_ids"].to(self.model.device)
         n_prompt = int(input_ids.shape[1])
@@ -274,6 +283,19 @@ class TransformersBackend:
             with contextlib.suppress(Exception):
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+
+
+def _chat_template(tokenizer: Any, tools: Any = None) -> str | None:
+    """The template ``apply_chat_template`` would use (of several, "tool_use" with tools, else
+    "default"), or None (none at all, or several and no default)."""
+    if not hasattr(tokenizer, "get_chat_template"):  # an older transformers
+        template = getattr(tokenizer, "chat_template", None)
+        return template if isinstance(template, str) else None
+    try:
+        template = tokenizer.get_chat_template(tools=tools)
+    except ValueError:
+        return None
+    return template if isinstance(template, str) else None
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -133,6 +133,36 @@ async def test_jobs_cancel_in_another_process_shows_cancelled(hub: FakeHub, tmp_
     services.close()
 
 
+async def test_the_dashboard_pauses_a_pull_another_process_runs_then_finishes_it(
+        hub: FakeHub, tmp_path: Path) -> None:
+    """Pause from the panel goes to the pull's process (``jobs.control``); the paused state
+    comes back through the feed; resume runs the job here, to the end."""
+    data = gguf_bytes(3 << 20, 13)
+    hub.add_repo("acme/handover", {"handover-Q4_K_M.gguf": data})
+    hub.add_fault("handover-Q4_K_M.gguf", "slow", times=None, rate=256 << 10)
+    services = make_services(tmp_path)
+    app = _live_app(services, watch_downloads=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        proc = _start(services, hub, "pull", "acme/handover:Q4_K_M", "--quiet")
+        try:
+            assert await wait_for(pilot, lambda: (j := _job(app)) is not None
+                                  and j.state == "downloading" and j.done_bytes > 0, 30)
+            assert not services.downloads.runs_here(_job(app).job_id)
+            app.downloads_panel.focus()
+            await pilot.press("p")
+            assert await wait_for(pilot, lambda: _job(app).state == "paused", 30)
+        finally:
+            _out, err = _stop(proc)
+        assert proc.returncode == 130, err  # the pull stopped: paused from the dashboard
+        hub.clear_faults()
+        await pilot.press("r")
+        assert await wait_for(pilot, lambda: _job(app).state == "done", 60)
+    (model,) = services.inventory.list_models()
+    assert Path(model.path).read_bytes() == data
+    services.close()
+
+
 async def test_rm_in_another_process_removes_the_row(tmp_path: Path) -> None:
     services = make_services(tmp_path)
     write_gguf(services.settings.models_dir / "gone-Q4_K_M.gguf", name="Gone Model")

@@ -212,3 +212,29 @@ async def test_a_copied_gguf_appears_once_complete_and_a_deleted_one_is_missing(
         (model,) = services.inventory.list_models()
         assert model.status == "missing"
     services.close()
+
+
+async def test_a_broken_file_copied_in_is_one_escaped_line(tmp_path: Path) -> None:
+    services = make_services(tmp_path)
+    services.__dict__["folder_watcher"] = FolderWatcher(
+        services.settings, services.inventory, settle=0.3, tick=0.05)
+    app = _live_app(services, watch_folders=True)
+    shown: list[str] = []
+    notify = app.notify
+
+    def record(message: str, **kwargs: Any) -> None:
+        shown.append(message)
+        notify(message, **kwargs)
+
+    app.notify = record  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        watcher = services.folder_watcher
+        assert await wait_for(pilot, lambda: watcher.watched == watcher.roots, 10)
+        bad = services.settings.models_dir / "bad\x1b[2J.gguf"
+        bad.write_bytes(b"GGUF" + bytes(range(256)) * 4)
+        assert await wait_for(pilot, lambda: any("bad" in m for m in shown), 15)
+        (line,) = [m for m in shown if "bad" in m]
+        assert "\x1b" not in line and "\\x1b[2J" in line and "\n" not in line
+        assert not services.inventory.list_models()
+    services.close()

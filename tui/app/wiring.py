@@ -277,8 +277,8 @@ def watch_folders(services: Services, problems: Callable[[list[str]], None]) -> 
 
     def on_scan(report: Any, changed: list[str]) -> None:
         wanted = set(changed)
-        lines = [clean_line(f"{path}: {error}", 300) for path, error in report.errors
-                 if path in wanted]
+        lines = [clean_line(error if path in error else f"{path}: {error}", 300)
+                 for path, error in report.errors if path in wanted]
         if lines:
             problems(lines)
 

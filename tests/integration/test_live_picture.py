@@ -284,7 +284,7 @@ def test_the_watcher_thread_registers_a_copy_and_marks_a_delete_missing(
     settings.models_dir.mkdir(parents=True)
     inventory = Inventory(Database(settings.db_path))
     scans: list[list[str]] = []
-    watcher = FolderWatcher(settings, inventory, settle=1.5, tick=0.05, poll_interval=0.1,
+    watcher = FolderWatcher(settings, inventory, settle=2.5, tick=0.05, poll_interval=0.1,
                             force_polling=polling, on_scan=lambda r, changed: scans.append(changed))
     watcher.start()
     try:

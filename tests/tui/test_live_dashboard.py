@@ -184,7 +184,7 @@ async def test_a_copied_gguf_appears_once_complete_and_a_deleted_one_is_missing(
     services = make_services(tmp_path)
     settings = services.settings
     services.__dict__["folder_watcher"] = FolderWatcher(
-        settings, services.inventory, settle=1.5, tick=0.05,
+        settings, services.inventory, settle=2.5, tick=0.05,
         busy=JobStore(services.db).dests_in_flight)
     data = write_gguf(tmp_path / "elsewhere" / "copied-Q8_0.gguf", name="Copied Model",
                       n_vocab=500, tensor_shapes=((128, 128), (128,))).read_bytes()

@@ -22,6 +22,7 @@ from tui.errors import InvalidInputError, MetadataError, ModelDeckError, NotFoun
 from tui.metadata.files import is_regular_file, open_regular
 from tui.metadata.types import IGNORED_KEY, ModelMetadata, sanitize
 from tui.registration import (
+    WEIGHT_SUFFIXES,
     build_record,
     display_name,
     file_identity,
@@ -258,9 +259,17 @@ class Scanner:
         self.progress = progress
 
     def scan(
-        self, only: Path | None = None, *, verify_duplicates: bool = False
+        self,
+        only: Path | None = None,
+        *,
+        verify_duplicates: bool = False,
+        skip: Callable[[Path], bool] | None = None,
     ) -> ScanReport:
-        """Scan every root (or only the folder ``only``, which must be inside a root)."""
+        """Scan every root (or only the folder ``only``, which must be inside a root).
+
+        ``skip(path)`` true for a file leaves its model out of this pass (neither read nor
+        marked missing): a file still being copied, or one a download is writing.
+        """
         started = time.perf_counter()
         report = ScanReport()
         roots = roots_for(self.settings)
@@ -294,6 +303,8 @@ class Scanner:
                 files = list(_walk_files(root.path))
                 for fmt, main, members in group_model_files(files, roots=managed):
                     found.append(_Found(fmt, main, members, root.source))
+        if skip is not None:
+            found = [f for f in found if not any(skip(m) for m in (f.main, *f.members))]
 
         cache = self.inventory.scan_cache_all()
         cache_updates: list[tuple[str, dict[str, Any]]] = []
@@ -374,6 +385,9 @@ class Scanner:
         meta: ModelMetadata | None = None
         # A model once registered with a managed root as its folder keeps its id.
         prior = existing.get(key) or existing.get(str(weights_folder(item.main)))
+        if _unchanged(prior, key, item, stats):
+            report.files_cached += 1  # as registered (a download's hashes and checks kept)
+            return prior
         if cached and cached["size"] == size and cached["mtime_ns"] == mtime:
             report.files_cached += 1
             if cached["error"]:
@@ -551,6 +565,32 @@ class Scanner:
             self.inventory.scan_cache_put_many(cache_updates)
         groups.sort(key=lambda g: -g.wasted_bytes)
         return groups
+
+
+def _unchanged(prior: ModelRecord | None, key: str, item: _Found,
+               stats: dict[Path, os.stat_result]) -> bool:
+    """True if ``prior`` is installed at ``key``, every weight file found is one of its
+    recorded files, and every recorded file found is on disk with the size and mtime it was
+    recorded with, and its stored metadata reads back: nothing to read, nothing to update (a
+    file the user added next to a downloaded model is not adopted by a rescan)."""
+    if prior is None or prior.status != "installed" or prior.path != key:
+        return False
+    if prior.metadata is None:  # the stored metadata is unreadable: read the file again
+        return False
+    recorded = {f.path: f for f in prior.files}
+    weights = 0
+    for member in item.members:
+        is_weight = member.name.lower().endswith(WEIGHT_SUFFIXES)
+        weights += is_weight
+        f, st = recorded.get(str(member)), stats.get(member)
+        if f is None:
+            if is_weight:
+                return False
+            continue
+        if st is None or f.mtime_ns is None or f.size != st.st_size or (
+                f.mtime_ns != st.st_mtime_ns):
+            return False
+    return weights > 0
 
 
 def _ignored_text(ignored: dict[str, str]) -> str:

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 
 from tui.settings import Settings
 from tui.store import Database, Inventory
+from tui.store.changes import ChangeWatcher
 
 if TYPE_CHECKING:
     from tui.catalog import Catalog
+    from tui.discovery_watch import FolderWatcher
     from tui.download.service import DownloadService
     from tui.resources.sampler import ResourceSampler
     from tui.runtime.service import RuntimeService
@@ -63,8 +65,25 @@ class Services:
 
         return ResourceSampler(self.settings.models_dir, self.settings.state_dir)
 
+    @cached_property
+    def changes(self) -> ChangeWatcher:
+        """What other processes change in the inventory (the dashboard's live picture)."""
+        return ChangeWatcher(self.db)
+
+    @cached_property
+    def folder_watcher(self) -> FolderWatcher:
+        """Discovery that follows the managed folders (the dashboard starts it)."""
+        from tui.discovery_watch import FolderWatcher
+        from tui.download.jobs import JobStore
+
+        return FolderWatcher(self.settings, self.inventory,
+                             busy=JobStore(self.db).dests_in_flight)
+
     def close(self) -> None:
-        """Release what was opened."""
+        """Release what was opened (watcher threads stopped first)."""
+        for name in ("folder_watcher", "changes"):
+            if name in self.__dict__:
+                self.__dict__[name].stop()
         if "db" in self.__dict__:
             self.db.close()
 

@@ -213,8 +213,10 @@ def make_app(
     **kwargs: Any,
 ) -> ModelDeckApp:
     """A deterministic app: fixed sampler, mock clock, fixed now (unless ``now=`` is given), no
-    blinking, no downloads watcher."""
+    blinking, no downloads watcher, no change feed, no folder watching."""
     kwargs.setdefault("watch_downloads", False)
+    kwargs.setdefault("watch_changes", False)
+    kwargs.setdefault("watch_folders", False)
     kwargs.setdefault("now", fixed_now)
     app = ModelDeckApp(
         services,

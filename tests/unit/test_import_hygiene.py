@@ -15,6 +15,7 @@ SERVICE_MODULES = [
     "tui.inventory_ops", "tui.manifest", "tui.doctor", "tui.services", "tui.metadata.gguf",
     "tui.metadata.safetensors", "tui.resources.sampler", "tui.download.service",
     "tui.hub.client", "tui.runtime.service", "tui.cli.download_cmds", "tui.cli.runtime_cmds",
+    "tui.store.changes", "tui.discovery_watch",
 ]
 
 
@@ -30,6 +31,7 @@ def test_service_module_imports_no_textual_or_runtime(module: str) -> None:
     loaded = _loaded_after(f"import {module}")
     assert "textual" not in loaded
     assert not loaded & set(HEAVY)
+    assert "watchfiles" not in loaded  # imported when the dashboard starts watching
 
 
 def test_cli_parser_imports_no_textual_or_runtime() -> None:

@@ -27,7 +27,10 @@ from tui.app.messages import (
     AnswerFinished,
     AnswerStarted,
     DeletePlanned,
+    InventoryChanged,
+    JobRemoved,
     JobUpdated,
+    LiveProblem,
     LoadRefused,
     ModelDeleted,
     ModelsLoaded,
@@ -104,6 +107,8 @@ class ModelDeckApp(App[None]):
         cursor_blink: blink input cursors (off for snapshots; default from ``CURSOR_BLINK``).
         start_sampler: start the resource sampler worker on mount.
         watch_downloads: start the download-events worker on mount.
+        watch_changes: follow what other processes change in the inventory (jobs, models).
+        watch_folders: scan on start, then follow the managed folders (discovery).
         compute_fit: fill the Fit column from the runtime's memory estimate.
     """
 
@@ -140,6 +145,8 @@ class ModelDeckApp(App[None]):
         cursor_blink: bool | None = None,
         start_sampler: bool = True,
         watch_downloads: bool = True,
+        watch_changes: bool = True,
+        watch_folders: bool = True,
         compute_fit: bool = True,
     ) -> None:
         super().__init__()
@@ -150,6 +157,8 @@ class ModelDeckApp(App[None]):
         self._now = now or time.time
         self._start_sampler = start_sampler
         self._watch_downloads = watch_downloads
+        self._watch_changes = watch_changes
+        self._watch_folders = watch_folders
         self._compute_fit = compute_fit
         blink = self.CURSOR_BLINK if cursor_blink is None else cursor_blink
         self.cursor_blink = blink and not self.settings.low_redraw
@@ -276,6 +285,8 @@ class ModelDeckApp(App[None]):
     @work(thread=True, exclusive=True, group="rows", exit_on_error=False)
     def _load_rows(self) -> None:
         """Read catalog + inventory (blocking SQLite) and post the rows."""
+        if self._watch_changes:  # what changes after this read is reported by the feed
+            wiring.prime_changes(self.services)
         entries = {e.id: e for e in self.services.catalog.entries()}
         self.post_message(ModelsLoaded(wiring.load_rows(self.services), entries))
 
@@ -310,6 +321,7 @@ class ModelDeckApp(App[None]):
             self._job_timer.stop()
         if self._runtime_unsubscribe is not None:
             self._runtime_unsubscribe()
+        await asyncio.to_thread(wiring.stop_live, self.services)
         if self._watch_downloads:
             try:
                 await wiring.stop_downloads(self.services)
@@ -347,6 +359,16 @@ class ModelDeckApp(App[None]):
             self._run_sampler()
         if self._watch_downloads:
             self._run_download_watch()
+        if self._watch_changes:
+            wiring.follow_changes(
+                self.services, emit_job=self.post_job,
+                drop_job=lambda job_id: self.post_message(JobRemoved(job_id)),
+                models_changed=lambda: self.post_message(InventoryChanged()),
+                failed=lambda line: self.post_message(LiveProblem([line], "error")),
+            )
+        if self._watch_folders:
+            wiring.watch_folders(self.services, lambda lines: self.post_message(
+                LiveProblem(lines)))
 
     @on(ModelsLoaded)
     def _models_loaded(self, message: ModelsLoaded) -> None:
@@ -363,6 +385,9 @@ class ModelDeckApp(App[None]):
                 row = dataclasses.replace(row, fit=old.fit)
             rows.append(row)
         table.set_rows(rows)
+        for view in self.downloads_panel.jobs.values():  # rows read again: jobs still going
+            if view.active:
+                self._mirror_job(view)
         self._update_table_status()
         for row in message.rows:
             if row.status == "loaded":
@@ -426,6 +451,25 @@ class ModelDeckApp(App[None]):
         self._job_applied[view.job_id] = now
         self.apply_job(view)
 
+    @on(JobRemoved)
+    def _job_removed(self, message: JobRemoved) -> None:
+        if not self._ui_alive():
+            return
+        self._job_pending.pop(message.job_id, None)
+        self._job_states.pop(message.job_id, None)
+        self.downloads_panel.remove_job(message.job_id)
+
+    @on(InventoryChanged)
+    def _inventory_changed(self) -> None:
+        if self._ui_alive():
+            self._load_rows()
+
+    @on(LiveProblem)
+    def _live_problem(self, message: LiveProblem) -> None:
+        title = "Inventory" if message.severity == "error" else "Discovery"
+        for line in message.lines[:5]:
+            self.notify(line, title=title, severity=message.severity, timeout=15)
+
     def _flush_jobs(self) -> None:
         self._job_timer = None
         if not self._ui_alive():
@@ -440,11 +484,7 @@ class ModelDeckApp(App[None]):
     def apply_job(self, view: JobView) -> None:
         """Show a job in the panel, mirror it on its table row, alert on transitions."""
         self.downloads_panel.update_job(view)
-        table = self.model_table
-        row = table.get_model_row(view.row_key) if view.row_key else None
-        if row is not None and not (row.installed and view.state != "done"):
-            status = row_status_for_job(view)
-            table.update_row(dataclasses.replace(row, status=status, progress=view.fraction))
+        self._mirror_job(view)
         if view.warning and (view.job_id, view.warning) not in self._job_warnings:
             self._job_warnings.add((view.job_id, view.warning))
             self.notify(f"{view.name}: {view.warning}", title="Download warning",
@@ -459,6 +499,14 @@ class ModelDeckApp(App[None]):
                 self.alert(f"{view.name}: {view.error or 'failed'}", "Download failed", "error")
             elif view.state == "stalled":
                 self.alert(f"{view.name} stalled; retrying", "Download stalled", "warning")
+
+    def _mirror_job(self, view: JobView) -> None:
+        """Show a job's state on its catalog row (not over an installed model's)."""
+        table = self.model_table
+        row = table.get_model_row(view.row_key) if view.row_key else None
+        if row is not None and not (row.installed and view.state != "done"):
+            status = row_status_for_job(view)
+            table.update_row(dataclasses.replace(row, status=status, progress=view.fraction))
 
     def notify(  # type: ignore[override]
         self,

@@ -123,3 +123,28 @@ class DeletePlanned(Message):
         self.freed_bytes = freed_bytes
         self.forget_only = forget_only
         self.lines = lines or []
+
+
+class JobRemoved(Message):
+    """A job's record was deleted (by this or another process): drop its row."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+
+
+class InventoryChanged(Message):
+    """Installed models or custom entries changed (any process): read the rows again. A newer
+    one replaces an unprocessed one."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, InventoryChanged)
+
+
+class LiveProblem(Message):
+    """Lines to show once: files discovery could not register, or the change feed stopped."""
+
+    def __init__(self, lines: list[str], severity: str = "warning") -> None:
+        super().__init__()
+        self.lines = lines
+        self.severity = severity

@@ -315,6 +315,7 @@ def select_rows(
 
 JOB_STATES = (
     "queued", "connecting", "downloading", "stalled", "verifying", "paused", "done", "failed",
+    "cancelled",
 )
 ACTIVE_JOB_STATES = frozenset({"queued", "connecting", "downloading", "stalled", "verifying"})
 
@@ -375,6 +376,8 @@ def row_status_for_job(view: JobView) -> str:
         return "failed"
     if view.state == "done":
         return "installed"
+    if view.state == "cancelled":
+        return "available"
     return "downloading"
 
 

@@ -198,6 +198,102 @@ async def watch_downloads(services: Services, emit: Callable[[JobView], None]) -
         unsubscribe()
 
 
+# -- the live picture: other processes' changes, and the folders --------------------------
+
+
+class ForeignJobs:
+    """Job rows other processes persisted, as :class:`JobView` with a speed and ETA measured
+    from successive rows (the process running a job saves its progress about twice a second).
+    """
+
+    def __init__(self) -> None:
+        from tui.download.progress import SpeedMeter
+
+        self._meter = SpeedMeter
+        self._meters: dict[str, Any] = {}
+
+    def view(self, job: Any) -> JobView:
+        """The view of a :class:`~tui.store.changes.JobSnapshot`."""
+        meter = self._meters.get(job.id)
+        if meter is None:
+            meter = self._meters[job.id] = self._meter()
+        speed = meter.update(job.done_bytes, job.updated_at) if job.updated_at else 0.0
+        running = job.state == "downloading"
+        eta = None
+        if running and job.total_bytes is not None and speed > 1:
+            eta = max(0.0, (job.total_bytes - job.done_bytes) / speed)
+        if job.state not in ("downloading", "stalled", "connecting"):
+            self._meters.pop(job.id, None)
+        return JobView(
+            job_id=job.id, name=job.name, state=job.state, done_bytes=job.done_bytes,
+            total_bytes=job.total_bytes, speed_bps=speed if running else None, eta_s=eta,
+            error=job.error, row_key=f"entry:{job.catalog_id}" if job.catalog_id else None,
+        )
+
+    def forget(self, job_id: str) -> None:
+        """Drop a removed job's meter."""
+        self._meters.pop(job_id, None)
+
+
+def prime_changes(services: Services) -> None:
+    """Read the change feed's baseline (blocking): call just before reading what is shown."""
+    if not services.changes.primed:
+        services.changes.prime()
+
+
+def follow_changes(
+    services: Services,
+    *,
+    emit_job: Callable[[JobView], None],
+    drop_job: Callable[[str], None],
+    models_changed: Callable[[], None],
+    failed: Callable[[str], None],
+) -> None:
+    """Follow what other processes change in the inventory (a thread of its own; the
+    callbacks run there): jobs they run (``emit_job``; jobs this process runs send their own
+    events), jobs removed (``drop_job``), installed models or custom entries
+    (``models_changed``), and a broken or deleted inventory (``failed``, once)."""
+    foreign = ForeignJobs()
+
+    def on_change(changes: Any) -> None:
+        runs_here = getattr(services.__dict__.get("downloads"), "runs_here", None)
+        for job in changes.jobs:
+            if runs_here is None or not runs_here(job.id):
+                emit_job(foreign.view(job))
+        for job_id in changes.removed_jobs:
+            foreign.forget(job_id)
+            drop_job(job_id)
+        if changes.models or changes.catalog:
+            models_changed()
+
+    services.changes.start(on_change, failed)
+
+
+def watch_folders(services: Services, problems: Callable[[list[str]], None]) -> None:
+    """Start discovery: one incremental scan, then follow the managed folders (a thread of its
+    own). What it registers or marks missing reaches the table through the change feed;
+    ``problems`` gets one line per file that changed and could not be registered."""
+    from tui.terminal_text import clean_line
+
+    def on_scan(report: Any, changed: list[str]) -> None:
+        wanted = set(changed)
+        lines = [clean_line(error if path in error else f"{path}: {error}", 300)
+                 for path, error in report.errors if path in wanted]
+        if lines:
+            problems(lines)
+
+    watcher = services.folder_watcher
+    watcher.on_scan = on_scan
+    watcher.start()
+
+
+def stop_live(services: Services) -> None:
+    """Stop the change feed and discovery threads, if started (blocking, briefly)."""
+    for name in ("folder_watcher", "changes"):
+        if name in services.__dict__:
+            services.__dict__[name].stop()
+
+
 async def stop_downloads(services: Services) -> None:
     """Stop the download queue if it was started (running jobs resume at the next start)."""
     if "downloads" in services.__dict__:

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.download.progress import ACTIVE_STATES
 from tui.download.sources import JobSpec
 from tui.errors import InvalidInputError, NotFoundError
 from tui.store.db import Database
@@ -182,9 +183,22 @@ class JobStore:
                 tx.execute("UPDATE jobs SET spec = ?, kind = ? WHERE id = ?",
                            (spec.to_json(), spec.kind, job_id))
 
-    def save_files(self, job_id: str, files: list[JobFile]) -> None:
-        """Flush per-file progress, validators and segments plus the job's byte counter."""
+    def save_files(self, job_id: str, files: list[JobFile], live_state: str | None = None
+                   ) -> None:
+        """Flush per-file progress, validators and segments plus the job's byte counter.
+
+        ``live_state`` (a running job's state: downloading, stalled, …) is stored too, unless
+        the row already holds a stopped or final state (paused, done, failed, cancelled),
+        which a late flush must never overwrite.
+        """
         with self.db.write() as tx:
+            if live_state is not None:
+                marks = ",".join("?" * len(ACTIVE_STATES))
+                tx.execute(
+                    f"UPDATE jobs SET state = ? WHERE id = ? AND state != ? "
+                    f"AND state IN ({marks})",
+                    (live_state, job_id, live_state, *ACTIVE_STATES),
+                )
             tx.executemany(
                 "UPDATE job_files SET size = ?, etag = ?, last_modified = ?, state = ?, "
                 "done_bytes = ?, segments = ?, error = ? WHERE job_id = ? AND path = ?",
@@ -216,6 +230,16 @@ class JobStore:
         return [(r[0], JobSpec.from_json(r[1]),
                  JobFile(path="", url=r[2], dest=dest, sha256=r[3], commit_hash=r[4]))
                 for r in rows]
+
+    def dests_in_flight(self) -> set[str]:
+        """Destinations of jobs not done or cancelled: files a download may be writing."""
+        with self.db.read() as conn:
+            return {
+                r[0] for r in conn.execute(
+                    "SELECT f.dest FROM job_files f JOIN jobs j ON j.id = f.job_id "
+                    "WHERE j.state NOT IN ('done', 'cancelled')"
+                ) if isinstance(r[0], str)
+            }
 
     def reset_files(self, job_id: str) -> None:
         """Forget the plan (files are re-resolved on the next run)."""

@@ -393,6 +393,10 @@ class DownloadService:
     def _job_lock(self, job_id: str) -> DestLock:
         return DestLock(self.settings.state_dir / "jobs" / job_id)
 
+    def runs_here(self, job_id: str) -> bool:
+        """Whether this process is running the job now (its events come from here)."""
+        return job_id in self._runtimes
+
     def _held_elsewhere(self, job_id: str) -> bool:
         if job_id in self._runtimes:
             return False
@@ -494,7 +498,9 @@ class DownloadService:
             await asyncio.sleep(self.flush_interval)
             snapshot = [_copy_file(f) for f in rt.job.files]
             try:
-                await in_thread(self.jobs.save_files, rt.job.id, snapshot)
+                # The live state goes with the bytes: other processes show it (tui.store.changes).
+                live = rt.state if rt.state in ACTIVE_STATES else None
+                await in_thread(self.jobs.save_files, rt.job.id, snapshot, live)
                 control = await in_thread(self.jobs.control, rt.job.id)
             except StoreError as exc:  # e.g. the inventory was deleted: stop, keep the partial
                 rt.store_error = exc

@@ -25,8 +25,18 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def split_sql(script: str) -> list[str]:
-    """The statements of a migration script."""
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """The statements of a migration script (a trigger's body stays one statement)."""
+    statements: list[str] = []
+    current = ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n\t;"):
+                statements.append(current.strip()[:-1].strip())
+            current = ""
+    if current.strip(" \n\t;"):
+        statements.append(current.strip().rstrip(";").strip())
+    return statements
 
 
 def is_busy(exc: sqlite3.Error) -> bool:

@@ -110,4 +110,42 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE model_files ADD COLUMN verified TEXT;
     """,
+    # 7 in the issue's plan (5 and 6 come from parallel branches; renumber at merge): one
+    # counter per watched table, bumped by every change from any process, so a dashboard
+    # tells what changed from a single read (tui.store.changes).
+    """
+    CREATE TABLE change_counters (
+        name TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO change_counters (name, seq) VALUES ('models', 0), ('custom_entries', 0),
+        ('jobs', 0);
+    CREATE TRIGGER models_insert_counted AFTER INSERT ON models BEGIN
+        UPDATE change_counters SET seq = seq + 1 WHERE name = 'models';
+    END;
+    CREATE TRIGGER models_update_counted AFTER UPDATE ON models BEGIN
+        UPDATE change_counters SET seq = seq + 1 WHERE name = 'models';
+    END;
+    CREATE TRIGGER models_delete_counted AFTER DELETE ON models BEGIN
+        UPDATE change_counters SET seq = seq + 1 WHERE name = 'models';
+    END;
+    CREATE TRIGGER custom_entries_insert_counted AFTER INSERT ON custom_entries BEGIN
+        UPDATE change_counters SET seq = seq + 1 WHERE name = 'custom_entries';
+    END;
+    CREATE TRIGGER custom_entries_update_counted AFTER UPDATE ON custom_entries BEGIN
+        UPDATE change_counters SET seq = seq + 1 WHERE name = 'custom_entries';
+    END;
+    CREATE TRIGGER custom_entries_delete_counted AFTER DELETE ON custom_entries BEGIN
+        UPDATE change_counters SET seq = seq + 1 WHERE name = 'custom_entries';
+    END;
+    CREATE TRIGGER jobs_insert_counted AFTER INSERT ON jobs BEGIN
+        UPDATE change_counters SET seq = seq + 1 WHERE name = 'jobs';
+    END;
+    CREATE TRIGGER jobs_update_counted AFTER UPDATE ON jobs BEGIN
+        UPDATE change_counters SET seq = seq + 1 WHERE name = 'jobs';
+    END;
+    CREATE TRIGGER jobs_delete_counted AFTER DELETE ON jobs BEGIN
+        UPDATE change_counters SET seq = seq + 1 WHERE name = 'jobs';
+    END;
+    """,
 ]

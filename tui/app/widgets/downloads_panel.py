@@ -11,7 +11,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import ProgressBar, Static
 
-from tui.app.views import JobView, job_bytes_text, job_speed_text, text_bar
+from tui.app.views import JOB_STATES, JobView, job_bytes_text, job_speed_text, text_bar
 from tui.app.widgets.line import Line
 
 ACTIONS = ("pause", "resume", "cancel", "retry")
@@ -64,13 +64,12 @@ class DownloadRow(Horizontal):
             self._name.set(view.name)
         if old is None or old.state != view.state:
             self._state.set(view.state)
-            for state in ("queued", "connecting", "downloading", "stalled", "verifying",
-                          "paused", "done", "failed"):
+            for state in JOB_STATES:
                 self.set_class(view.state == state, f"-{state}")
         total = view.total_bytes or None
         if view.state == "done" and total:
             self._bar.update(total=total, progress=total)
-        elif total is None and view.state in ("queued", "paused", "failed"):
+        elif total is None and view.state in ("queued", "paused", "failed", "cancelled"):
             # A paused or waiting job with unknown size: an empty bar, not a moving one.
             self._bar.update(total=1, progress=0)
         else:

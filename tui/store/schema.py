@@ -110,8 +110,7 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE model_files ADD COLUMN verified TEXT;
     """,
-    # 7 in the issue's plan (5 and 6 come from parallel branches; renumber at merge): one
-    # counter per watched table, bumped by every change from any process, so a dashboard
+    # 5: one counter per watched table, bumped by every change from any process, so a dashboard
     # tells what changed from a single read (tui.store.changes).
     """
     CREATE TABLE change_counters (

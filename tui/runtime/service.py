@@ -149,7 +149,7 @@ class _Scheduler:
         running = sum(1 for r in self.running if not r.cancel.is_set())
         return running, sum(1 for r in self.waiting if not r.cancel.is_set())
 
-    def enter(self, request: _Request, loop: asyncio.AbstractEventLoop) -> bool:
+    def enter(self, request: _Request, loop: asyncio.AbstractEventLoop, name: str) -> bool:
         """Run ``request`` now (True), or queue it (False; await ``request.waiter``).
 
         Raises QueueFullError when the queue is full.
@@ -159,11 +159,11 @@ class _Scheduler:
             self.running[request] = None
             return True
         if len(self.waiting) >= self.queue_limit:
+            retry = self.retry_after()
             raise QueueFullError(
-                f"{len(self.running)} requests are being answered and {len(self.waiting)} "
-                "are waiting, the most this model queues",
-                retry_after=self.retry_after(),
-                hint="try again later, or raise queue_limit / parallel_requests",
+                f"{name} is busy: {len(self.running)} answering, {len(self.waiting)} waiting "
+                f"(queue_limit {self.queue_limit}); retry in about {retry} s",
+                retry_after=retry,
             )
         request.state = "queued"
         request.waiter = loop.create_future()
@@ -790,7 +790,6 @@ class RuntimeService:
                 async for item in stream:
                     yield item
         finally:
-            request.state = "done"
             self._requests.pop(request.id, None)
 
     async def _entry_for(self, ref: str | Path | ModelSpec, options: LoadOptions | None) -> _Entry:
@@ -811,7 +810,7 @@ class RuntimeService:
         """Wait for a slot of the model's scheduler (first in, first out), then answer."""
         sched = entry.sched
         arrived = time.perf_counter()
-        runs = sched.enter(request, asyncio.get_running_loop())  # QueueFullError
+        runs = sched.enter(request, asyncio.get_running_loop(), entry.spec.name)  # QueueFull
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
@@ -832,14 +831,22 @@ class RuntimeService:
                 async for item in s:
                     yield item
         finally:
-            started = sched.leave(request)
-            self._emit_serving(entry, request, "finished")
-            for other in started:
-                self._emit_serving(entry, other, "started")
-            if not sched.busy:
-                entry.idle.set()
-                if self._models.get(entry.spec.id) is entry and not entry.closing:
-                    self._touch(entry)
+            self._release(entry, request)
+
+    def _release(self, entry: _Entry, request: _Request) -> None:
+        """``request`` no longer holds or waits for a slot (once; its reader may still be
+        reading the last text): the next in the queue starts."""
+        if request.state == "done":
+            return
+        sched = entry.sched
+        started = sched.leave(request)
+        self._emit_serving(entry, request, "finished")
+        for other in started:
+            self._emit_serving(entry, other, "started")
+        if not sched.busy:
+            entry.idle.set()
+            if self._models.get(entry.spec.id) is entry and not entry.closing:
+                self._touch(entry)
 
     async def _stream(
         self,
@@ -880,6 +887,8 @@ class RuntimeService:
         request.channel = channel
         started = time.perf_counter()
         future = loop.run_in_executor(self._gen_executor, work)
+        # the slot is free once the backend is done, however slowly the reader drains
+        future.add_done_callback(lambda _f: self._release(entry, request))
         try:
             get = channel.get
             while True:

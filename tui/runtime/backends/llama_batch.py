@@ -172,11 +172,13 @@ class BatchEngine:
         self._failure: str | None = None
         self._admitted = 0
         self._pieces: dict[int, bytes] = {}
+        self.steps = 0  # llama_decode calls
+        self.peak = 0  # the most answers one llama_decode held
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def load(self) -> None:
-        """Load the model, create the context and start the engine thread (blocking)."""
+    def load(self, start: bool = True) -> None:
+        """Load the model, create the context and (``start``) the engine thread (blocking)."""
         lib = self.lib = _llama()
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = self.n_gpu_layers
@@ -213,10 +215,16 @@ class BatchEngine:
         self.memory = lib.llama_get_memory(ctx)
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
         self._slots = [_Slot(seq) for seq in range(self.slots)]
-        self._thread = threading.Thread(
-            target=self._loop, name=f"modeldeck-llama-{self.path.name[:24]}", daemon=True
-        )
-        self._thread.start()
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the engine thread (requests submitted before are admitted together)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name=f"modeldeck-llama-{self.path.name[:24]}", daemon=True
+            )
+            self._thread.start()
 
     def close(self) -> None:
         """Stop the engine (answers still running end with an error) and free everything."""
@@ -325,7 +333,8 @@ class BatchEngine:
         """Decode ``req`` (blocking until it is done); raises what the engine raised for it."""
         self.submit(req)
         while not req.done.wait(WAKE_SECONDS):
-            if self._thread is None or not self._thread.is_alive():
+            thread = self._thread
+            if thread is not None and not thread.is_alive():
                 self._finish_orphan(req)
         if req.error is not None:
             raise req.error
@@ -479,6 +488,8 @@ class BatchEngine:
         if n == 0:
             return
         batch.n_tokens = n
+        self.steps += 1
+        self.peak = max(self.peak, len(decoding) + len(prefill))
         code = lib.llama_decode(self.ctx, batch)
         if code != 0:
             reason = "no room left in the KV cache" if code == 1 else f"error {code}"

@@ -431,7 +431,7 @@ async def test_keep_alive_waits_until_the_model_is_idle(tmp_path: Path) -> None:
         await asyncio.sleep(1.0)  # five keep-alive periods, the answer still open
         assert rt.is_loaded(path)
         await reader.close()
-        await until(lambda: not rt.is_loaded(path), "the idle model unloaded")
-        assert rt.state(path) == ModelState.UNLOADED
+        await until(lambda: rt.state(path) == ModelState.UNLOADED, "the idle model unloaded")
+        assert not rt.is_loaded(path)
     finally:
         await rt.aclose()

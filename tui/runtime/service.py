@@ -523,8 +523,13 @@ class RuntimeService:
                 )
             for victim in evicted:
                 victim.closing = True
-            for victim in evicted:
-                await self._unload(victim.spec.id, "evicted to make room for " + spec.name)
+            try:
+                for victim in evicted:
+                    await self._unload(victim.spec.id, "evicted to make room for " + spec.name)
+            finally:
+                for victim in evicted:  # claimed but left loaded (this load was cancelled)
+                    if not victim.unloading:
+                        victim.closing = False
             try:
                 return await self._load_now(spec, options, n_ctx, gpu_layers, estimate, fit)
             except ModelDeckError:
@@ -698,16 +703,23 @@ class RuntimeService:
             if not request.cancel.is_set():
                 request.stopped_by = f"{entry.spec.name} was unloaded ({reason})"
             self._stop(request)
-        await entry.idle.wait()
-        if self._models.get(model_id) is entry:
-            del self._models[model_id]
-        try:
-            await self._run(entry.backend.close)
-        except Exception as exc:  # the model is dropped from the table either way
-            log.warning("closing %s failed: %s", model_id, exc)
-        self._emit(model_id, ModelState.UNLOADED, reason)
-        entry.gone.set()
+        # finished even if the caller is cancelled: others wait for ``gone``
+        await asyncio.shield(self._finish_unload(entry, reason))
         return True
+
+    async def _finish_unload(self, entry: _Entry, reason: str) -> None:
+        model_id = entry.spec.id
+        try:
+            await entry.idle.wait()
+            if self._models.get(model_id) is entry:
+                del self._models[model_id]
+            try:
+                await self._run(entry.backend.close)
+            except Exception as exc:  # the model is dropped from the table either way
+                log.warning("closing %s failed: %s", model_id, exc)
+            self._emit(model_id, ModelState.UNLOADED, reason)
+        finally:
+            entry.gone.set()
 
     async def unload_all(self, *, force: bool = False) -> None:
         """Unload every model (ModelBusyError for a busy one unless ``force``)."""

@@ -256,6 +256,7 @@ async def test_full_queue_is_refused_with_retry_after(tmp_path: Path) -> None:
         assert f"{info.value.retry_after} s" in message
         stats = rt.stats()[0]
         assert (stats.running, stats.queued) == (1, 1)  # the refusal changed nothing
+        assert [e.message for e in seen][-1] == "refused"
         await holder.close()
         text, m = await asyncio.wait_for(waiting, LIMIT)
         assert text and m.finish_reason == "length"

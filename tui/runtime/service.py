@@ -517,10 +517,10 @@ class RuntimeService:
             # checked and claimed with no await in between: no request can slip in
             busy = [e for e in evicted if e.sched.busy or e.closing]
             if busy:
-                raise ModelBusyError(
-                    f"cannot load {spec.name} now: {_busy_text(busy[0])}",
-                    hint="try again when they finish",
-                )
+                error = ModelBusyError(f"cannot load {spec.name} now: {_busy_text(busy[0])}",
+                                       hint="try again when they finish")
+                self._emit(spec.id, ModelState.FAILED, str(error))
+                raise error
             for victim in evicted:
                 victim.closing = True
             try:
@@ -822,7 +822,11 @@ class RuntimeService:
         """Wait for a slot of the model's scheduler (first in, first out), then answer."""
         sched = entry.sched
         arrived = time.perf_counter()
-        runs = sched.enter(request, asyncio.get_running_loop(), entry.spec.name)  # QueueFull
+        try:
+            runs = sched.enter(request, asyncio.get_running_loop(), entry.spec.name)
+        except QueueFullError:
+            self._emit_serving(entry, request, "refused")
+            raise
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None

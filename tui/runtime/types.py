@@ -45,9 +45,10 @@ class RuntimeEvent:
     """A lifecycle change of one model. ``message`` is one line (e.g. the error, or why a
     model was unloaded: ``"idle"``, ``"evicted"``, ``"requested"``).
 
-    ``SERVING`` events report a request: ``message`` is ``"queued"``, ``"started"`` or
-    ``"finished"``, ``request_id`` says which, ``running``/``queued`` count the model's
-    requests afterwards. They leave :meth:`RuntimeService.state` as it was.
+    ``SERVING`` events report a request: ``message`` is ``"queued"``, ``"started"``,
+    ``"finished"`` or ``"refused"`` (the queue was full), ``request_id`` says which,
+    ``running``/``queued`` count the model's requests afterwards. They leave
+    :meth:`RuntimeService.state` as it was.
     """
 
     model_id: str

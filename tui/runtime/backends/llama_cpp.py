@@ -101,6 +101,9 @@ class LlamaCppBackend:
         engine = self._engine()
         tokens = self.prompt_tokens(messages, cancel)
         n_prompt = len(tokens)
+        if not n_prompt:
+            raise GenerationError("the prompt is empty after the chat template",
+                                  hint="check the model's chat template")
         if n_prompt >= engine.n_ctx:
             raise GenerationError(
                 f"the conversation is {n_prompt} tokens, the context holds {engine.n_ctx}",

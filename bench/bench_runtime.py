@@ -268,7 +268,7 @@ def bench_handover(tmp: Path, n: int = 20000) -> tuple[float, float]:
     from tui.runtime.types import ModelSpec
 
     class Service(RuntimeService):
-        def _make_backend(self, spec, options, n_ctx, gpu_layers):
+        def _make_backend(self, spec, options, n_ctx, gpu_layers, slots=1):
             return _InstantBackend()
 
     base = make_runtime(tmp / "rt-fake")

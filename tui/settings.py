@@ -207,6 +207,8 @@ class Settings:
     stall_timeout: float = 20.0  # seconds without a byte before a connection is restarted
     keep_alive_minutes: float = 5.0  # 0 = keep loaded models until asked
     max_loaded_models: int = 1
+    parallel_requests: int = 4  # llama.cpp: answers one model decodes together
+    queue_limit: int = 32  # requests waiting per model beyond those; more are refused
     theme: str = "dark"
     ascii: bool = False
     bell: bool = True
@@ -252,6 +254,8 @@ _PARSERS: dict[str, Any] = {
     "stall_timeout": _float_between(1.0, 86_400.0),
     "keep_alive_minutes": _float_between(0.0, 525_600.0),
     "max_loaded_models": _int_between(1, 64),
+    "parallel_requests": _int_between(1, 64),
+    "queue_limit": _int_between(0, 100_000),
     "theme": _choice("dark", "light"),
     "ascii": _parse_bool,
     "bell": _parse_bool,

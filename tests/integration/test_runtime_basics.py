@@ -96,12 +96,17 @@ async def test_fit_uses_real_file_sizes(tmp_path: Path) -> None:
         result = await runtime.fit(str(gguf), LoadOptions(context_length=256))
         e = result.estimate
         assert e.weights_bytes == gguf.stat().st_size
-        assert e.kv_cache_bytes == kv_cache_bytes(2, 2, 16, 256)
+        # llama.cpp gives each of the parallel_requests (4) answers its own 256-token cache
+        assert e.parallel == 4 and e.kv_cache_bytes == kv_cache_bytes(2, 2, 16, 4 * 256)
+        assert "4 × 256 ctx" in result.summary()
         assert e.n_layers == 2 and result.verdict == "cpu"
+        one = await runtime.fit(str(gguf), LoadOptions(context_length=256, parallel=1))
+        assert one.estimate.kv_cache_bytes == kv_cache_bytes(2, 2, 16, 256)
         folder = tiny_transformers()
         result = await runtime.fit(str(folder))
         weights = (folder / "model.safetensors").stat().st_size
         assert result.estimate.weights_bytes == weights
+        # transformers answers one request at a time: one cache
         assert result.estimate.kv_cache_bytes == kv_cache_bytes(2, 2, 16, 512)
     finally:
         await runtime.aclose()

@@ -59,6 +59,11 @@ def test_fit_json_and_text(cli, capsys) -> None:
     assert data["estimate"]["weights_bytes"] == path.stat().st_size
     assert data["estimate"]["context_length"] == 128
     assert data["verdict"] in ("cpu", "gpu", "partial") and data["source"] == "installed"
+    # a GGUF's KV cache counts once per parallel answer (parallel_requests, default 4)
+    assert data["estimate"]["parallel"] == 4
+    assert cli("fit", str(path), "--ctx", "128", "--parallel", "1", "--json") == 0
+    one = json.loads(capsys.readouterr().out)["estimate"]
+    assert one["parallel"] == 1 and one["kv_cache_bytes"] * 4 == data["estimate"]["kv_cache_bytes"]
     assert cli("fit", str(path)) == 0
     assert "needs" in capsys.readouterr().out
 

@@ -91,23 +91,18 @@ async def test_stop_strings_and_max_tokens(runtime: RuntimeService) -> None:
 async def test_immediate_end_token_still_reports_ttft(
     runtime: RuntimeService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import numpy as np
-    from llama_cpp import Llama, LogitsProcessorList
+    import llama_cpp
 
     from tui.app.views import MetricsView, metrics_text
 
-    generate = Llama.generate
+    sample = llama_cpp.llama_sampler_sample
+    eos = 2  # make_tiny_gguf's end token
 
-    def end_first(self: Llama, tokens: list[int], **kwargs: object):
-        def only_eos(_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-            forced = np.full_like(scores, -np.inf)
-            forced[self.token_eos()] = 0.0
-            return forced
+    def end_first(smpl: object, ctx: object, idx: int) -> int:
+        sample(smpl, ctx, idx)
+        return eos
 
-        kwargs["logits_processor"] = LogitsProcessorList([only_eos])
-        return generate(self, tokens, **kwargs)
-
-    monkeypatch.setattr(Llama, "generate", end_first)
+    monkeypatch.setattr(llama_cpp, "llama_sampler_sample", end_first)
     text, m = await collect(runtime, str(tiny_gguf()))
     assert text == ""
     assert m.finish_reason == "stop" and m.completion_tokens == 0
@@ -362,9 +357,12 @@ async def test_unload_frees_and_reports(runtime: RuntimeService) -> None:
     path = str(tiny_gguf())
     await runtime.load(path)
     backend = runtime._models[path].backend
-    assert backend._llm is not None
+    engine = backend.engine
+    assert engine is not None and engine.loaded
     assert await runtime.unload(path)
-    assert backend._llm is None  # closed and dropped: llama.cpp freed model and context
+    # closed and dropped: llama.cpp freed model and context, the engine thread is gone
+    assert backend.engine is None and engine.ctx is None and engine.model is None
+    assert not engine.loaded
     assert not await runtime.unload(path)
     assert runtime.loaded() == [] and runtime.state(path) == ModelState.UNLOADED
 

@@ -22,6 +22,8 @@ def make_runtime(
     gpus: tuple[GpuFree, ...] = (),
     max_loaded_models: int = 1,
     keep_alive_minutes: float = 0.0,
+    parallel_requests: int = 4,
+    queue_limit: int = 32,
     **kwargs: Any,
 ) -> RuntimeService:
     """A runtime with its own SQLite inventory in ``tmp`` and a fixed memory probe."""
@@ -30,6 +32,8 @@ def make_runtime(
         state_dir=tmp / "state",
         max_loaded_models=max_loaded_models,
         keep_alive_minutes=keep_alive_minutes,
+        parallel_requests=parallel_requests,
+        queue_limit=queue_limit,
     )
     inventory = Inventory(Database(settings.db_path))
     kwargs.setdefault("memory_probe", FixedMemoryProbe(ram_free, gpus, ram_total=ram_free))

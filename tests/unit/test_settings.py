@@ -49,6 +49,14 @@ def test_precedence_file_env_override(tmp_path: Path) -> None:
     assert s.config_path == cfg
 
 
+def test_serving_settings(tmp_path: Path) -> None:
+    s = load_settings(env={}, config_path=tmp_path / "none.toml")
+    assert (s.parallel_requests, s.queue_limit) == (4, 32)
+    env = {"MODELDECK_PARALLEL_REQUESTS": "8", "MODELDECK_QUEUE_LIMIT": "0"}
+    s = load_settings(env=env, config_path=tmp_path / "none.toml")
+    assert (s.parallel_requests, s.queue_limit) == (8, 0)  # 0: no waiting, refuse at once
+
+
 def test_config_env_var_points_at_file(tmp_path: Path) -> None:
     cfg = tmp_path / "elsewhere.toml"
     cfg.write_text("[modeldeck]\nmax_loaded_models = 2\n")
@@ -64,6 +72,8 @@ def test_config_env_var_points_at_file(tmp_path: Path) -> None:
         ({"MODELDECK_BANDWIDTH_LIMIT": "fast"}, "bandwidth_limit"),
         ({"MODELDECK_THEME": "pink"}, "dark, light"),
         ({"MODELDECK_SCAN_HF_CACHE": "maybe"}, "boolean"),
+        ({"MODELDECK_PARALLEL_REQUESTS": "0"}, "MODELDECK_PARALLEL_REQUESTS"),
+        ({"MODELDECK_QUEUE_LIMIT": "-1"}, "MODELDECK_QUEUE_LIMIT"),
     ],
 )
 def test_bad_env_values_name_the_variable(tmp_path: Path, env: dict, needle: str) -> None:

@@ -74,6 +74,9 @@ def register(subparsers: Any) -> None:
     fit.add_argument("model", help="model id, .gguf file, model folder or catalog id")
     fit.add_argument("--ctx", type=_positive_int, help="context length (default: min(model, 4096))")
     fit.add_argument("--gpu-layers", type=_gpu_layers, default="auto")
+    fit.add_argument("--parallel", type=_positive_int,
+                     help="GGUF: answers decoded together, each with its own KV cache "
+                     "(default: the parallel_requests setting)")
     fit.add_argument("--quant", help="catalog entries: which quantization")
     fit.add_argument("--json", action="store_true", help="machine-readable output")
     fit.set_defaults(func=fit_command)
@@ -105,6 +108,7 @@ def _options(args: argparse.Namespace) -> Any:
         batch=args.batch,
         flash_attention=args.flash_attn,
         seed=args.seed,
+        parallel=1,  # one conversation: one KV cache, not parallel_requests of them
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
@@ -196,7 +200,8 @@ def fit_command(args: argparse.Namespace, ctx: Any) -> int:
     from tui.runtime.types import LoadOptions
 
     runtime = ctx.services.runtime
-    options = LoadOptions(context_length=args.ctx, gpu_layers=args.gpu_layers)
+    options = LoadOptions(context_length=args.ctx, gpu_layers=args.gpu_layers,
+                          parallel=args.parallel)
 
     async def estimate() -> tuple[Any, str]:
         try:
@@ -206,7 +211,8 @@ def fit_command(args: argparse.Namespace, ctx: Any) -> int:
                 entry = _catalog_entry(ctx, args.model)
                 if entry is None:
                     raise
-                est = _catalog_estimate(entry, args.quant, args.ctx)
+                slots = runtime.slots_for(entry.format, options)
+                est = _catalog_estimate(entry, args.quant, args.ctx, slots)
                 memory = await asyncio.get_running_loop().run_in_executor(
                     None, runtime.memory_probe
                 )
@@ -234,7 +240,8 @@ def _catalog_entry(ctx: Any, entry_id: str) -> Any:
     return catalog.get(entry_id)
 
 
-def _catalog_estimate(entry: Any, quant: str | None, context: int | None) -> Any:
+def _catalog_estimate(entry: Any, quant: str | None, context: int | None,
+                      parallel: int = 1) -> Any:
     from tui.runtime.fit import estimate_from_catalog
 
     extra = entry.extra or {}
@@ -254,4 +261,5 @@ def _catalog_estimate(entry: Any, quant: str | None, context: int | None) -> Any
         n_kv_heads=extra.get("n_kv_heads"),
         head_dim=extra.get("head_dim"),
         weights_bytes=size or None,
+        parallel=parallel,
     )

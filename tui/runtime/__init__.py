@@ -5,11 +5,14 @@ torch and transformers are imported when their backend is first used.
 """
 
 from tui.runtime.errors import (
+    AnswerStoppedError,
     BackendMissingError,
     EndpointError,
     GenerationError,
     LoadError,
+    ModelBusyError,
     NotLoadedError,
+    QueueFullError,
     RuntimeError_,
     TemplateError,
     WontFitError,
@@ -22,9 +25,11 @@ from tui.runtime.types import (
     ModelSpec,
     ModelState,
     RuntimeEvent,
+    ServingStats,
 )
 
 __all__ = [
+    "AnswerStoppedError",
     "BackendMissingError",
     "EndpointError",
     "GenParams",
@@ -33,11 +38,14 @@ __all__ = [
     "LoadError",
     "LoadOptions",
     "LoadedModel",
+    "ModelBusyError",
     "ModelSpec",
     "ModelState",
     "NotLoadedError",
+    "QueueFullError",
     "RuntimeError_",
     "RuntimeEvent",
+    "ServingStats",
     "TemplateError",
     "WontFitError",
 ]

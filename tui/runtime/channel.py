@@ -3,6 +3,10 @@
 The worker thread calls :meth:`Channel.put` (blocking while ``limit`` items are unread:
 backpressure); the coroutine side awaits :meth:`Channel.get`. A token produced while the
 consumer is still busy with the previous one costs no loop wake-up at all.
+
+A producer that must never block (the llama.cpp engine thread, decoding many answers) uses
+:meth:`Channel.push` and stops producing while :meth:`Channel.ready` is False; ``on_space`` is
+called (from the consumer) when a full buffer has room again.
 """
 
 from __future__ import annotations
@@ -10,15 +14,22 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 
 class Channel:
     """Single producer (a thread), single consumer (a coroutine on ``loop``)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        limit: int,
+        on_space: Callable[[], None] | None = None,
+    ) -> None:
         self.loop = loop
         self.limit = max(1, limit)
+        self.on_space = on_space
         self.items: deque[Any] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.space = threading.Event()
@@ -41,6 +52,20 @@ class Channel:
         if self.waiter is not None:
             self.loop.call_soon_threadsafe(self._wake)
         return True
+
+    def push(self, item: Any) -> bool:
+        """Append ``item`` without waiting (the producer checks :meth:`ready` itself). False
+        if the channel was aborted."""
+        if self.aborted.is_set():
+            return False
+        self.items.append(item)
+        if self.waiter is not None:
+            self.loop.call_soon_threadsafe(self._wake)
+        return True
+
+    def ready(self) -> bool:
+        """Whether the consumer has room for more (or is gone: nothing to wait for)."""
+        return len(self.items) < self.limit or self.aborted.is_set()
 
     def put_final(self, item: Any) -> None:
         """Append the last item without waiting for space (never blocks)."""
@@ -72,6 +97,9 @@ class Channel:
             finally:
                 self.waiter = None
         item = self.items.popleft()
-        if len(self.items) < self.limit:
+        left = len(self.items)
+        if left < self.limit:
             self.space.set()
+            if left == self.limit - 1 and self.on_space is not None:
+                self.on_space()
         return item

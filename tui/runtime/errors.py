@@ -35,3 +35,22 @@ class EndpointError(GenerationError):
 
 class NotLoadedError(RuntimeError_):
     """An operation needs a loaded model and none is loaded with that id."""
+
+
+class ModelBusyError(RuntimeError_):
+    """A model is answering requests: unloading, reloading or evicting it now would cut them
+    off (unload with ``force`` to stop them, saying so)."""
+
+
+class QueueFullError(RuntimeError_):
+    """A model's request queue is full; ``retry_after`` (seconds) estimates when a place frees
+    up (an HTTP server answers 429 with ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class AnswerStoppedError(GenerationError):
+    """An answer was cut off by the runtime itself (its model was unloaded with ``force``, or
+    the runtime shut down); the message says how far it got and why."""

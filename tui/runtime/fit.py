@@ -4,7 +4,9 @@ Model (all sizes in bytes):
 
 * **weights**: the model's file sizes (or ``tensor_bytes``); from catalog data,
   ``parameters × bits_per_weight / 8``.
-* **KV cache**: ``2 (K and V) × n_layers × n_kv_heads × head_dim × context × 2`` (f16 cache).
+* **KV cache**: ``2 (K and V) × n_layers × n_kv_heads × head_dim × context × 2`` (f16 cache),
+  times ``parallel``: llama.cpp gives each of the answers it decodes together (its sequences)
+  a cache of ``context`` tokens.
 * **compute buffers**: ``COMPUTE_BASE + UBATCH × vocab × 4`` (logits) ``+ UBATCH × context ×
   n_heads × 4`` (attention scores of one micro-batch; an upper bound, flash attention needs
   less).
@@ -96,8 +98,9 @@ class MemoryEstimate:
     kv_cache_bytes: int
     compute_bytes: int
     n_layers: int
-    context_length: int
+    context_length: int  # per answer
     assumptions: tuple[str, ...] = ()
+    parallel: int = 1  # answers decoded together, each with a KV cache of context_length
 
     @property
     def total_bytes(self) -> int:
@@ -118,6 +121,7 @@ class MemoryEstimate:
             "total_bytes": self.total_bytes,
             "n_layers": self.n_layers,
             "context_length": self.context_length,
+            "parallel": self.parallel,
             "assumptions": list(self.assumptions),
         }
 
@@ -132,10 +136,12 @@ def estimate_from_metadata(
     weights_bytes: int | None = None,
     context: int | None = None,
     kv_bytes_per_element: int = KV_BYTES_F16,
+    parallel: int = 1,
 ) -> MemoryEstimate:
     """Estimate for an installed model: weights from file sizes (else ``meta.tensor_bytes``).
 
-    ``context`` defaults to the model's trained context capped at 4096 (what ``run`` uses).
+    ``context`` defaults to the model's trained context capped at 4096 (what ``run`` uses);
+    ``parallel`` answers decoded together each get a KV cache of ``context`` tokens.
     """
     meta = meta or ModelMetadata(format="unknown")
     assumptions: list[str] = []
@@ -155,10 +161,11 @@ def estimate_from_metadata(
     if head_dim is None and meta.embedding_size and meta.n_heads:
         head_dim = meta.embedding_size // meta.n_heads
     n_kv = meta.n_kv_heads or meta.n_heads
+    parallel = max(1, parallel)
     if n_layers and n_kv and head_dim:
-        kv = kv_cache_bytes(n_layers, n_kv, head_dim, ctx, kv_bytes_per_element)
+        kv = kv_cache_bytes(n_layers, n_kv, head_dim, ctx * parallel, kv_bytes_per_element)
     else:
-        kv = _kv_guess(meta.parameters or int(weights_bytes / 2), ctx)
+        kv = _kv_guess(meta.parameters or int(weights_bytes / 2), ctx * parallel)
         assumptions.append("layer/head counts unknown: KV cache guessed from size")
     if not n_layers:
         n_layers = _layers_guess(meta.parameters or int(weights_bytes / 2))
@@ -170,6 +177,7 @@ def estimate_from_metadata(
         n_layers=int(n_layers),
         context_length=ctx,
         assumptions=tuple(assumptions),
+        parallel=parallel,
     )
 
 
@@ -196,10 +204,12 @@ def estimate_from_catalog(
     embedding_size: int | None = None,
     vocab_size: int | None = None,
     weights_bytes: int | None = None,
+    parallel: int = 1,
 ) -> MemoryEstimate:
     """Estimate before a download from catalog facts; unknowns become stated assumptions.
 
-    ``weights_bytes`` (the download size, when the catalog knows it) beats params × bits.
+    ``weights_bytes`` (the download size, when the catalog knows it) beats params × bits;
+    ``parallel`` as for :func:`estimate_from_metadata`.
     """
     assumptions: list[str] = []
     bpw = bits or bits_per_weight(quantization)
@@ -223,7 +233,7 @@ def estimate_from_catalog(
         vocab_size=vocab_size,
     )
     weights = weights_bytes or int(parameters * bpw / 8)
-    est = estimate_from_metadata(meta, weights_bytes=weights, context=context)
+    est = estimate_from_metadata(meta, weights_bytes=weights, context=context, parallel=parallel)
     return MemoryEstimate(
         est.weights_bytes,
         est.kv_cache_bytes,
@@ -231,6 +241,7 @@ def estimate_from_catalog(
         est.n_layers,
         est.context_length,
         (*assumptions, *est.assumptions),
+        est.parallel,
     )
 
 
@@ -267,10 +278,11 @@ class FitResult:
     def summary(self) -> str:
         """One line: verdict, need and free memory."""
         e = self.estimate
+        ctx = f"{e.parallel} × {e.context_length}" if e.parallel > 1 else f"{e.context_length}"
         text = (
             f"{self.label}: needs {format_bytes(e.total_bytes)} (weights "
             f"{format_bytes(e.weights_bytes)} + KV {format_bytes(e.kv_cache_bytes)} at "
-            f"{e.context_length} ctx + compute {format_bytes(e.compute_bytes)}); free RAM "
+            f"{ctx} ctx + compute {format_bytes(e.compute_bytes)}); free RAM "
             f"{format_bytes(self.ram_free)}"
         )
         if self.n_gpus:

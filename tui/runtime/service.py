@@ -14,9 +14,23 @@ Concurrency model (all public coroutines must run on one event loop):
   a good model; if the backend still refuses it after an eviction, the evicted models are
   loaded again. Eviction is least-recently-used, to stay within ``max_loaded_models`` (local
   models only; endpoints hold no memory) and the optional ``memory_budget``.
-* **One generation at a time**; :meth:`RuntimeService.cancel` stops it at the next token.
-  Tokens travel from the worker thread through a bounded buffer (backpressure: the worker
-  waits when the consumer lags).
+* **Each loaded model has a scheduler**: up to ``slots`` requests are answered at once (a GGUF
+  model decodes ``parallel`` answers together in one llama.cpp batch, setting
+  ``parallel_requests``; transformers models and endpoints answer one at a time), the others
+  wait first in, first out, at most ``queue_limit`` of them (setting); one more raises
+  :class:`QueueFullError` with a ``retry_after`` estimate. Different models answer
+  concurrently. Tokens travel from the backend through a bounded buffer per request: a
+  reader that lags pauses its own answer, never the others.
+* **Stopping answers**: closing the stream returned by :meth:`RuntimeService.generate` (or
+  cancelling the task reading it) stops that request, running or queued, and frees its place
+  at the next decoding step; ``cancel(request_id)`` does the same from anywhere;
+  ``cancel()`` without an id stops every request made without one (the console's, the
+  CLI's), never those of callers that name their requests (a server's clients).
+* **A busy model is never unloaded silently**: eviction skips models with running or queued
+  requests (a load that needs one of them gone raises :class:`ModelBusyError`), keep-alive
+  unloads only idle models, and ``unload`` of a busy model raises :class:`ModelBusyError`
+  unless ``force`` (then each of its answers ends with :class:`AnswerStoppedError` saying
+  why). Requests already cancelled are waited for, not counted.
 * Keep-alive: a model idle for ``keep_alive_minutes`` is unloaded (0 = never).
 """
 
@@ -27,9 +41,11 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import math
 import threading
 import time
-from collections import OrderedDict
+import uuid
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,10 +57,13 @@ from tui.metadata.types import ModelMetadata
 from tui.runtime.backends.base import Backend, BackendStats, one_line
 from tui.runtime.channel import Channel
 from tui.runtime.errors import (
+    AnswerStoppedError,
     BackendMissingError,
     GenerationError,
     LoadError,
+    ModelBusyError,
     NotLoadedError,
+    QueueFullError,
     WontFitError,
 )
 from tui.runtime.fit import (
@@ -65,6 +84,7 @@ from tui.runtime.types import (
     ModelSpec,
     ModelState,
     RuntimeEvent,
+    ServingStats,
 )
 from tui.settings import Settings
 from tui.store import Inventory
@@ -86,6 +106,110 @@ _BACKEND_PACKAGES = {
 }
 
 
+MAX_RETRY_AFTER = 300  # seconds: the most a QueueFullError tells a client to wait
+MAX_PARALLEL = 64  # answers one llama.cpp context decodes together
+
+
+@dataclass(eq=False)
+class _Request:
+    """One call of :meth:`RuntimeService.generate`."""
+
+    id: str
+    named: bool  # the caller chose the id (``cancel()`` without an id leaves it alone)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    state: str = "new"  # new → queued → running → done
+    waiter: asyncio.Future[None] | None = None  # while queued
+    backend: Backend | None = None
+    channel: Channel | None = None
+    stopped_by: str | None = None  # why the runtime itself stopped it (unload with force)
+
+
+class _Scheduler:
+    """One model's admission: up to ``slots`` requests run, the others wait first in, first
+    out, at most ``queue_limit`` of them."""
+
+    def __init__(self, slots: int, queue_limit: int) -> None:
+        self.slots = max(1, slots)
+        self.queue_limit = max(0, queue_limit)
+        self.running: dict[_Request, None] = {}  # insertion-ordered set
+        self.waiting: deque[_Request] = deque()
+        self.requests = 0  # answers finished
+        self.tokens = 0  # tokens generated
+        self.durations: deque[float] = deque(maxlen=32)  # of recent answers, seconds
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def all(self) -> list[_Request]:
+        return [*self.running, *self.waiting]
+
+    def live(self) -> tuple[int, int]:
+        """Running and queued requests nobody has cancelled."""
+        running = sum(1 for r in self.running if not r.cancel.is_set())
+        return running, sum(1 for r in self.waiting if not r.cancel.is_set())
+
+    def enter(self, request: _Request, loop: asyncio.AbstractEventLoop, name: str) -> bool:
+        """Run ``request`` now (True), or queue it (False; await ``request.waiter``).
+
+        Raises QueueFullError when the queue is full.
+        """
+        if len(self.running) < self.slots and not self.waiting:
+            request.state = "running"
+            self.running[request] = None
+            return True
+        if len(self.waiting) >= self.queue_limit:
+            retry = self.retry_after()
+            raise QueueFullError(
+                f"{name} is busy: {len(self.running)} answering, {len(self.waiting)} waiting "
+                f"(queue_limit {self.queue_limit}); retry in about {retry} s",
+                retry_after=retry,
+            )
+        request.state = "queued"
+        request.waiter = loop.create_future()
+        self.waiting.append(request)
+        return False
+
+    def leave(self, request: _Request) -> list[_Request]:
+        """``request`` is done (or gave up waiting); returns the requests started in its
+        place, in order."""
+        if request.state == "running":
+            self.running.pop(request, None)
+        elif request.state == "queued":
+            with contextlib.suppress(ValueError):
+                self.waiting.remove(request)
+        request.state = "done"
+        started: list[_Request] = []
+        while self.waiting and len(self.running) < self.slots:
+            nxt = self.waiting.popleft()
+            if nxt.cancel.is_set():
+                _resolve(nxt.waiter)  # it wakes up, sees the cancel and leaves
+                continue
+            nxt.state = "running"
+            self.running[nxt] = None
+            _resolve(nxt.waiter)
+            started.append(nxt)
+        return started
+
+    def record(self, seconds: float, tokens: int) -> None:
+        self.requests += 1
+        self.tokens += tokens
+        self.durations.append(seconds)
+
+    def retry_after(self) -> int:
+        """Seconds until a place in the queue likely frees: one of ``slots`` running answers
+        ends every (mean recent answer time / slots) seconds."""
+        if not self.durations:
+            return 1
+        mean = sum(self.durations) / len(self.durations)
+        return max(1, min(MAX_RETRY_AFTER, math.ceil(mean / self.slots)))
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
 @dataclass(eq=False)
 class _Entry:
     spec: ModelSpec
@@ -96,10 +220,13 @@ class _Entry:
     load_seconds: float
     memory_bytes: int
     fit: FitResult | None
+    sched: _Scheduler
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
-    generating: bool = False
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # no request running or queued
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # unloaded
+    closing: bool = False  # being unloaded: takes no new request
+    unloading: bool = False
     timer: asyncio.TimerHandle | None = None
 
     def info(self) -> LoadedModel:
@@ -113,10 +240,18 @@ class _Entry:
             load_seconds=self.load_seconds,
             loaded_at=self.loaded_at,
             last_used=self.last_used,
-            generating=self.generating,
+            generating=bool(self.sched.running),
             memory_bytes=self.memory_bytes,
             fit_label=self.fit.label if self.fit else None,
+            slots=self.sched.slots,
+            running=len(self.sched.running),
+            queued=len(self.sched.waiting),
         )
+
+    def stats(self) -> ServingStats:
+        s = self.sched
+        return ServingStats(self.spec.id, s.slots, len(s.running), len(s.waiting),
+                            s.queue_limit, s.requests, s.tokens)
 
 
 class RuntimeService:
@@ -124,7 +259,8 @@ class RuntimeService:
 
     ``memory_probe`` reports free RAM/VRAM for the fit check (default: psutil + NVML);
     ``memory_budget`` caps the summed estimates of loaded local models (bytes, None = no cap);
-    ``keep_alive_seconds`` overrides ``settings.keep_alive_minutes`` (tests use short values).
+    ``keep_alive_seconds`` overrides ``settings.keep_alive_minutes`` (tests use short values);
+    ``stream_buffer`` is how many text deltas of one answer may wait for its reader.
     """
 
     def __init__(
@@ -150,12 +286,12 @@ class RuntimeService:
         self._models: OrderedDict[str, _Entry] = OrderedDict()  # LRU first
         self._listeners: list[Callable[[RuntimeEvent], None]] = []
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="modeldeck-rt")
+        # one thread per running answer (llama.cpp's waits for its engine); the schedulers
+        # bound how many run
+        self._gen_executor = ThreadPoolExecutor(max_workers=256, thread_name_prefix="modeldeck-gen")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._load_lock = asyncio.Lock()
-        self._gen_lock = asyncio.Lock()
-        self._cancel_event: threading.Event | None = None
-        self._active_backend: Backend | None = None
-        self._channel: Channel | None = None
+        self._requests: dict[str, _Request] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._states: dict[str, ModelState] = {}
 
@@ -178,7 +314,16 @@ class RuntimeService:
         self, model_id: str, state: ModelState, message: str = "", seconds: float | None = None
     ) -> None:
         self._states[model_id] = state
-        event = RuntimeEvent(model_id, state, message, seconds)
+        self._publish(RuntimeEvent(model_id, state, message, seconds))
+
+    def _emit_serving(self, entry: _Entry, request: _Request, what: str) -> None:
+        sched = entry.sched
+        self._publish(RuntimeEvent(
+            entry.spec.id, ModelState.SERVING, what, request_id=request.id,
+            running=len(sched.running), queued=len(sched.waiting),
+        ))
+
+    def _publish(self, event: RuntimeEvent) -> None:
         for callback in list(self._listeners):
             try:
                 callback(event)
@@ -201,8 +346,13 @@ class RuntimeService:
 
     @property
     def generating(self) -> bool:
-        """Whether an answer is being generated."""
-        return self._cancel_event is not None
+        """Whether an answer is being generated or waits for a slot."""
+        return any(r.state in ("queued", "running") for r in list(self._requests.values()))
+
+    def stats(self) -> list[ServingStats]:
+        """Each loaded model's scheduler: slots, running, queued, answers and tokens so far
+        (least recently used first)."""
+        return [e.stats() for e in self._models.values()]
 
     # -- resolution and fit -----------------------------------------------------------------
 
@@ -291,21 +441,35 @@ class RuntimeService:
             if spec.metadata is None or spec.metadata.n_layers is None:
                 spec.metadata = _folder_metadata(spec.path)
 
-    def estimate(self, spec: ModelSpec, context: int | None = None) -> MemoryEstimate:
-        """Memory estimate of a resolved spec at ``context`` tokens."""
+    def estimate(
+        self, spec: ModelSpec, context: int | None = None, parallel: int = 1
+    ) -> MemoryEstimate:
+        """Memory estimate of a resolved spec at ``context`` tokens for each of ``parallel``
+        answers decoded together."""
         return estimate_from_metadata(
-            spec.metadata, weights_bytes=spec.weights_bytes, context=context
+            spec.metadata, weights_bytes=spec.weights_bytes, context=context, parallel=parallel
         )
+
+    def slots_for(self, kind: str, options: LoadOptions) -> int:
+        """How many answers a model of this kind decodes together with these options (GGUF:
+        ``options.parallel`` or the ``parallel_requests`` setting; others: 1)."""
+        if kind != "gguf":
+            return 1
+        parallel = options.parallel or self.settings.parallel_requests
+        if not 1 <= parallel <= MAX_PARALLEL:
+            raise LoadError(f"parallel must be between 1 and {MAX_PARALLEL}, not {parallel}")
+        return parallel
 
     async def fit(
         self, ref: str | Path | ModelSpec, options: LoadOptions | None = None
     ) -> FitResult:
-        """The fit check for a model without loading it."""
+        """The fit check for a model without loading it (with the slots a load would use)."""
         options = options or LoadOptions()
         spec = await self._run(self.resolve, ref)
         await self._run(self._prepare, spec, options, False)
         snapshot = await self._run(self.memory_probe)
-        return check_fit(self.estimate(spec, options.context_length), snapshot, options.gpu_layers)
+        estimate = self.estimate(spec, options.context_length, self.slots_for(spec.kind, options))
+        return check_fit(estimate, snapshot, options.gpu_layers)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -317,9 +481,10 @@ class RuntimeService:
         Already loaded: returned as is, unless ``options`` are given and differ from those it
         was loaded with (then it is reloaded).
 
-        Raises NotFoundError, LoadError, WontFitError, BackendMissingError; on any of them
-        the models already loaded stay loaded: checks come before any eviction, and models
-        evicted for a load the backend then refuses are loaded again.
+        Raises NotFoundError, LoadError, WontFitError, BackendMissingError, and
+        ModelBusyError when making room (or reloading) would cut off answers in progress; on
+        any of them the models already loaded stay loaded: checks come before any eviction,
+        and models evicted for a load the backend then refuses are loaded again.
         """
         self._bind_loop()
         explicit = options is not None
@@ -327,10 +492,18 @@ class RuntimeService:
         async with self._load_lock:
             spec = await self._run(self.resolve, ref)
             entry = self._models.get(spec.id)
+            if entry is not None and entry.closing:
+                await entry.gone.wait()  # being unloaded: load it afresh
+                entry = self._models.get(spec.id)
             if entry is not None:
                 if not explicit or _same_load(entry.options, options):
                     self._touch(entry)
                     return entry.info()
+                if entry.sched.live() != (0, 0):
+                    raise ModelBusyError(
+                        f"cannot reload {spec.name} with new options: {_busy_text(entry)}",
+                        hint="try again when they finish",
+                    )
                 await self._unload(spec.id, "reloading with new options")
             try:
                 _require_backend(spec.kind)
@@ -340,9 +513,23 @@ class RuntimeService:
                 self._emit(spec.id, ModelState.FAILED, str(exc))
                 raise
             n_ctx, gpu_layers, estimate, fit, victims = plan
-            evicted = [self._models[v] for v in victims if v in self._models]
-            for victim in victims:
-                await self._unload(victim, "evicted to make room for " + spec.name)
+            evicted = [e for e in (self._models.get(v) for v in victims) if e is not None]
+            # checked and claimed with no await in between: no request can slip in
+            busy = [e for e in evicted if e.sched.busy or e.closing]
+            if busy:
+                error = ModelBusyError(f"cannot load {spec.name} now: {_busy_text(busy[0])}",
+                                       hint="try again when they finish")
+                self._emit(spec.id, ModelState.FAILED, str(error))
+                raise error
+            for victim in evicted:
+                victim.closing = True
+            try:
+                for victim in evicted:
+                    await self._unload(victim.spec.id, "evicted to make room for " + spec.name)
+            finally:
+                for victim in evicted:  # claimed but left loaded (this load was cancelled)
+                    if not victim.unloading:
+                        victim.closing = False
             try:
                 return await self._load_now(spec, options, n_ctx, gpu_layers, estimate, fit)
             except ModelDeckError:
@@ -367,16 +554,32 @@ class RuntimeService:
     async def _plan(
         self, spec: ModelSpec, options: LoadOptions
     ) -> tuple[int, int, MemoryEstimate | None, FitResult | None, list[str]]:
+        """Context, GPU layers, estimate, fit and the models to evict (idle ones, least
+        recently used first); ModelBusyError if only busy ones could make room."""
         if spec.kind == "openai":
             return 0, 0, None, None, []
         meta = spec.metadata or ModelMetadata(format=spec.kind)
         trained = meta.context_length or DEFAULT_CONTEXT
         n_ctx = options.context_length or min(trained, DEFAULT_CONTEXT)
-        estimate = self.estimate(spec, n_ctx)
-        local = [e for e in self._models.values() if e.spec.kind != "openai"]
+        estimate = self.estimate(spec, n_ctx, self.slots_for(spec.kind, options))
+        local = [e for e in self._models.values() if e.spec.kind != "openai" and not e.closing]
         victims: list[_Entry] = []
-        while len(local) - len(victims) >= self.settings.max_loaded_models:
-            victims.append(local[len(victims)])
+
+        def evict_one(kept: list[_Entry], why: str) -> None:
+            idle = next((e for e in kept if not e.sched.busy), None)
+            if idle is None:
+                raise ModelBusyError(
+                    f"cannot load {spec.name} now: {_busy_text(kept[0])} and {why}",
+                    hint="try again when they finish",
+                )
+            victims.append(idle)
+            kept.remove(idle)
+
+        kept = list(local)
+        while len(kept) >= self.settings.max_loaded_models:
+            limit = self.settings.max_loaded_models
+            evict_one(kept, f"only {limit} model{'s' if limit > 1 else ''} may be loaded "
+                      "(max_loaded_models)")
         if self.memory_budget is not None:
             if estimate.total_bytes > self.memory_budget and not options.force:
                 raise WontFitError(
@@ -384,11 +587,10 @@ class RuntimeService:
                     f"memory budget of {format_bytes(self.memory_budget)}",
                     hint="use --force to try anyway",
                 )
-            kept = local[len(victims):]
             while kept and sum(e.memory_bytes for e in kept) + estimate.total_bytes > (
                 self.memory_budget
             ):
-                victims.append(kept.pop(0))
+                evict_one(kept, "the memory budget has no room for both")
         snapshot = _plus_freed(await self._run(self.memory_probe), victims)
         fit = check_fit(estimate, snapshot, options.gpu_layers)
         if not fit.ok and not options.force:
@@ -410,7 +612,8 @@ class RuntimeService:
         estimate: MemoryEstimate | None,
         fit: FitResult | None,
     ) -> LoadedModel:
-        backend = self._make_backend(spec, options, n_ctx, gpu_layers)
+        slots = self.slots_for(spec.kind, options)
+        backend = self._make_backend(spec, options, n_ctx, gpu_layers, slots)
         self._emit(spec.id, ModelState.LOADING, spec.name)
         started = time.perf_counter()
         future = asyncio.get_running_loop().run_in_executor(self._executor, backend.load)
@@ -439,6 +642,7 @@ class RuntimeService:
             load_seconds=seconds,
             memory_bytes=estimate.total_bytes if estimate else 0,
             fit=fit,
+            sched=_Scheduler(slots, self.settings.queue_limit),
         )
         entry.idle.set()
         self._models[spec.id] = entry
@@ -449,12 +653,12 @@ class RuntimeService:
         return entry.info()
 
     def _make_backend(
-        self, spec: ModelSpec, options: LoadOptions, n_ctx: int, gpu_layers: int
+        self, spec: ModelSpec, options: LoadOptions, n_ctx: int, gpu_layers: int, slots: int
     ) -> Backend:
         if spec.kind == "gguf":
             from tui.runtime.backends.llama_cpp import LlamaCppBackend
 
-            return LlamaCppBackend(spec, options, gpu_layers, n_ctx)
+            return LlamaCppBackend(spec, options, gpu_layers, n_ctx, slots)
         if spec.kind == "safetensors":
             from tui.runtime.backends.transformers import TransformersBackend
 
@@ -463,44 +667,77 @@ class RuntimeService:
 
         return OpenAIBackend(spec)
 
-    async def unload(self, model_id: str, reason: str = "requested") -> bool:
-        """Unload a model (cancelling its answer in flight). False if it was not loaded."""
-        self._bind_loop()
-        return await self._unload(model_id, reason)
+    async def unload(
+        self, model_id: str, reason: str = "requested", *, force: bool = False
+    ) -> bool:
+        """Unload a model. False if it was not loaded.
 
-    async def _unload(self, model_id: str, reason: str) -> bool:
+        A model answering requests (running or queued, not cancelled) is not unloaded:
+        ModelBusyError says how many. ``force`` stops them first; each ends with
+        AnswerStoppedError naming ``reason``. Requests already cancelled are waited for.
+        """
+        self._bind_loop()
+        return await self._unload(model_id, reason, force=force)
+
+    async def _unload(
+        self, model_id: str, reason: str, *, force: bool = False, only_idle: bool = False
+    ) -> bool:
         entry = self._models.get(model_id)
         if entry is None:
             return False
+        if entry.unloading:
+            await entry.gone.wait()
+            return False
+        if only_idle and entry.sched.busy:
+            return False
+        if entry.sched.live() != (0, 0) and not force:
+            raise ModelBusyError(
+                f"{_busy_text(entry)}; unload when they finish or pass force",
+            )
+        entry.closing = entry.unloading = True
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
         self._emit(model_id, ModelState.UNLOADING, reason)
-        if entry.generating:
-            self.cancel()
-            await entry.idle.wait()
-        if self._models.get(model_id) is not entry:
-            return False
-        del self._models[model_id]
-        try:
-            await self._run(entry.backend.close)
-        except Exception as exc:  # the model is dropped from the table either way
-            log.warning("closing %s failed: %s", model_id, exc)
-        self._emit(model_id, ModelState.UNLOADED, reason)
+        for request in entry.sched.all():
+            if not request.cancel.is_set():
+                request.stopped_by = f"{entry.spec.name} was unloaded ({reason})"
+            self._stop(request)
+        # finished even if the caller is cancelled: others wait for ``gone``
+        await asyncio.shield(self._finish_unload(entry, reason))
         return True
 
-    async def unload_all(self) -> None:
-        """Unload every model."""
+    async def _finish_unload(self, entry: _Entry, reason: str) -> None:
+        model_id = entry.spec.id
+        try:
+            await entry.idle.wait()
+            if self._models.get(model_id) is entry:
+                del self._models[model_id]
+            try:
+                await self._run(entry.backend.close)
+            except Exception as exc:  # the model is dropped from the table either way
+                log.warning("closing %s failed: %s", model_id, exc)
+            self._emit(model_id, ModelState.UNLOADED, reason)
+        finally:
+            entry.gone.set()
+
+    async def unload_all(self, *, force: bool = False) -> None:
+        """Unload every model (ModelBusyError for a busy one unless ``force``)."""
         for model_id in list(self._models):
-            await self._unload(model_id, "unload all")
+            await self._unload(model_id, "unload all", force=force)
 
     async def aclose(self) -> None:
-        """Cancel, unload everything and stop the worker threads."""
-        self.cancel()
-        await self.unload_all()
+        """Stop every answer, unload everything and stop the worker threads."""
+        for request in list(self._requests.values()):
+            if request.state != "done":
+                request.stopped_by = request.stopped_by or "the runtime shut down"
+                self._stop(request)
+        for model_id in list(self._models):
+            await self._unload(model_id, "unload all", force=True)
         for task in list(self._tasks):
             task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._gen_executor.shutdown(wait=False, cancel_futures=True)
         close = getattr(self.memory_probe, "close", None)
         if callable(close):
             close()
@@ -514,16 +751,18 @@ class RuntimeService:
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
-        if self.keep_alive_seconds <= 0 or self._loop is None or entry.generating:
+        if self.keep_alive_seconds <= 0 or self._loop is None or entry.sched.busy:
             return
         entry.timer = self._loop.call_later(self.keep_alive_seconds, self._on_idle, entry)
 
     def _on_idle(self, entry: _Entry) -> None:
         entry.timer = None
-        if self._models.get(entry.spec.id) is not entry or entry.generating:
+        if self._models.get(entry.spec.id) is not entry or entry.sched.busy:
             return
         minutes = self.keep_alive_seconds / 60
-        task = asyncio.ensure_future(self._unload(entry.spec.id, f"idle for {minutes:g} min"))
+        task = asyncio.ensure_future(
+            self._unload(entry.spec.id, f"idle for {minutes:g} min", only_idle=True)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -536,37 +775,112 @@ class RuntimeService:
         params: GenParams | None = None,
         *,
         options: LoadOptions | None = None,
+        request_id: str | None = None,
     ) -> AsyncIterator[str | GenerationMetrics]:
         """Stream an answer: text deltas, then one :class:`GenerationMetrics`.
 
-        Loads the model first if needed. Use ``contextlib.aclosing`` (or :meth:`cancel`) when
-        leaving the loop early. Raises GenerationError/EndpointError/TemplateError.
+        Loads the model first if needed (with ``options``), then waits for a slot of its
+        scheduler. ``request_id`` names the request for :meth:`cancel` (unique among those in
+        progress); without one, ``cancel()`` with no argument reaches it. Leaving the loop
+        early: use ``contextlib.aclosing`` (or cancel the task), which stops the request and
+        frees its place. Raises QueueFullError (the model's queue is full), GenerationError,
+        EndpointError, TemplateError, AnswerStoppedError (the runtime stopped the answer:
+        its model was unloaded with force, or the runtime shut down).
         """
         self._bind_loop()
         params = params or GenParams()
         if not messages:
             raise GenerationError("nothing to answer: the conversation is empty")
+        if request_id is not None and request_id in self._requests:
+            raise GenerationError(f"request id {request_id!r} is already in use")
+        request = _Request(request_id or uuid.uuid4().hex, named=request_id is not None)
+        self._requests[request.id] = request
+        try:
+            entry = await self._entry_for(ref, options)
+            serve = self._serve(entry, request, list(messages), params)
+            async with contextlib.aclosing(serve) as stream:
+                async for item in stream:
+                    yield item
+        finally:
+            self._requests.pop(request.id, None)
+
+    async def _entry_for(self, ref: str | Path | ModelSpec, options: LoadOptions | None) -> _Entry:
+        """The loaded model ``ref`` names, loading it if needed."""
         model_id = ref.id if isinstance(ref, ModelSpec) else str(ref)
-        async with self._gen_lock:
-            entry = self._models.get(model_id)
-            if entry is None:
-                info = await self.load(ref, options)
-                entry = self._models.get(info.id)
-                if entry is None:
-                    raise NotLoadedError(f"{info.name} was unloaded before it could answer")
-            async with contextlib.aclosing(self._stream(entry, list(messages), params)) as s:
+        entry = self._models.get(model_id)
+        if entry is None or entry.closing:
+            info = await self.load(ref, options)
+            entry = self._models.get(info.id)
+            if entry is None or entry.closing:
+                raise NotLoadedError(f"{info.name} was unloaded before it could answer",
+                                     hint="send the request again")
+        return entry
+
+    async def _serve(
+        self, entry: _Entry, request: _Request, messages: list[Message], params: GenParams
+    ) -> AsyncIterator[str | GenerationMetrics]:
+        """Wait for a slot of the model's scheduler (first in, first out), then answer."""
+        sched = entry.sched
+        arrived = time.perf_counter()
+        try:
+            runs = sched.enter(request, asyncio.get_running_loop(), entry.spec.name)
+        except QueueFullError:
+            self._emit_serving(entry, request, "refused")
+            raise
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        entry.idle.clear()
+        self._emit_serving(entry, request, "started" if runs else "queued")
+        try:
+            if not runs:
+                assert request.waiter is not None
+                await request.waiter
+            waited = time.perf_counter() - arrived
+            if request.cancel.is_set():  # cancelled before it started: it never does
+                self._raise_if_stopped(request, 0)
+                yield GenerationMetrics(entry.spec.id, 0, 0, None, None, None, 0.0, "cancelled",
+                                        waited * 1000)
+                return
+            stream = self._stream(entry, request, messages, params, waited)
+            async with contextlib.aclosing(stream) as s:
                 async for item in s:
                     yield item
+        finally:
+            self._release(entry, request)
+
+    def _release(self, entry: _Entry, request: _Request) -> None:
+        """``request`` no longer holds or waits for a slot (once; its reader may still be
+        reading the last text): the next in the queue starts."""
+        if request.state == "done":
+            return
+        sched = entry.sched
+        started = sched.leave(request)
+        self._emit_serving(entry, request, "finished")
+        for other in started:
+            self._emit_serving(entry, other, "started")
+        if not sched.busy:
+            entry.idle.set()
+            if self._models.get(entry.spec.id) is entry and not entry.closing:
+                self._touch(entry)
 
     async def _stream(
-        self, entry: _Entry, messages: list[Message], params: GenParams
+        self,
+        entry: _Entry,
+        request: _Request,
+        messages: list[Message],
+        params: GenParams,
+        waited: float,
     ) -> AsyncIterator[str | GenerationMetrics]:
         loop = asyncio.get_running_loop()
-        cancel = threading.Event()
-        channel = Channel(loop, self.stream_buffer)
-        times: dict[str, float] = {}
         backend = entry.backend
-        put = channel.put
+        cancel = request.cancel
+        batched = bool(getattr(backend, "batched", False))
+        # a batching backend's thread serves every answer: it never waits for one reader
+        channel = Channel(loop, self.stream_buffer,
+                          on_space=backend.interrupt if batched else None)
+        times: dict[str, float] = {}
+        put = channel.push if batched else channel.put
 
         def emit(text: str) -> None:
             # "" marks the first token when it has no text (yet): an end token, held-back text
@@ -577,23 +891,20 @@ class RuntimeService:
 
         def work() -> BackendStats:
             try:
+                if batched:
+                    return backend.generate(messages, params, emit, cancel,
+                                            channel.ready)  # type: ignore[call-arg]
                 return backend.generate(messages, params, emit, cancel)
             finally:
                 times["end"] = time.perf_counter()
                 channel.put_final(_DONE)
 
-        if entry.timer is not None:
-            entry.timer.cancel()
-            entry.timer = None
-        entry.generating = True
-        entry.idle.clear()
-        self._cancel_event = cancel
-        self._active_backend = backend
-        self._channel = channel
+        request.backend = backend
+        request.channel = channel
         started = time.perf_counter()
-        future = loop.run_in_executor(self._executor, work)
-        # the backend is free once the worker returns, even if the consumer never resumes
-        future.add_done_callback(lambda _f: entry.idle.set())
+        future = loop.run_in_executor(self._gen_executor, work)
+        # the slot is free once the backend is done, however slowly the reader drains
+        future.add_done_callback(lambda _f: self._release(entry, request))
         try:
             get = channel.get
             while True:
@@ -609,7 +920,10 @@ class RuntimeService:
                 raise GenerationError(
                     f"{entry.spec.name} failed: {type(exc).__name__}: {one_line(exc)}"
                 ) from None
+            self._raise_if_stopped(request, stats.completion_tokens)
             metrics = self._metrics(entry, stats, started, times)
+            metrics.queue_ms = waited * 1000
+            entry.sched.record(metrics.total_s, stats.completion_tokens)
             yield metrics
             if entry.spec.in_inventory:  # after the answer is out, and off the event loop
                 await self._run(self._record, entry.spec.id, metrics)
@@ -620,13 +934,14 @@ class RuntimeService:
                 backend.interrupt()
                 with contextlib.suppress(Exception):
                     await asyncio.shield(future)
-            self._cancel_event = None
-            self._active_backend = None
-            self._channel = None
-            entry.generating = False
-            entry.idle.set()
-            if self._models.get(entry.spec.id) is entry:
-                self._touch(entry)
+            request.channel = None
+
+    @staticmethod
+    def _raise_if_stopped(request: _Request, tokens: int) -> None:
+        if request.stopped_by:
+            done = "before it started" if not tokens else (
+                f"after {tokens} token" + ("s" if tokens != 1 else ""))
+            raise AnswerStoppedError(f"the answer was stopped {done}: {request.stopped_by}")
 
     def _metrics(
         self, entry: _Entry, stats: BackendStats, started: float, times: dict[str, float]
@@ -676,18 +991,43 @@ class RuntimeService:
         except ModelDeckError as exc:  # e.g. the model was removed meanwhile
             log.warning("could not record metrics for %s: %s", model_id, exc)
 
-    def cancel(self) -> bool:
-        """Stop the answer being generated (thread-safe). True if one was running."""
-        event, backend = self._cancel_event, self._active_backend
-        if event is None:
-            return False
-        event.set()
-        if self._channel is not None:
-            self._channel.abort()
+    def cancel(self, request_id: str | None = None) -> bool:
+        """Stop answers (thread-safe); True if one was stopped.
+
+        With ``request_id``: that request, running or queued (a queued one never starts).
+        Without: every request made without an id (the console's and the CLI's: "stop what
+        is generating"); requests whose callers named them (a server's clients) go on.
+        """
+        requests = list(self._requests.values())
+        if request_id is not None:
+            chosen = [r for r in requests if r.id == request_id]
+        else:
+            chosen = [r for r in requests if not r.named]
+        stopped = False
+        for request in chosen:
+            if request.state != "done" and not request.cancel.is_set():
+                self._stop(request)
+                stopped = True
+        return stopped
+
+    def _stop(self, request: _Request) -> None:
+        """Cancel one request: its backend stops at the next token, a queued one wakes up."""
+        request.cancel.set()
+        channel, backend = request.channel, request.backend
+        if channel is not None:
+            channel.abort()
         if backend is not None:
             with contextlib.suppress(Exception):
                 backend.interrupt()
-        return True
+        if request.waiter is not None and self._loop is not None:
+            try:
+                here = asyncio.get_running_loop() is self._loop
+            except RuntimeError:
+                here = False
+            if here:
+                _resolve(request.waiter)
+            elif not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(_resolve, request.waiter)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -698,16 +1038,25 @@ class RuntimeService:
                 log.debug("runtime service used from a second event loop")
             self._loop = loop
             self._load_lock = asyncio.Lock()
-            self._gen_lock = asyncio.Lock()
             for entry in self._models.values():
                 entry.idle = asyncio.Event()
-                if not entry.generating:
+                entry.gone = asyncio.Event()
+                if not entry.sched.busy:
                     entry.idle.set()
                 entry.timer = None
                 self._schedule_idle(entry)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def _busy_text(entry: _Entry) -> str:
+    """``qwen is answering 3 requests (2 more queued)``."""
+    running, queued = entry.sched.live()
+    if not running:
+        return f"{entry.spec.name} has {queued} request{'s' if queued != 1 else ''} queued"
+    text = f"{entry.spec.name} is answering {running} request" + ("s" if running != 1 else "")
+    return text + (f" ({queued} more queued)" if queued else "")
 
 
 def _require_backend(kind: str) -> None:

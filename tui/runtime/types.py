@@ -21,6 +21,7 @@ __all__ = [
     "ModelSpec",
     "ModelState",
     "RuntimeEvent",
+    "ServingStats",
     "redact_url",
 ]
 
@@ -36,17 +37,27 @@ class ModelState(enum.StrEnum):
     UNLOADING = "unloading"
     UNLOADED = "unloaded"
     FAILED = "failed"
+    SERVING = "serving"  # a request was queued, started or finished (not a lifecycle change)
 
 
 @dataclass(frozen=True, slots=True)
 class RuntimeEvent:
     """A lifecycle change of one model. ``message`` is one line (e.g. the error, or why a
-    model was unloaded: ``"idle"``, ``"evicted"``, ``"requested"``)."""
+    model was unloaded: ``"idle"``, ``"evicted"``, ``"requested"``).
+
+    ``SERVING`` events report a request: ``message`` is ``"queued"``, ``"started"``,
+    ``"finished"`` or ``"refused"`` (the queue was full), ``request_id`` says which,
+    ``running``/``queued`` count the model's requests afterwards. They leave
+    :meth:`RuntimeService.state` as it was.
+    """
 
     model_id: str
     state: ModelState
     message: str = ""
     seconds: float | None = None  # load time for LOADED
+    request_id: str | None = None  # SERVING
+    running: int | None = None  # SERVING
+    queued: int | None = None  # SERVING
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +70,7 @@ class LoadOptions:
     batch: int = 512  # llama.cpp n_batch
     flash_attention: bool = False  # llama.cpp flash_attn
     seed: int | None = None  # llama.cpp context seed
+    parallel: int | None = None  # llama.cpp: answers decoded together (default: setting)
     dtype: str = "auto"  # transformers: auto, float32, float16, bfloat16
     device: str | None = None  # transformers: default cuda if available else cpu
     trust_remote_code: bool = False  # transformers: run the repo's Python code (opt-in)
@@ -84,11 +96,12 @@ class GenerationMetrics:
     model_id: str
     prompt_tokens: int
     completion_tokens: int
-    ttft_ms: float | None  # time to first token, from the request
+    ttft_ms: float | None  # time to first token, from when the request got its slot
     prompt_tokens_per_s: float | None
     tokens_per_s: float | None  # generation speed after the first token
-    total_s: float
+    total_s: float  # from when the request got its slot
     finish_reason: str  # "stop", "length", "cancelled"
+    queue_ms: float = 0.0  # time spent waiting for a slot (behind other requests)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers."""
@@ -164,3 +177,19 @@ class LoadedModel:
     generating: bool
     memory_bytes: int  # estimated (0 for endpoints)
     fit_label: str | None  # "fits on GPU", "partial offload (…)", "CPU only"; None for endpoints
+    slots: int = 1  # answers generated at once (llama.cpp: parallel sequences)
+    running: int = 0  # requests being answered
+    queued: int = 0  # requests waiting for a slot
+
+
+@dataclass(frozen=True, slots=True)
+class ServingStats:
+    """One loaded model's scheduler, read-only (what :meth:`RuntimeService.stats` returns)."""
+
+    model_id: str
+    slots: int  # answers generated at once
+    running: int
+    queued: int
+    queue_limit: int  # waiting requests beyond which ``generate`` raises QueueFullError
+    requests: int  # answers finished since the model was loaded
+    tokens: int  # tokens generated since the model was loaded

@@ -23,7 +23,14 @@ class BackendStats:
 
 
 class Backend(Protocol):
-    """One loaded model."""
+    """One loaded model.
+
+    A backend that decodes several answers together sets ``batched = True``: then
+    ``generate`` is called from several threads at once (up to its ``parallel``), ``emit``
+    never blocks, and ``generate`` takes a ``ready`` callable (False: the reader lags, pause
+    this answer); ``interrupt`` also wakes it when a reader catches up. Others answer one
+    request at a time.
+    """
 
     def load(self) -> None:
         """Load weights (blocking; raises ModelDeckError subclasses)."""
@@ -43,7 +50,8 @@ class Backend(Protocol):
         """
 
     def interrupt(self) -> None:
-        """Unblock a generation stuck in I/O (called from another thread after ``cancel``)."""
+        """Unblock a generation stuck in I/O, or have it look at ``cancel`` now (called from
+        another thread)."""
 
     def close(self) -> None:
         """Drop every reference to the model and free its memory."""

@@ -1,27 +1,22 @@
-"""GGUF models through llama-cpp-python.
+"""GGUF models through llama.cpp, several answers at once (:mod:`.llama_batch`).
 
 The chat template stored in the GGUF is rendered by :mod:`tui.runtime.templates` (immutable
-sandbox), given every special token of the vocabulary (:func:`gguf_special_tokens`), and the
-prompt tokens go to ``Llama.generate``; llama-cpp-python's own chat handlers are never called.
-Tokens are detokenized one by one (``create_completion(stream=True)`` re-detokenizes the whole
-answer per token, quadratic). Cancellation is checked per token.
+sandbox) in the caller's thread, given every special token of the vocabulary
+(:func:`gguf_special_tokens`), the prompt tokenized there, and the tokens handed to the
+model's :class:`~tui.runtime.backends.llama_batch.BatchEngine`, which decodes up to
+``parallel`` answers together. Only llama-cpp-python's public C-API bindings are used.
 """
 
 from __future__ import annotations
 
-import codecs
-import contextlib
-import ctypes
-import gc
-import random
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tui.runtime.backends.base import BackendStats, Emit, one_line
+from tui.runtime.backends.llama_batch import BatchEngine, BatchRequest
 from tui.runtime.errors import GenerationError, LoadError
-from tui.runtime.stops import StopMatcher
 from tui.runtime.templates import render_chat
 from tui.runtime.types import GenParams, LoadOptions, Message, ModelSpec
 
@@ -46,7 +41,7 @@ def gguf_special_tokens(
         if match is None:
             continue
         try:
-            token = int(str(value).strip())  # llama-cpp-python gives strings
+            token = int(str(value).strip())  # llama.cpp gives strings
         except ValueError:
             continue
         if not 0 <= token < n_vocab:
@@ -59,79 +54,69 @@ def gguf_special_tokens(
 
 
 class LlamaCppBackend:
-    """A GGUF model in llama.cpp. ``n_gpu_layers``: -1 = all, 0 = CPU only."""
+    """A GGUF model in llama.cpp. ``n_gpu_layers``: -1 = all, 0 = CPU only; ``n_ctx`` is each
+    answer's context, ``parallel`` how many answers are decoded together."""
 
-    def __init__(self, spec: ModelSpec, options: LoadOptions, n_gpu_layers: int, n_ctx: int):
+    batched = True  # generate() may be called from several threads; emit must not block
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        options: LoadOptions,
+        n_gpu_layers: int,
+        n_ctx: int,
+        parallel: int = 1,
+    ) -> None:
         self.spec = spec
         self.options = options
         self.n_gpu_layers = n_gpu_layers
         self.n_ctx = n_ctx
-        self._llm: Any = None
+        self.parallel = max(1, parallel)
+        self.engine: BatchEngine | None = None
         self._template: str | None = None
         self._bos_text = ""
         self._special: dict[str, str] = {}
 
     def load(self) -> None:
-        """Load the GGUF (blocking)."""
-        from llama_cpp import Llama
-
+        """Load the GGUF and start its engine (blocking)."""
         assert self.spec.path is not None
-        kwargs: dict[str, Any] = {
-            "model_path": str(self.spec.path),
-            "n_ctx": self.n_ctx,
-            "n_gpu_layers": self.n_gpu_layers,
-            "n_batch": self.options.batch,
-            "flash_attn": self.options.flash_attention,
-            "verbose": False,
-        }
-        if self.options.threads:
-            kwargs["n_threads"] = self.options.threads
-            kwargs["n_threads_batch"] = self.options.threads
-        if self.options.seed is not None:
-            kwargs["seed"] = self.options.seed
+        engine = BatchEngine(
+            self.spec.path,
+            slots=self.parallel,
+            n_ctx=self.n_ctx,
+            n_gpu_layers=self.n_gpu_layers,
+            n_batch=self.options.batch,
+            threads=self.options.threads,
+            flash_attention=self.options.flash_attention,
+        )
         try:
-            self._llm = Llama(**kwargs)
-        except (ValueError, RuntimeError, OSError) as exc:
+            engine.load()
+        except LoadError as exc:
             arch = self.spec.metadata.architecture if self.spec.metadata else None
-            what = f"{self.spec.path.name} (architecture {arch!r})" if arch else self.spec.path.name
+            name = self.spec.path.name
+            what = f"{name} (architecture {arch!r})" if arch else name
             raise LoadError(
-                f"llama.cpp cannot load {what}: {one_line(exc)}",
-                hint="the file may be corrupt, truncated or of an unsupported architecture",
+                f"llama.cpp cannot load {what}: {exc.message}",
+                hint=exc.hint or "the file may be corrupt, truncated or of an unsupported "
+                "architecture",
             ) from None
-        meta = self._llm.metadata or {}
-        self._template = meta.get("tokenizer.chat_template") or (
+        self.engine = engine
+        self.n_ctx = engine.n_ctx
+        self._template = engine.meta("tokenizer.chat_template") or (
             self.spec.metadata.chat_template if self.spec.metadata else None
         )
-        self._special = self._special_tokens(meta)
+        self._special = self._special_tokens(engine)
         self._bos_text = self._special["bos_token"]
 
-    def _special_tokens(self, metadata: Mapping[str, Any]) -> dict[str, str]:
+    @staticmethod
+    def _special_tokens(engine: BatchEngine) -> dict[str, str]:
         """Every special token of the vocabulary; ``bos_token``/``eos_token`` always (empty
         when the model has none, as llama.cpp passes them)."""
-        import llama_cpp
-
-        vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
-        n_vocab = self._llm.n_vocab()
-
-        def text(token: int) -> str:
-            """The token as text (``special``: control tokens too), "" if it has none."""
-            if not 0 <= token < n_vocab:
-                return ""
-            size = 64
-            for _ in range(2):
-                buf = ctypes.create_string_buffer(size)
-                n = llama_cpp.llama_token_to_piece(vocab, token, buf, size, 0, True)
-                if n >= 0:
-                    return buf.raw[:n].decode("utf-8", errors="replace")
-                size = -n  # the size it needs
-                if size > 4 * MAX_TOKEN_CHARS:
-                    break
-            return ""
-
-        tokens = gguf_special_tokens(metadata, n_vocab, text)
-        for name, token in (("bos_token", llama_cpp.llama_vocab_bos(vocab)),
-                            ("eos_token", llama_cpp.llama_vocab_eos(vocab))):
-            piece = text(token)
+        metadata = {key: engine.meta(key) for key in engine.meta_keys()
+                    if _TOKEN_ID_KEY.fullmatch(key)}
+        tokens = gguf_special_tokens(metadata, engine.n_vocab, engine.special_text)
+        for name, token in (("bos_token", engine.bos), ("eos_token", engine.eos)):
+            piece = engine.special_text(token)
             tokens[name] = piece if len(piece) <= MAX_TOKEN_CHARS else ""
         return tokens
 
@@ -148,9 +133,10 @@ class LlamaCppBackend:
         self, messages: Sequence[Message], cancel: threading.Event | None = None
     ) -> list[int]:
         """Render the chat template (:meth:`render_prompt`) and tokenize."""
+        engine = self._engine()
         prompt = self.render_prompt(messages, cancel)
         add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
-        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        return engine.tokenize(prompt.encode("utf-8"), add_special=add_bos)
 
     def generate(
         self,
@@ -158,71 +144,49 @@ class LlamaCppBackend:
         params: GenParams,
         emit: Emit,
         cancel: threading.Event,
+        ready: Callable[[], bool] | None = None,
     ) -> BackendStats:
-        """Stream one answer: sample with ``Llama.generate``, detokenize incrementally."""
-        import llama_cpp
+        """Stream one answer (blocking until done; other answers are decoded alongside).
 
-        llm = self._llm
-        if llm is None:
-            raise GenerationError("model is not loaded")
+        ``emit`` is called on the engine's thread and must not block; ``ready`` returning
+        False pauses this answer until the reader catches up.
+        """
+        engine = self._engine()
         tokens = self.prompt_tokens(messages, cancel)
         n_prompt = len(tokens)
-        if n_prompt >= self.n_ctx:
+        if not n_prompt:
+            raise GenerationError("the prompt is empty after the chat template",
+                                  hint="check the model's chat template")
+        if n_prompt >= engine.n_ctx:
             raise GenerationError(
-                f"the conversation is {n_prompt} tokens, the context holds {self.n_ctx}",
+                f"the conversation is {n_prompt} tokens, the context holds {engine.n_ctx}",
                 hint="start a new chat or load with a larger context (--ctx)",
             )
-        limit = self.n_ctx - n_prompt
+        limit = engine.n_ctx - n_prompt
         if params.max_tokens > 0:
             limit = min(limit, params.max_tokens)
-        llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
-        vocab = llm._model.vocab
-        detok = llm._model.detokenize
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(params.stop, emit)
-        n = 0
-        finish = "length"
-        gen = llm.generate(
-            tokens, temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05,
-            repeat_penalty=1.0,
-        )
+        request = BatchRequest(tokens, params, emit, cancel, ready, limit)
         try:
-            for token in gen:
-                if n == 0:
-                    emit("")  # TTFT at the first token, even an end token or held-back text
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish = "stop"  # the end token is not part of the answer
-                    break
-                n += 1
-                text = decoder.decode(detok([token]))
-                if text and stops.feed(text):
-                    finish = "stop"
-                    break
-                if n >= limit:
-                    break
-        except (ValueError, RuntimeError) as exc:
+            return engine.run(request)
+        except GenerationError:
+            raise
+        except (ValueError, RuntimeError, OSError) as exc:
             raise GenerationError(f"llama.cpp failed: {one_line(exc)}") from None
-        finally:
-            gen.close()
-        if finish != "cancelled":
-            if not stops.stopped:
-                stops.feed(decoder.decode(b"", final=True))
-                stops.flush()
-            if cancel.is_set():
-                finish = "cancelled"
-        return BackendStats(n_prompt, n, finish)
+
+    def _engine(self) -> BatchEngine:
+        engine = self.engine
+        if engine is None:
+            raise GenerationError("model is not loaded")
+        return engine
 
     def interrupt(self) -> None:
-        """Nothing blocks outside the token loop: the stopping criterion handles it."""
+        """Have the engine notice a cancelled answer at once."""
+        engine = self.engine
+        if engine is not None:
+            engine.wake()
 
     def close(self) -> None:
-        """Free the model and its context."""
-        llm, self._llm = self._llm, None
-        if llm is not None:
-            with contextlib.suppress(Exception):
-                llm.close()
-            del llm
-        gc.collect()
+        """Stop the engine and free the model and its context."""
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.close()

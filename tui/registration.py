@@ -6,6 +6,7 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tui.metadata.gguf import split_gguf_info as split_parts
 from tui.metadata.types import ModelMetadata
@@ -180,6 +181,19 @@ def _dir_identities(dirs: Iterable[Path]) -> list[tuple[str, int, int]]:
     return out
 
 
+def _id_base(catalog_id: str | None, source_ref: str, groups: list[tuple[str, Path, list[Path]]]
+             ) -> str:
+    """The readable start of a new model id: the catalog id, the repo name, or for a URL the
+    downloaded file's name (decoded, Unicode kept; the host if nothing readable is left)."""
+    if catalog_id:
+        return slugify(catalog_id)
+    if "://" in source_ref and groups:
+        fmt, main, _ = groups[0]
+        host = urlparse(source_ref).hostname or "download"
+        return slugify(display_name(main, fmt), fallback=host)
+    return slugify(source_ref.rsplit("/", 1)[-1])
+
+
 def register_download(
     inventory: Inventory,
     *,
@@ -203,7 +217,7 @@ def register_download(
     groups = group_model_files(info)
     taken = inventory.model_ids()
     records: list[ModelRecord] = []
-    base = slugify(catalog_id or source_ref.rsplit("/", 1)[-1])
+    base = _id_base(catalog_id, source_ref, groups)
     for fmt, main, members in groups:
         meta = read_metadata(fmt, main, members if fmt == "gguf" else None)
         existing = inventory.find_by_path(str(main))

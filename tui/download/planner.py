@@ -24,7 +24,7 @@ from tui.download.sources import JobSpec, url_filename
 from tui.download.verify import git_blob_sha1_file
 from tui.errors import InvalidInputError, NotFoundError
 from tui.hub.client import HubClient, HubFile, RepoListing, gguf_quant, validate_repo_id
-from tui.safe_paths import safe_join, validate_remote_name
+from tui.safe_paths import check_name_bytes, fit_filename, safe_join, validate_remote_name
 
 MAX_BLOB_COMPARE = 64 << 20  # a file on disk up to this size is compared by git blob id
 
@@ -102,6 +102,7 @@ def plan_hub(spec: JobSpec, listing: RepoListing, models_dir: Path, hub: HubClie
     files: list[JobFile] = []
     for f in select_hub_files(listing, spec):
         dest = safe_join(root, f.path)  # validates the remote name first
+        check_name_bytes(f.path)
         sha256 = f.sha256
         wanted = spec.file_sha256.get(f.path)
         if wanted and sha256 and wanted != sha256:
@@ -127,6 +128,7 @@ def plan_url(spec: JobSpec, models_dir: Path) -> Plan:
     validate_remote_name(filename)
     if "/" in filename:
         raise InvalidInputError(f"file name {filename[:80]!r} must not contain '/'")
+    filename = fit_filename(filename)
     root = models_dir / "direct"
     dest = safe_join(root, filename)
     return Plan(

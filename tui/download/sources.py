@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from tui.errors import InvalidInputError
+from tui.safe_paths import safe_filename
 
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -84,10 +85,11 @@ class JobSpec:
 
 
 def url_filename(url: str) -> str:
-    """The last path component of a URL (percent-decoded), or ``download``."""
-    path = unquote(urlparse(url).path)
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return name or "download"
+    """A usable file name from a URL's last path component (see
+    :func:`tui.safe_paths.safe_filename`): percent-decoded, NFKC, readable Unicode kept, at
+    most 250 bytes with its extension kept (``.part`` must fit too); ``download`` if empty."""
+    last = urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]
+    return safe_filename(unquote(last, errors="replace"))
 
 
 def parse_source(source: str, *, is_catalog_id: Any = None, **options: Any) -> JobSpec:

@@ -158,6 +158,16 @@ def _plan(settings: Settings, inventory: Inventory, model: ModelRecord) -> Remov
     return plan
 
 
+def file_unchanged(rec: ModelFile) -> bool:
+    """True if ``rec.path`` is still the regular file ModelDeck recorded (size and identity,
+    see :func:`_changed`); never follows a symlink."""
+    try:
+        st = os.lstat(rec.path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and _changed(rec, st) is None
+
+
 def _real(path: Path) -> Path:
     """``path`` with its folder resolved (through symlinks) but not its last part."""
     return _resolve(path.parent) / path.name

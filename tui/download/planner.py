@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,21 @@ from tui.download.verify import git_blob_sha1_file
 from tui.errors import InvalidInputError, NotFoundError
 from tui.hub.client import HubClient, HubFile, RepoListing, gguf_quant, validate_repo_id
 from tui.safe_paths import check_name_bytes, fit_filename, safe_join, validate_remote_name
+from tui.store.records import ModelFile, ModelRecord
 
 MAX_BLOB_COMPARE = 64 << 20  # a file on disk up to this size is compared by git blob id
 
 
+STAGE_DIR = ".modeldeck-update"  # an update's new files, until all of them are verified
+KEPT_DIR = ".modeldeck-prev"  # the files an update replaced, for ``update --rollback``
+
+
 @dataclass(slots=True)
 class Plan:
-    """Resolved job: model root folder, files, registration info."""
+    """Resolved job: model root folder, files, registration info.
+
+    ``installed`` lists the models that already hold all of it (nothing to download).
+    """
 
     root: Path
     files: list[JobFile]
@@ -40,6 +48,7 @@ class Plan:
     revision: str | None
     catalog_id: str | None = None
     name: str | None = None
+    installed: list[ModelRecord] = field(default_factory=list)
 
 
 def resolve_catalog(spec: JobSpec, catalog: Any) -> JobSpec:
@@ -137,6 +146,40 @@ def plan_url(spec: JobSpec, models_dir: Path) -> Plan:
         source="catalog" if spec.catalog_id else "url", source_ref=url, revision=None,
         catalog_id=spec.catalog_id, name=spec.name,
     )
+
+
+def installed_match(plan: Plan, spec: JobSpec, models: list[ModelRecord],
+                    unchanged: Callable[[ModelFile], bool]) -> list[ModelRecord]:
+    """The installed models that already hold every file of ``plan``, else ``[]``.
+
+    ``models`` are the installed models of the plan's source. A Hub file matches a recorded
+    file at its destination from the same commit (and the same sha256 when the Hub gives
+    one); a URL file a recorded file of the same URL (and the same sha256 when one is
+    asked for). Each must still be the file recorded (``unchanged``). On a match each planned
+    file's ``dest`` becomes the recorded path that holds it.
+    """
+    found: dict[str, ModelRecord] = {}
+    at: dict[int, str] = {}
+    for i, jf in enumerate(plan.files):
+        hit = None
+        for model in models:
+            for f in model.files:
+                if spec.kind == "hf":
+                    same = f.path == jf.dest and model.revision == plan.revision and (
+                        not jf.sha256 or (f.sha256 or "").lower() == jf.sha256.lower())
+                else:
+                    same = not jf.sha256 or (f.sha256 or "").lower() == jf.sha256.lower()
+                if same and unchanged(f):
+                    hit, at[i] = model, f.path
+                    break
+            if hit is not None:
+                break
+        if hit is None:
+            return []
+        found[hit.id] = hit
+    for i, path in at.items():
+        plan.files[i].dest = path
+    return list(found.values())
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from tui.metadata.gguf import split_gguf_info as split_parts
 from tui.metadata.types import ModelMetadata
 from tui.safe_paths import slugify
 from tui.store import Inventory, ModelFile, ModelRecord
+from tui.store.history import HistoryStore
 
 WEIGHT_SUFFIXES = (".gguf", ".safetensors")
 FOLDER_EXTRAS = (".json", ".jinja", ".model", ".txt")  # a model folder's config/tokenizer files
@@ -205,12 +206,14 @@ def register_download(
     catalog_id: str | None = None,
     name: str | None = None,
     verified: dict[Path, str] | None = None,
+    tracked: str | None = None,
 ) -> list[ModelRecord]:
     """Register the verified files of a finished download as installed model(s).
 
     ``files`` are (absolute path, size, sha256); ``verified`` maps paths to how each was
-    checked (see :class:`ModelFile`). Every GGUF file (or split set) becomes a model;
-    safetensors folders become one model each. Returns the records written.
+    checked (see :class:`ModelFile`); ``tracked`` is the branch or tag a Hub download follows
+    (what ``modeldeck outdated`` compares with). Every GGUF file (or split set) becomes a
+    model; safetensors folders become one model each. Returns the records written.
     Raises :class:`tui.errors.MetadataError` if a file's header is corrupt (nothing written).
     """
     info = {Path(p): (size, sha) for p, size, sha in files}
@@ -253,6 +256,11 @@ def register_download(
                 name=name if len(groups) == 1 else None,
             )
         )
-    inventory.upsert_models(records)
+    with inventory.db.write():
+        inventory.upsert_models(records)
+        if tracked is not None:
+            history = HistoryStore(inventory.db)
+            for record in records:
+                history.set_tracked(record.id, tracked)
     inventory.add_owned_dirs(_dir_identities(download_dirs(model_root, info, source_ref)))
     return records

@@ -38,7 +38,9 @@ KEPT_DIR = ".modeldeck-prev"  # the files an update replaced, for ``update --rol
 class Plan:
     """Resolved job: model root folder, files, registration info.
 
-    ``installed`` lists the models that already hold all of it (nothing to download).
+    ``installed`` lists the models that already hold all of it (nothing to download);
+    ``update_of`` is the model an update replaces files of (``files`` are then only the
+    changed ones, staged under ``<root>/.modeldeck-update/<commit>/``).
     """
 
     root: Path
@@ -49,6 +51,7 @@ class Plan:
     catalog_id: str | None = None
     name: str | None = None
     installed: list[ModelRecord] = field(default_factory=list)
+    update_of: str | None = None
 
 
 def resolve_catalog(spec: JobSpec, catalog: Any) -> JobSpec:
@@ -180,6 +183,55 @@ def installed_match(plan: Plan, spec: JobSpec, models: list[ModelRecord],
     for i, path in at.items():
         plan.files[i].dest = path
     return list(found.values())
+
+
+def update_target(plan: Plan, models: list[ModelRecord]) -> ModelRecord | None:
+    """The installed model of the plan's repo, at another commit, made of exactly the
+    plan's files: pulling the repo again is then an update of it."""
+    if plan.revision is None or "://" in plan.source_ref:
+        return None
+    dests = {jf.dest for jf in plan.files}
+    for model in models:
+        if model.revision and model.revision != plan.revision and (
+                {f.path for f in model.files} == dests):
+            return model
+    return None
+
+
+def stage_update(plan: Plan, model: ModelRecord, unchanged: Callable[[ModelFile], bool]
+                 ) -> Plan:
+    """Turn ``plan`` (the repo at its new commit) into an update of ``model``: only the files
+    whose content changed are fetched, into ``<root>/.modeldeck-update/<commit>/<path>``; the
+    installed files stay where they are until every new one is verified.
+
+    A recorded file that is no longer the file ModelDeck recorded is refused (one line).
+    """
+    recorded = {f.path: f for f in model.files}
+    stage = plan.root / STAGE_DIR / str(plan.revision)[:12]
+    changed: list[JobFile] = []
+    for jf in plan.files:
+        rec = recorded[jf.dest]
+        dest = Path(jf.dest)
+        present = dest.exists() or dest.is_symlink()
+        if present and not unchanged(rec):
+            raise DownloadError(
+                f"{dest} changed since ModelDeck recorded it; not updating {model.id}",
+                hint=f"move it away or `modeldeck rm {model.id}`, then pull again")
+        if present and _same_content(rec, jf, dest):
+            continue
+        jf.dest = str(stage / dest.relative_to(plan.root))
+        changed.append(jf)
+    plan.files = changed
+    plan.update_of = model.id
+    return plan
+
+
+def _same_content(rec: ModelFile, jf: JobFile, dest: Path) -> bool:
+    if jf.sha256:
+        return (rec.sha256 or "").lower() == jf.sha256.lower()
+    if jf.blob_sha1 and rec.size <= MAX_BLOB_COMPARE:
+        return git_blob_sha1_file(dest) == jf.blob_sha1.lower()
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from tui.download.http import HttpStatusError, RetryPolicy, Transport, make_clie
 from tui.download.jobs import JobFile, JobRecord, JobStore
 from tui.download.partials import remove_partial
 from tui.download.planner import (
+    STAGE_DIR,
     Claim,
     Plan,
     file_source,
@@ -46,6 +47,8 @@ from tui.download.planner import (
     plan_hub,
     plan_url,
     resolve_catalog,
+    stage_update,
+    update_target,
 )
 from tui.download.preflight import DestLock, check_free_space, network_fs_warning
 from tui.download.progress import (
@@ -392,6 +395,11 @@ class DownloadService:
             raise InvalidInputError(f"job {job.id} is {job.state}; pause or cancel it first")
         freed = self._delete_partials(job) if job.state != "done" else 0
         self.jobs.delete(job.id)
+        if job.spec.update_of:  # its staging folders, if ModelDeck's and empty now
+            from tui.inventory_ops import remove_empty_dirs
+
+            remove_empty_dirs(self.inventory, {p for f in job.files for p in Path(f.dest).parents
+                                               if STAGE_DIR in p.parts})
         lock = self._job_lock(job.id)
         if lock.path.exists():
             with contextlib.suppress(DownloadError, OSError):
@@ -574,6 +582,8 @@ class DownloadService:
         else:
             plan = plan_url(spec, models_dir)
         plan = await in_thread(self._against_installed, spec, plan)
+        if plan.update_of:
+            spec.update_of = plan.update_of
         if plan.installed:  # nothing to fetch: recorded as there already, nothing claimed
             for f in plan.files:
                 f.state, f.done_bytes = "installed", f.size or 0
@@ -589,7 +599,8 @@ class DownloadService:
 
     def _against_installed(self, spec: JobSpec, plan: Plan) -> Plan:
         """Compare a fresh plan with what is installed from the same source: all of it there
-        already (same commit / URL, same sha256, files unchanged) → ``plan.installed``."""
+        already (same commit / URL, same sha256, files unchanged) → ``plan.installed``; the
+        same repo's model at another commit → an update of it (only changed files, staged)."""
         from tui.inventory_ops import file_unchanged
 
         models = [m for m in self.inventory.list_models(status="installed")
@@ -597,6 +608,15 @@ class DownloadService:
         if not models:
             return plan
         plan.installed = installed_match(plan, spec, models, file_unchanged)
+        if plan.installed:
+            return plan
+        target = self.inventory.get_model(spec.update_of) if spec.update_of else (
+            update_target(plan, models))
+        if target is not None and target.revision != plan.revision:
+            from tui.updates import make_dirs
+
+            plan = stage_update(plan, target, file_unchanged)
+            make_dirs(self.inventory, plan.root, {Path(f.dest).parent for f in plan.files})
         return plan
 
     def _already_installed(self, rt: _Runtime, plan: Plan) -> None:
@@ -783,18 +803,30 @@ class DownloadService:
         return True
 
     def _finish(self, job: JobRecord, plan: Plan) -> list[Any]:
-        """Register verified files and mark the job done in one transaction (in a thread)."""
+        """Register verified files and mark the job done in one transaction (in a thread).
+        An update swaps its staged files in first (:func:`tui.updates.finish_update`)."""
         from tui.registration import register_download
 
         files = [
             (Path(f.dest), int(f.size or 0), self._sha.get(f.dest) or f.sha256) for f in job.files
         ]
         verified = {Path(f.dest): v for f in job.files if (v := self._verified.get(f.dest))}
+        if job.spec.update_of:
+            from tui.updates import finish_update
+
+            records = finish_update(self.settings, self.inventory, job.spec.update_of, plan,
+                                    files, verified)
+            with self.db.write():
+                self.jobs.save_files(job.id, [_copy_file(f) for f in job.files])
+                self.jobs.set_model(job.id, records[0].id if records else None)
+                self.jobs.set_state(job.id, "done")
+            return records
         with self.db.write():
             records = register_download(
                 self.inventory, model_root=plan.root, files=files, source=plan.source,
                 source_ref=plan.source_ref, revision=plan.revision, catalog_id=plan.catalog_id,
                 name=plan.name, verified=verified,
+                tracked=(job.spec.revision or "main") if job.spec.kind == "hf" else None,
             )
             self.jobs.save_files(job.id, [_copy_file(f) for f in job.files])
             self.jobs.set_model(job.id, records[0].id if records else None)
@@ -839,7 +871,7 @@ def _plan_from_record(job: JobRecord, root: Path) -> Plan:
     else:
         source, ref = ("catalog" if spec.catalog_id else "url"), str(spec.url)
     return Plan(root=root, files=job.files, source=source, source_ref=ref, revision=revision,
-                catalog_id=spec.catalog_id, name=spec.name)
+                catalog_id=spec.catalog_id, name=spec.name, update_of=spec.update_of)
 
 
 def _verification(jf: JobFile, *, size_known: bool) -> str:

@@ -24,6 +24,8 @@ class JobSpec:
     a manifest), ``"url"`` (``url`` + optional ``sha256``, ``filename``) or ``"catalog"``
     (``catalog_id`` + optional ``quant``; resolved through the catalog).
     ``connections`` and ``limit_rate`` (bytes/s) override the settings for this job.
+    ``update_of`` names the installed model a Hub job updates (set by planning or by
+    ``modeldeck update``): only changed files are fetched, then swapped in together.
     """
 
     kind: str
@@ -41,6 +43,7 @@ class JobSpec:
     connections: int | None = None
     limit_rate: int | None = None
     file_sha256: dict[str, str] = field(default_factory=dict)
+    update_of: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("hf", "url", "catalog"):
@@ -57,6 +60,8 @@ class JobSpec:
             if not _SHA256_RE.match(self.sha256):
                 raise InvalidInputError("--sha256 must be 64 hex digits")
             self.sha256 = self.sha256.lower()
+        if self.update_of is not None and not isinstance(self.update_of, str):
+            raise InvalidInputError("update_of must be a model id")
         for path, sha in list(self.file_sha256.items()):
             if not _SHA256_RE.match(sha or ""):
                 raise InvalidInputError(f"sha256 for {path[:80]!r} must be 64 hex digits")

@@ -110,4 +110,20 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE model_files ADD COLUMN verified TEXT;
     """,
+    # 5: reserved for the Hub flow (issue 10); the lead fills or drops it at merge.
+    "",
+    # 6: updates: the revision a Hub model follows, the commit (and files, kept aside) it had
+    # before its last update, an update's file swaps while they happen, the Hub's last answer.
+    """
+    CREATE TABLE model_history (
+        model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+        tracked TEXT,
+        previous_commit TEXT,
+        previous_files TEXT,
+        pending TEXT,
+        hub_commit TEXT,
+        checked_at REAL,
+        updated_at REAL NOT NULL
+    );
+    """,
 ]

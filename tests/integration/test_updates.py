@@ -1,7 +1,7 @@
 """Updates of Hub models: ``outdated`` sees a new commit, ``update`` fetches only the changed
 files and swaps them in once all are verified (the old ones kept), ``--rollback`` swaps back,
-a failed update leaves the model as it was, ``pull`` of a newer commit is an update, an
-interrupted swap is finished, a damaged journal changes nothing."""
+a failed update leaves the model as it was, ``pull`` of a newer commit is an update, and the
+dashboard marks an outdated model."""
 
 from __future__ import annotations
 
@@ -191,6 +191,28 @@ def test_pull_of_a_newer_commit_is_an_update(hub: FakeHub, installed: dict, caps
     code, out, err = cli(capsys, "pull", "acme/st", "--quiet")
     assert code == 0 and "already installed as" in out and "(commit bbbbbbb)" in out
     assert hub.requests_for("/resolve/") == []
+
+
+async def test_dashboard_marks_an_outdated_model(hub: FakeHub, installed: dict,
+                                                 tmp_path: Path, home: Settings) -> None:
+    from tui.app.views import UPDATE_LABEL
+    from tui.services import build_services
+
+    from tests.support.app import make_app, wait_for, wait_ready
+
+    files = dict(installed["files"], **{SHARD2: changed(installed["files"][SHARD2])})
+    hub.add_repo("acme/st", files, commit=NEW)
+    services = build_services(home)
+    app = make_app(services, check_updates=True)
+    try:
+        async with app.run_test(size=(160, 40)) as pilot:
+            await wait_ready(app, pilot)
+            key = next(k for k, r in app.model_table.all_rows.items()
+                       if r.model_id == installed["id"])
+            assert await wait_for(pilot, lambda: str(
+                app.model_table.get_cell(key, "status")) == UPDATE_LABEL)
+    finally:
+        services.close()
 
 
 def test_an_interrupted_swap_is_finished_by_the_next_update(

@@ -67,7 +67,7 @@ def plan_prune(services: Any) -> list[PruneItem]:
             st = _lstat(part)
             if f.state != "installed" and st is not None and stat.S_ISREG(st.st_mode) \
                     and not partial_kept_for(f.dest, jobs=jobs, inventory=services.inventory,
-                                             exclude=job.id):
+                                             exclude=job.id, root=Path(settings.models_dir)):
                 size += allocated(st)
         items.append(PruneItem("failed job", f"{job.id} {job.name}", size, key=job.id))
     for path, st in _walk(Path(settings.models_dir)):

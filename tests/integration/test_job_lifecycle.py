@@ -441,3 +441,28 @@ async def test_retry_events_stop_once_bytes_flow(hub: FakeHub, service: Download
     tries = list(dict.fromkeys(s[1:] for s in seen if s[1] is not None))
     assert [t[0] for t in tries] == [2, 3] and all("HTTP 503" in t[1] for t in tries)
     assert seen[-1] == ("done", None, None)
+
+
+def test_a_job_record_pointing_outside_the_models_dir_deletes_nothing(
+        hub: FakeHub, home: Settings, capsys, tmp_path: Path) -> None:
+    """A damaged (or planted) job row whose file lies outside the models dir: cancelling and
+    clearing it never delete that ``.part``."""
+    import sqlite3
+
+    url = hub.add_file("out.gguf", gguf_bytes(300_000, 14))
+    hub.add_fault("out.gguf", "drop_after", times=1, nbytes=100_000)
+    hub.add_fault("out.gguf", "status", times=None, skip=1, status=500)
+    [failed] = service_run(home, [JobSpec(kind="url", url=url)], max_tries=2)
+    assert failed.state == "failed"
+    victim = tmp_path / "elsewhere" / "notes"
+    victim.parent.mkdir()
+    Path(str(victim) + ".part").write_text("mine")
+    conn = sqlite3.connect(home.db_path)
+    with conn:
+        conn.execute("UPDATE job_files SET dest = ?", (str(victim),))
+    conn.close()
+    code, out, err = cli(capsys, "jobs", "cancel", failed.id)
+    assert code == 0, err
+    code, out, err = cli(capsys, "jobs", "clear")
+    assert code == 0 and "cleared 1 job" in out, err
+    assert Path(str(victim) + ".part").read_text() == "mine"

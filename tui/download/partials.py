@@ -2,9 +2,10 @@
 
 A partial is ``<dest>.part`` next to a download's destination, a lock ``<dest>.lock`` (or
 ``<state dir>/jobs/<job id>.lock``). One is deleted only when it is a regular file (never a
-symlink, folder or device), no model records it, no other unfinished job plans to write that
-destination, and nobody holds its lock (a running download in any process); it is checked
-again just before the unlink.
+symlink, folder or device) inside the models dir (a job record pointing elsewhere, say a
+damaged one, deletes nothing), no model records it, no other unfinished job plans to write
+that destination, and nobody holds its lock (a running download in any process); it is
+checked again just before the unlink.
 """
 
 from __future__ import annotations
@@ -38,8 +39,20 @@ def _regular(path: Path) -> os.stat_result | None:
     return st if stat.S_ISREG(st.st_mode) else None
 
 
-def partial_kept_for(dest: str, *, jobs: Any, inventory: Any, exclude: str | None) -> str | None:
-    """Why ``<dest>.part`` must stay (another job or a model uses it), or None."""
+def inside(path: Path, root: Path) -> bool:
+    """``path`` (its folder resolved through symlinks, not its last part) is under ``root``."""
+    try:
+        return path.parent.resolve().joinpath(path.name).is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def partial_kept_for(dest: str, *, jobs: Any, inventory: Any, exclude: str | None,
+                     root: Path) -> str | None:
+    """Why ``<dest>.part`` must stay (outside the models dir, another job or a model uses
+    it), or None."""
+    if not inside(Path(dest + PART), root):
+        return "outside the models dir"
     others = jobs.files_at(dest, exclude=exclude)
     if others:
         return f"job {others[0][0]} will resume it"
@@ -48,11 +61,14 @@ def partial_kept_for(dest: str, *, jobs: Any, inventory: Any, exclude: str | Non
     return None
 
 
-def remove_partial(dest: str, *, jobs: Any, inventory: Any, exclude: str | None = None) -> int:
-    """Delete ``<dest>.part`` if it may go (see the module); the bytes freed, 0 if kept."""
+def remove_partial(dest: str, *, jobs: Any, inventory: Any, root: Path,
+                   exclude: str | None = None) -> int:
+    """Delete ``<dest>.part`` if it may go (see the module; ``root`` is the models dir); the
+    bytes freed, 0 if kept."""
     part = Path(dest + PART)
     st = _regular(part)
-    if st is None or partial_kept_for(dest, jobs=jobs, inventory=inventory, exclude=exclude):
+    if st is None or partial_kept_for(dest, jobs=jobs, inventory=inventory, exclude=exclude,
+                                      root=root):
         return 0
     return unlink_unlocked(part, Path(dest), st)
 

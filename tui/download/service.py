@@ -411,7 +411,8 @@ class DownloadService:
         """Delete the job's partial files that nothing else uses (see
         :func:`tui.download.partials.remove_partial`); the bytes freed."""
         return sum(
-            remove_partial(f.dest, jobs=self.jobs, inventory=self.inventory, exclude=job.id)
+            remove_partial(f.dest, jobs=self.jobs, inventory=self.inventory, exclude=job.id,
+                           root=Path(self.settings.models_dir))
             for f in job.files if f.state != "installed"
         )
 

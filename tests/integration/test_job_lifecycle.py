@@ -345,6 +345,8 @@ def test_a_refused_connection_shows_each_try_and_fails_once(
     code, out, _ = cli(capsys, "jobs", "--json")
     [job] = json.loads(out)
     assert f"`modeldeck jobs retry {job['id']}`" in failure
+    code, out, _ = cli(capsys, "jobs")
+    assert out.count("refused-Q4_K_M.gguf") == 1 and out.count("jobs retry") == 1
 
     # The same in --json: each retry is an event with its try and reason.
     code, out, _ = cli(capsys, "jobs", "retry", job["id"], "--json")

@@ -157,13 +157,18 @@ class _JobFailed(ModelDeckError):
         super().__init__(failure_line(job))
 
 
-def failure_line(job: JobRecord) -> str:
+def failure_line(job: JobRecord, *, named: bool = True) -> str:
     """A failed job in one line, each part said once: its name (unless the error starts with
-    it already), the error, and how to retry it (with its id)."""
+    it already, or ``named`` is False: the caller shows it), the error, and how to retry it
+    (with its id)."""
     error = " ".join((job.error or "failed").split())
     name = job.name
-    text = error if error.startswith(name) or (job.files and error.startswith(
-        job.files[0].path)) else f"{name}: {error}"
+    if not named:
+        text = error.removeprefix(f"{name}: ")
+    elif error.startswith(name) or (job.files and error.startswith(job.files[0].path)):
+        text = error
+    else:
+        text = f"{name}: {error}"
     if "`modeldeck jobs retry`" in text:
         text = text.replace("`modeldeck jobs retry`", f"`modeldeck jobs retry {job.id}`")
     elif job.files and "jobs retry" not in text:
@@ -247,7 +252,7 @@ def _list_jobs(ctx: Any, args: argparse.Namespace, service: Any) -> int:
         if j.interrupted:
             line += f"  (not running; `modeldeck jobs resume {j.id}` continues it)"
         elif j.error:
-            line += f"  ({failure_line(j) if j.state == 'failed' else j.error})"
+            line += f"  ({failure_line(j, named=False) if j.state == 'failed' else j.error})"
         print(clean_line(line))
     return 0
 

@@ -126,6 +126,19 @@ def test_jobs_shows_the_live_state_of_a_pull_in_another_process(
         wait_until(lambda: listed()["done_bytes"] > first, what="progress persisted")
         code, out, _ = cli(capsys, "jobs")
         assert code == 0 and " downloading " in out and "connecting" not in out
+        # Paused from here: the command waits for that process to pause it, then says so.
+        job_id = listed()["id"]
+        code, out, err = cli(capsys, "jobs", "pause", job_id)
+        assert code == 0 and out.strip() == f"{job_id} paused", err
+        assert proc.wait(15) == 130
+        assert listed()["state"] == "paused"
+        # Resumed in another process again, which then dies.
+        proc = subprocess.Popen([sys.executable, "-m", "tui", "jobs", "resume", job_id, "-q"],
+                                env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        done = listed()["done_bytes"]
+        wait_until(lambda: listed().get("state") == "downloading"
+                   and listed()["done_bytes"] > done, what="resumed elsewhere")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:

@@ -31,6 +31,7 @@ from tui.discovery import hf_cache_dir, roots_for
 from tui.metadata.files import is_regular_file
 from tui.settings import Settings
 from tui.store import Inventory, ModelFile, ModelRecord
+from tui.store.history import HistoryStore
 from tui.terminal_text import clean_line
 
 _KINDS = {
@@ -151,11 +152,62 @@ def _plan(settings: Settings, inventory: Inventory, model: ModelRecord) -> Remov
         plan.forget_only = True
         return plan
     cache = _resolve(hf_cache_dir())
-    plan.files = [_check(f, roots, cache) for f in model.files]
+    history = HistoryStore(inventory.db).get(model.id)
+    kept = [f.as_model_file() for f in history.previous_files] if history else []
+    plan.files = [_check(f, roots, cache) for f in [*model.files, *kept]]
     _account_hard_links(plan)
     _account_cache(plan)
     plan.folders = _empty_folders(plan, inventory.owned_dirs(), roots)
     return plan
+
+
+def file_unchanged(rec: ModelFile) -> bool:
+    """True if ``rec.path`` is still the regular file ModelDeck recorded (size and identity,
+    see :func:`_changed`); never follows a symlink."""
+    try:
+        st = os.lstat(rec.path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and _changed(rec, st) is None
+
+
+def delete_recorded(settings: Settings, inventory: Inventory, files: list[ModelFile]
+                    ) -> list[PlannedFile]:
+    """Delete recorded files that belong to no model row (an update's kept copies) under the
+    same rules as :func:`remove_model`: each must still be the file recorded, inside a managed
+    folder; folders ModelDeck created go when empty. Returns what happened to each."""
+    roots = [_resolve(r.path) for r in roots_for(settings)]
+    cache = _resolve(hf_cache_dir())
+    planned = [_check(f, roots, cache) for f in files]
+    _account_hard_links(RemovalPlan(model=ModelRecord("", "", "", "", ""), files=planned))
+    for f in planned:
+        if f.action == "delete":
+            _unlink_checked(f)
+    remove_empty_dirs(inventory, {p for f in planned if f.action == "delete"
+                                  for p in f.path.parents}, roots)
+    return planned
+
+
+def remove_empty_dirs(inventory: Inventory, folders: set[Path] | list[Path],
+                      roots: list[Path] | None = None) -> list[Path]:
+    """Remove those of ``folders`` that ModelDeck created (same folder still) and that are
+    empty, deepest first; never a managed root. Returns the folders removed."""
+    owned = inventory.owned_dirs()
+    roots = roots or []
+    removed = []
+    for folder in sorted(folders, key=lambda p: -len(p.parts)):
+        if str(folder) not in owned or _resolve(folder) in roots:
+            continue
+        try:
+            st = os.lstat(folder)
+            if stat.S_ISDIR(st.st_mode) and st.st_ino == owned[str(folder)][1]:
+                os.rmdir(folder)  # only ever removes an empty folder
+                removed.append(folder)
+        except OSError:
+            continue
+    if removed:
+        inventory.forget_owned_dirs([str(p) for p in removed])
+    return removed
 
 
 def _real(path: Path) -> Path:

@@ -6,11 +6,13 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tui.metadata.gguf import split_gguf_info as split_parts
 from tui.metadata.types import ModelMetadata
 from tui.safe_paths import slugify
 from tui.store import Inventory, ModelFile, ModelRecord
+from tui.store.history import HistoryStore
 
 WEIGHT_SUFFIXES = (".gguf", ".safetensors")
 FOLDER_EXTRAS = (".json", ".jinja", ".model", ".txt")  # a model folder's config/tokenizer files
@@ -180,6 +182,19 @@ def _dir_identities(dirs: Iterable[Path]) -> list[tuple[str, int, int]]:
     return out
 
 
+def _id_base(catalog_id: str | None, source_ref: str, groups: list[tuple[str, Path, list[Path]]]
+             ) -> str:
+    """The readable start of a new model id: the catalog id, the repo name, or for a URL the
+    downloaded file's name (decoded, Unicode kept; the host if nothing readable is left)."""
+    if catalog_id:
+        return slugify(catalog_id)
+    if "://" in source_ref and groups:
+        fmt, main, _ = groups[0]
+        host = urlparse(source_ref).hostname or "download"
+        return slugify(display_name(main, fmt), fallback=host)
+    return slugify(source_ref.rsplit("/", 1)[-1])
+
+
 def register_download(
     inventory: Inventory,
     *,
@@ -191,19 +206,21 @@ def register_download(
     catalog_id: str | None = None,
     name: str | None = None,
     verified: dict[Path, str] | None = None,
+    tracked: str | None = None,
 ) -> list[ModelRecord]:
     """Register the verified files of a finished download as installed model(s).
 
     ``files`` are (absolute path, size, sha256); ``verified`` maps paths to how each was
-    checked (see :class:`ModelFile`). Every GGUF file (or split set) becomes a model;
-    safetensors folders become one model each. Returns the records written.
+    checked (see :class:`ModelFile`); ``tracked`` is the branch or tag a Hub download follows
+    (what ``modeldeck outdated`` compares with). Every GGUF file (or split set) becomes a
+    model; safetensors folders become one model each. Returns the records written.
     Raises :class:`tui.errors.MetadataError` if a file's header is corrupt (nothing written).
     """
     info = {Path(p): (size, sha) for p, size, sha in files}
     groups = group_model_files(info)
     taken = inventory.model_ids()
     records: list[ModelRecord] = []
-    base = slugify(catalog_id or source_ref.rsplit("/", 1)[-1])
+    base = _id_base(catalog_id, source_ref, groups)
     for fmt, main, members in groups:
         meta = read_metadata(fmt, main, members if fmt == "gguf" else None)
         existing = inventory.find_by_path(str(main))
@@ -239,6 +256,11 @@ def register_download(
                 name=name if len(groups) == 1 else None,
             )
         )
-    inventory.upsert_models(records)
+    with inventory.db.write():
+        inventory.upsert_models(records)
+        if tracked is not None:
+            history = HistoryStore(inventory.db)
+            for record in records:
+                history.set_tracked(record.id, tracked)
     inventory.add_owned_dirs(_dir_identities(download_dirs(model_root, info, source_ref)))
     return records

@@ -3,17 +3,28 @@
 A remote name is accepted only if it is a plain relative POSIX path: no NUL or control
 characters, no absolute path, drive letter or UNC prefix, no backslash, no ``.``/``..``
 component. Checked before anything touches the disk.
+
+File systems cap one name at 255 *bytes* (not characters: a CJK character is 3 bytes in
+UTF-8), and a download also writes ``<name>.part`` and ``<name>.lock`` next to the file, so a
+name ModelDeck makes (:func:`safe_filename`) or accepts (:func:`check_name_bytes`) is at most
+:data:`MAX_FILE_NAME_BYTES` bytes. Ids (:func:`slugify`) keep readable Unicode letters.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path, PurePosixPath
 
 from tui.errors import InvalidInputError
 
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 MAX_NAME_LENGTH = 1024
+NAME_MAX = 255  # bytes in one file name on Linux file systems
+SIDE_SUFFIX_BYTES = len(".part")  # ``.part`` and ``.lock`` are written next to every download
+MAX_FILE_NAME_BYTES = NAME_MAX - SIDE_SUFFIX_BYTES
+_SHARD_SUFFIX_RE = re.compile(r"-\d{5}-of-\d{5}\.[A-Za-z0-9]{1,12}$")
+_EXT_RE = re.compile(r"(\.[A-Za-z0-9_]{1,12}){1,2}$")
 
 
 def validate_remote_name(name: str) -> PurePosixPath:
@@ -45,11 +56,77 @@ def safe_join(root: Path, name: str) -> Path:
     return target
 
 
-_SLUG_RE = re.compile(r"[^a-z0-9._-]+")
+def check_name_bytes(name: str) -> None:
+    """Refuse a remote path with a component longer than :data:`MAX_FILE_NAME_BYTES` bytes
+    (it could not be written with its ``.part`` next to it)."""
+    for part in name.split("/"):
+        size = len(part.encode("utf-8", "surrogatepass"))
+        if size > MAX_FILE_NAME_BYTES:
+            raise InvalidInputError(
+                f"remote file name {part[:60]!r}… is {size} bytes long; file systems hold at "
+                f"most {MAX_FILE_NAME_BYTES} (plus ModelDeck's .part)",
+                hint="this file cannot be stored here",
+            )
 
 
-def slugify(text: str, max_length: int = 80) -> str:
-    """A lowercase id made of ``a-z 0-9 . _ -`` (used for model and entry ids)."""
-    slug = _SLUG_RE.sub("-", text.lower()).strip("-.")
+def _unsafe_in_name(ch: str) -> bool:
+    """Characters never put in a file name: separators, controls, bidi and format marks,
+    separators of lines, lone surrogates."""
+    if ch in "/\\":
+        return True
+    cat = unicodedata.category(ch)
+    return cat in ("Cc", "Cf", "Cs", "Zl", "Zp", "Co", "Cn")
+
+
+def safe_filename(raw: str, fallback: str = "download", max_bytes: int = MAX_FILE_NAME_BYTES
+                  ) -> str:
+    """A usable file name from an untrusted one (a URL's last path component).
+
+    NFKC-normalised, readable Unicode kept; separators, control and format characters become
+    ``_``; no leading dot or space; at most ``max_bytes`` UTF-8 bytes, cut on a character
+    boundary in the stem so the extension (``.gguf``, or a shard suffix
+    ``-00001-of-00003.gguf``) stays. ``fallback`` when nothing usable is left.
+    """
+    name = unicodedata.normalize("NFKC", raw)
+    name = "".join("_" if _unsafe_in_name(c) else c for c in name)
+    name = name.strip().lstrip(". ").rstrip(" ")
+    if not name or set(name) <= {"_", "."}:
+        name = fallback
+    return fit_filename(name, max_bytes)
+
+
+def fit_filename(name: str, max_bytes: int = MAX_FILE_NAME_BYTES) -> str:
+    """``name`` cut to ``max_bytes`` UTF-8 bytes, keeping its extension (see
+    :func:`safe_filename`); unchanged when it fits."""
+    if len(name.encode("utf-8", "surrogatepass")) <= max_bytes:
+        return name
+    match = _SHARD_SUFFIX_RE.search(name) or _EXT_RE.search(name)
+    ext = match.group(0) if match and match.start() > 0 else ""
+    room = max_bytes - len(ext.encode("utf-8"))
+    stem = name[: len(name) - len(ext)]
+    cut = stem.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
+    cut = cut.rstrip(" .-_") or cut
+    return cut + ext
+
+
+def _slug_char(ch: str) -> str:
+    """``ch`` as it goes into an id: letters, digits and marks of any script, ``._-``."""
+    if ch in "._-":
+        return ch
+    return ch if unicodedata.category(ch)[0] in "LNM" else "-"
+
+
+def slugify(text: str, max_length: int = 80, fallback: str = "model") -> str:
+    """A lowercase id from ``text`` (used for model and entry ids).
+
+    NFKC-normalised and case-folded; letters and digits of any script are kept (a Chinese or
+    Cyrillic name stays readable, never hex), everything else but ``. _ -`` becomes ``-``.
+    ``fallback`` (itself slugified) when no letter or digit is left.
+    """
+    folded = unicodedata.normalize("NFKC", text).lower()
+    slug = "".join(_slug_char(c) for c in folded).strip("-.")
     slug = re.sub(r"-{2,}", "-", slug)
-    return slug[:max_length].rstrip("-.") or "model"
+    slug = slug[:max_length].rstrip("-.")
+    if not any(unicodedata.category(c)[0] in "LN" for c in slug):
+        return slugify(fallback, max_length) if fallback != text else "model"
+    return slug

@@ -94,8 +94,10 @@ async def test_a_hub_file_of_another_revision_is_refused_over_an_installed_model
     assert first.state == "done", first.error
     folder = dl_settings.models_dir / "acme/r"
     before = tree_digest(folder)
-    hub.add_repo("acme/r", {"r-Q4_0.gguf": gguf_bytes(200_000, 7)}, commit="b" * 40)
-    [second] = await run(svc, JobSpec(kind="hf", repo="acme/r"))
+    # Not the installed model's own file set (that would be its update): refused.
+    hub.add_repo("acme/r", {"r-Q4_0.gguf": gguf_bytes(200_000, 7), "notes.md": b"hi"},
+                 commit="b" * 40)
+    [second] = await run(svc, JobSpec(kind="hf", repo="acme/r", include=["*"]))
     assert second.state == "failed"
     assert "already holds model" in second.error and "not overwriting" in second.error
     assert "\n" not in second.error
@@ -105,7 +107,7 @@ async def test_a_hub_file_of_another_revision_is_refused_over_an_installed_model
     # The command line says it in one line and exits non-zero.
     await svc.stop()
     proc = await asyncio.to_thread(
-        run_modeldeck, "pull", "acme/r", "--json",
+        run_modeldeck, "pull", "acme/r", "--include", "*", "--json",
         env={"MODELDECK_MODELS_DIR": str(dl_settings.models_dir), "HF_ENDPOINT": hub.url,
              "MODELDECK_STATE_DIR": str(dl_settings.state_dir),
              "MODELDECK_SCAN_HF_CACHE": "false"})

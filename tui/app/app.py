@@ -71,6 +71,7 @@ TOKEN_FLUSH_S = 1 / 30  # console redraw rate while streaming
 JOB_REDRAW_S = 0.5  # progress redraws per job while its state stays the same
 USED_REFRESH_S = 30.0  # "Used" times on screen are re-formatted this often
 USED_REFRESH_LOW_REDRAW_S = 120.0  # … and this often with ``low_redraw``
+UPDATE_CHECK_S = 6 * 3600.0  # Hub models are checked for newer commits this often
 
 
 class SamplerLike(Protocol):
@@ -109,6 +110,8 @@ class ModelDeckApp(App[None]):
         watch_downloads: start the download-events worker on mount.
         watch_changes: follow what other processes change in the inventory (jobs, models).
         watch_folders: scan on start, then follow the managed folders (discovery).
+        check_updates: ask the Hub for newer commits of Hub models in a thread, at start and
+            every ``UPDATE_CHECK_S`` (default: as ``watch_downloads``).
         compute_fit: fill the Fit column from the runtime's memory estimate.
     """
 
@@ -148,6 +151,7 @@ class ModelDeckApp(App[None]):
         watch_changes: bool = True,
         watch_folders: bool = True,
         compute_fit: bool = True,
+        check_updates: bool | None = None,
     ) -> None:
         super().__init__()
         self.services = services
@@ -159,6 +163,7 @@ class ModelDeckApp(App[None]):
         self._watch_downloads = watch_downloads
         self._watch_changes = watch_changes
         self._watch_folders = watch_folders
+        self._check_updates = watch_downloads if check_updates is None else check_updates
         self._compute_fit = compute_fit
         blink = self.CURSOR_BLINK if cursor_blink is None else cursor_blink
         self.cursor_blink = blink and not self.settings.low_redraw
@@ -313,6 +318,31 @@ class ModelDeckApp(App[None]):
         except (wiring.NotWired, ImportError) as exc:
             self.log.warning(f"downloads panel idle: {exc}")
 
+    @work(thread=True, exclusive=True, group="update-check", exit_on_error=False)
+    def _run_update_check(self) -> None:
+        """Ask the Hub for newer commits (network: in a thread); an outdated model's row then
+        shows ``update avail.``. Offline: tried again later."""
+        try:
+            outdated = wiring.check_updates(self.services)
+        except ModelDeckError as exc:
+            self.log.warning(f"update check: {exc}")
+            return
+        self.call_from_thread(self._mark_updates, outdated)
+
+    def _mark_updates(self, outdated: set[str]) -> None:
+        """Set or clear each row's update marker in place (download states stay as they are)."""
+        if not self._ui_alive():
+            return
+        table = self.model_table
+        changed = []
+        for row in table.all_rows.values():
+            wanted = row.model_id in outdated
+            if row.update != wanted:
+                row.update = wanted
+                changed.append(row)
+        if changed:
+            table.update_rows(changed)
+
     async def on_unmount(self) -> None:
         """Stop the download queue (running jobs stay queued for the next start) and the
         runtime (unloads every model)."""
@@ -369,6 +399,9 @@ class ModelDeckApp(App[None]):
         if self._watch_folders:
             wiring.watch_folders(self.services, lambda lines: self.post_message(
                 LiveProblem(lines)))
+        if self._check_updates:
+            self._run_update_check()
+            self.set_interval(UPDATE_CHECK_S, self._run_update_check, name="update-check")
 
     @on(ModelsLoaded)
     def _models_loaded(self, message: ModelsLoaded) -> None:

@@ -110,6 +110,7 @@ class ModelRow:
     entry_id: str | None = None
     model_id: str | None = None
     quants: tuple[str, ...] = ()
+    update: bool = False  # the Hub has a newer commit of its tracked revision
     search_text: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
@@ -247,10 +248,16 @@ def format_tps(tps: float | None) -> str:
     return f"{tps:.1f}" if tps < 100 else f"{tps:.0f}"
 
 
+UPDATE_LABEL = "update avail."  # an installed model whose Hub revision moved on
+
+
 def status_label(row: ModelRow) -> str:
-    """``downloading 42%`` while downloading, else the status word."""
+    """``downloading 42%`` while downloading, ``update avail.`` for an installed model the
+    Hub has a newer commit of, else the status word."""
     if row.status == "downloading" and row.progress is not None:
         return f"downloading {int(row.progress * 100):d}%"
+    if row.update and row.status == "installed":
+        return UPDATE_LABEL
     return row.status
 
 
@@ -334,6 +341,7 @@ class JobView:
     error: str | None = None
     row_key: str | None = None  # model-table row this job feeds (``entry:<id>``)
     warning: str | None = None  # a caution that does not stop the job (network file system)
+    retry: str | None = None  # ``try 3, connection refused`` while requests keep failing
 
     @property
     def active(self) -> bool:
@@ -355,9 +363,12 @@ def job_bytes_text(view: JobView) -> str:
 
 
 def job_speed_text(view: JobView) -> str:
-    """``12.0M/s ETA 5m20s`` while downloading; the error for failed jobs."""
+    """``12.0M/s ETA 5m20s`` while downloading; the error for failed jobs; the try under way
+    and why the last one failed while requests keep failing."""
     if view.state == "failed":
         return view.error or "failed"
+    if view.retry:
+        return clean_line(view.retry)
     if view.state != "downloading":
         return ""
     parts = [format_rate(view.speed_bps)]

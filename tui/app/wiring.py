@@ -29,8 +29,27 @@ class NotWired(NotImplementedError):
 
 
 def load_rows(services: Services) -> list[ModelRow]:
-    """All table rows: catalog entries merged with installed/discovered models (blocking)."""
-    return build_rows(services.catalog.entries(), services.inventory.list_models())
+    """All table rows: catalog entries merged with installed/discovered models, each marked
+    when the last update check saw a newer commit on the Hub (blocking)."""
+    from tui.store.history import HistoryStore
+
+    rows = build_rows(services.catalog.entries(), services.inventory.list_models())
+    outdated = HistoryStore(services.db).outdated()
+    for row in rows:
+        row.update = row.model_id in outdated
+    return rows
+
+
+def check_updates(services: Services) -> set[str]:
+    """Ask the Hub about every Hub model (blocking, network) and remember the answers (which
+    :func:`load_rows` marks); returns the ids of the models the Hub has newer commits of."""
+    from tui.hub.client import HubClient
+    from tui.updates import check_updates as check
+
+    built = services.__dict__.get("downloads")
+    hub = getattr(built, "hub", None) or HubClient()
+    checks = check(services.settings, services.inventory, hub, services.catalog)
+    return {c.model.id for c in checks if c.outdated}
 
 
 def plan_delete(services: Services, model_id: str) -> tuple[int, bool, list[str]]:
@@ -161,7 +180,15 @@ def job_view_from(job: Any, row_key: str | None = None) -> JobView:
         error=pick("error"),
         row_key=row_key,
         warning=pick("warning"),
+        retry=_retry_text(pick("attempt"), pick("detail")),
     )
+
+
+def _retry_text(attempt: Any, detail: Any) -> str | None:
+    """``try 3, connection refused`` while a job's requests keep failing."""
+    if not isinstance(attempt, int):
+        return None
+    return f"try {attempt}, {detail}" if isinstance(detail, str) else f"try {attempt}"
 
 
 async def watch_downloads(services: Services, emit: Callable[[JobView], None]) -> None:

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tui.download.sources import url_filename
 from tui.errors import InvalidInputError, NotFoundError
 from tui.safe_paths import slugify, validate_remote_name
 from tui.store import CustomEntry, Inventory
@@ -332,7 +333,8 @@ class Catalog:
                 raise InvalidInputError("sha256 must be 64 hex characters")
         if format is None and filename.lower().endswith(".gguf"):
             format = "gguf"
-        eid = self._new_id(entry_id, filename.rsplit(".", 1)[0])
+        basis = url_filename(url)  # decoded, readable: never percent-escapes in the id
+        eid = self._new_id(entry_id, basis.rsplit(".", 1)[0] if "." in basis else basis)
         data = {
             "name": name or filename,
             "url": url,

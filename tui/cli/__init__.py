@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "tui.cli.inventory_cmds",
     "tui.cli.download_cmds",
     "tui.cli.runtime_cmds",
+    "tui.cli.maintenance_cmds",
 )
 
 

@@ -42,12 +42,21 @@ def register(subparsers: Any) -> None:
     _output_flags(pull)
     pull.set_defaults(func=cmd_pull)
 
-    jobs = subparsers.add_parser("jobs", help="list or control download jobs")
-    jobs.add_argument("action", nargs="?", choices=("list", "pause", "resume", "cancel", "retry"),
+    jobs = subparsers.add_parser(
+        "jobs", help="list, control or clear download jobs",
+        description="List download jobs with their live state, pause/resume/cancel/retry one, "
+        "or clear ended ones (`jobs clear`: done, failed and cancelled; their partials go too).")
+    jobs.add_argument("action", nargs="?",
+                      choices=("list", "pause", "resume", "cancel", "retry", "clear"),
                       default="list")
     jobs.add_argument("job_id", nargs="?", help="job id (a unique prefix is enough)")
     jobs.add_argument("--no-wait", action="store_true",
                       help="resume/retry: only queue the job, don't run it here")
+    for state in CLEARABLE:
+        jobs.add_argument(f"--{state}", action="append_const", const=state, dest="clear",
+                          help=f"clear: only {state} jobs")
+    jobs.add_argument("--all", action="store_true",
+                      help="clear: paused jobs too (their partials are deleted)")
     _output_flags(jobs)
     jobs.set_defaults(func=cmd_jobs)
 
@@ -58,6 +67,10 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 # -- pull ------------------------------------------------------------------------------------
+
+
+CLEARABLE = ("done", "failed", "cancelled")
+ELSEWHERE_WAIT = 10.0  # seconds `jobs pause|cancel` waits for the process running the job
 
 
 def cmd_pull(args: argparse.Namespace, ctx: Any) -> int:
@@ -99,11 +112,12 @@ def _existing_job(service: Any, spec: JobSpec) -> str | None:
     return None
 
 
-def run_jobs(ctx: Any, job_ids: list[str], *, json_mode: bool = False, quiet: bool = False
-             ) -> int:
+def run_jobs(ctx: Any, job_ids: list[str], *, json_mode: bool = False, quiet: bool = False,
+             report_done: bool = True) -> int:
     """Run jobs in the foreground with progress output; Ctrl-C pauses them.
 
-    Returns 0 if all finished, 130 if paused by the user, 1 if any failed.
+    Returns 0 if all finished, 130 if paused by the user, 1 if any failed. A job that found
+    everything installed already says so (and its record is not kept).
     """
     service = ctx.services.downloads
     renderer: _Renderer = _JsonRenderer() if json_mode else (
@@ -113,7 +127,12 @@ def run_jobs(ctx: Any, job_ids: list[str], *, json_mode: bool = False, quiet: bo
     failed = [r for r in records if r.state == "failed"]
     paused = [r for r in records if r.state in ("paused", "queued")]
     for r in records:
-        if r.state == "done" and not json_mode:
+        note = service.note(r.id) if r.state == "done" else None
+        if note is not None:
+            if not json_mode:
+                print(clean_line(f"{r.name}: {note}"))
+            service.forget(r.id)
+        elif r.state == "done" and not json_mode and report_done:
             where = r.dest or ""
             model = f" as {r.model_id}" if r.model_id else ""
             print(clean_line(f"{r.name}: done{model} ({where})"))
@@ -128,15 +147,33 @@ def run_jobs(ctx: Any, job_ids: list[str], *, json_mode: bool = False, quiet: bo
         if len(failed) == 1 and len(records) == 1:
             raise _JobFailed(failed[0])
         for r in failed:
-            print(f"modeldeck: error: {clean_line(f'{r.name}: {r.error}')}", file=sys.stderr)
+            print(f"modeldeck: error: {clean_line(failure_line(r))}", file=sys.stderr)
         return 1
     return 0
 
 
 class _JobFailed(ModelDeckError):
     def __init__(self, job: JobRecord) -> None:
-        hint = f"retry with: modeldeck jobs retry {job.id}" if job.files else None
-        super().__init__(f"{job.name}: {job.error}", hint=hint)
+        super().__init__(failure_line(job))
+
+
+def failure_line(job: JobRecord, *, named: bool = True) -> str:
+    """A failed job in one line, each part said once: its name (unless the error starts with
+    it already, or ``named`` is False: the caller shows it), the error, and how to retry it
+    (with its id)."""
+    error = " ".join((job.error or "failed").split())
+    name = job.name
+    if not named:
+        text = error.removeprefix(f"{name}: ")
+    elif error.startswith(name) or (job.files and error.startswith(job.files[0].path)):
+        text = error
+    else:
+        text = f"{name}: {error}"
+    if "`modeldeck jobs retry`" in text:
+        text = text.replace("`modeldeck jobs retry`", f"`modeldeck jobs retry {job.id}`")
+    elif job.files and "jobs retry" not in text:
+        text += f" (retry with: modeldeck jobs retry {job.id})"
+    return text
 
 
 async def _run(service: Any, job_ids: list[str], renderer: _Renderer) -> list[JobRecord]:
@@ -184,36 +221,83 @@ def cmd_jobs(args: argparse.Namespace, ctx: Any) -> int:
     """Handler of ``modeldeck jobs``."""
     service = ctx.services.downloads
     if args.action == "list":
-        jobs = service.list_jobs()
-        if args.json:
-            ctx.print_json([j.to_dict() for j in jobs])
-            return 0
-        if not jobs:
-            print("no download jobs")
-            return 0
-        for j in jobs:
-            total = _size(j.total_bytes) if j.total_bytes is not None else "?"
-            line = f"{j.id}  {j.state:<11} {_size(j.done_bytes):>10} / {total:<10} {j.name}"
-            if j.error:
-                line += f"  ({j.error})"
-            print(clean_line(line))
-        return 0
+        return _list_jobs(ctx, args, service)
+    if args.action == "clear":
+        return _clear_jobs(ctx, args, service)
+    if args.clear or args.all:
+        raise InvalidInputError("--done, --failed, --cancelled and --all go with `jobs clear`")
     if not args.job_id:
         raise InvalidInputError(f"jobs {args.action} needs a job id", hint="see 'modeldeck jobs'")
     if args.action in ("pause", "cancel"):
-        method = service.pause if args.action == "pause" else service.cancel
-        job = asyncio.run(method(args.job_id))
-        if job.state in ("paused", "cancelled"):
-            _report(ctx, args, job, f"{job.id} {job.state}")
-        else:
-            _report(ctx, args, job, f"{job.id} runs in another process; asked it to "
-                                    f"{args.action}")
-        return 0
+        return _halt(ctx, args, service)
     job = service.resume(args.job_id) if args.action == "resume" else service.retry(args.job_id)
     if args.no_wait:
         _report(ctx, args, job, f"{job.id} queued (it runs when the dashboard starts)")
         return 0
     return run_jobs(ctx, [job.id], json_mode=args.json, quiet=args.quiet)
+
+
+def _list_jobs(ctx: Any, args: argparse.Namespace, service: Any) -> int:
+    """Every job in its live state (see :meth:`DownloadService.live_jobs`)."""
+    jobs = service.live_jobs()
+    if args.json:
+        ctx.print_json([j.to_dict() for j in jobs])
+        return 0
+    if not jobs:
+        print("no download jobs")
+        return 0
+    for j in jobs:
+        total = _size(j.total_bytes) if j.total_bytes is not None else "?"
+        line = f"{j.id}  {j.state:<11} {_size(j.done_bytes):>10} / {total:<10} {j.name}"
+        if j.interrupted:
+            line += f"  (not running; `modeldeck jobs resume {j.id}` continues it)"
+        elif j.error:
+            line += f"  ({failure_line(j, named=False) if j.state == 'failed' else j.error})"
+        print(clean_line(line))
+    return 0
+
+
+def _halt(ctx: Any, args: argparse.Namespace, service: Any) -> int:
+    """``jobs pause|cancel``: here, or asked of the process running it (and waited for)."""
+    import time
+
+    method = service.pause if args.action == "pause" else service.cancel
+    job = asyncio.run(method(args.job_id))
+    wanted = "paused" if args.action == "pause" else "cancelled"
+    deadline = time.monotonic() + ELSEWHERE_WAIT
+    while job.state != wanted and job.control and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = service.get_job(job.id)
+    if job.state == wanted:
+        _report(ctx, args, job, f"{job.id} {job.state}")
+        return 0
+    if job.state in TERMINAL_STATES:
+        raise InvalidInputError(f"job {job.id} finished ({job.state}) before it could be "
+                                f"{wanted}")
+    raise InvalidInputError(
+        f"job {job.id} runs in another process, which did not answer within "
+        f"{ELSEWHERE_WAIT:.0f} s", hint=f"it will be {wanted} when that process sees the request")
+
+
+def _clear_jobs(ctx: Any, args: argparse.Namespace, service: Any) -> int:
+    """``jobs clear``: forget ended jobs (and their partials); never an installed model."""
+    if args.job_id:
+        raise InvalidInputError("jobs clear takes no job id",
+                                hint="pick jobs with --done, --failed, --cancelled or --all")
+    states = tuple(args.clear or CLEARABLE) + (("paused",) if args.all else ())
+    cleared, freed = [], 0
+    for job in service.live_jobs():
+        if job.state in states and not job.interrupted:
+            freed += service.forget(job.id)
+            cleared.append(job)
+    if args.json:
+        ctx.print_json({"cleared": [j.id for j in cleared], "freed_bytes": freed})
+        return 0
+    for j in cleared:
+        print(clean_line(f"cleared {j.id}  {j.state:<9} {j.name}"))
+    print(f"cleared {len(cleared)} job{'s' if len(cleared) != 1 else ''}"
+          + (f"; partials freed {_size(freed)}" if freed else ""))
+    return 0
 
 
 def _report(ctx: Any, args: argparse.Namespace, job: JobRecord, text: str) -> None:
@@ -267,15 +351,19 @@ class _JsonRenderer(_Renderer):
 
 
 class _QuietRenderer(_Renderer):
+    """One line per change of state or retry (``x.gguf: connecting, try 3, connection
+    refused``); the end is reported once, by the caller."""
+
     def __init__(self) -> None:
         self._states: dict[str, str] = {}
 
     def update(self, event: DownloadEvent) -> None:
-        if self._states.get(event.job_id) != event.state:
-            self._states[event.job_id] = event.state
-            if event.state in ("failed",) or event.state in TERMINAL_STATES:
+        status = event.status
+        if self._states.get(event.job_id) != status:
+            self._states[event.job_id] = status
+            if event.state in TERMINAL_STATES:
                 return
-            print(clean_line(f"{event.name}: {event.state}"), file=sys.stderr)
+            print(clean_line(f"{event.name}: {status}"), file=sys.stderr)
 
 
 class _RichRenderer(_Renderer):
@@ -313,7 +401,7 @@ class _RichRenderer(_Renderer):
             "size": f"{_size(event.done_bytes)}/{_size(event.total_bytes)}",
             "speed": f"{_size(event.speed)}/s",
             "eta": f"ETA {_eta(event.eta)}",
-            "state": event.state if event.state != "failed" else "failed",
+            "state": clean_line(event.status, 60),
         }
         task = self._jobs.get(event.job_id)
         if task is None:

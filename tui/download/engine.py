@@ -33,7 +33,7 @@ import httpx
 
 from tui.download import rawfetch
 from tui.download.aio import in_thread
-from tui.download.errors import BadServerError, DiskFullError, DownloadError
+from tui.download.errors import BadServerError, DiskFullError, DownloadError, failure_reason
 from tui.download.http import HttpStatusError, RetryPolicy, Transport, strip_query
 from tui.download.jobs import JobFile
 from tui.download.preflight import disk_full_error, is_disk_full
@@ -123,6 +123,7 @@ class TransferContext:
     auth_origin: str | None = None
     on_bytes: Callable[[int], None] = lambda n: None
     on_state: Callable[[str], None] = lambda s: None
+    on_retry: Callable[[int, str], None] = lambda attempt, reason: None  # next try, last error
     map_error: Callable[[HttpStatusError], Exception] | None = None
 
 
@@ -411,7 +412,7 @@ class FileTransfer:
                 ):
                     raise
                 retry_after = None
-                reason = type(exc).__name__
+                reason = failure_reason(exc)
                 if isinstance(exc, httpx.ReadTimeout):
                     self.ctx.on_state("stalled")
             await writer.drain()
@@ -422,6 +423,7 @@ class FileTransfer:
                     hint="run `modeldeck jobs retry` to try again",
                 )
             delay = self.ctx.policy.delay(failures, retry_after)
+            self.ctx.on_retry(failures + 1, reason)
             log.debug("segment %s of %s: %s; retry in %.2fs", seg[0], self.jf.path, reason, delay)
             await asyncio.sleep(delay)
 

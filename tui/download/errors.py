@@ -1,7 +1,9 @@
-"""Download errors (one line, actionable, secret-free) and token redaction."""
+"""Download errors (one line, actionable, secret-free), token redaction, and the short
+reason of a failed attempt."""
 
 from __future__ import annotations
 
+import errno
 import re
 
 from tui.errors import ModelDeckError
@@ -57,3 +59,46 @@ def gated_message(repo: str) -> GatedRepoError:
         hint=f"accept the licence at https://huggingface.co/{repo} and set HF_TOKEN "
         "or run `hf auth login`",
     )
+
+
+_ERRNO_RE = re.compile(r"\[Errno (-?\d+)\]")
+_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ECONNABORTED: "connection aborted",
+    errno.EPIPE: "connection closed",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ETIMEDOUT: "timed out",
+    -2: "host not found",  # EAI_NONAME
+    -3: "name lookup failed, try again",  # EAI_AGAIN
+    -5: "host not found",  # EAI_NODATA
+}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why one request failed, in a few lowercase words (``connection refused``, ``HTTP 503``,
+    ``no data (stalled)``); never a URL or a secret."""
+    import httpx
+
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and not isinstance(exc, OSError):
+        return f"HTTP {status}"
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return redact(" ".join(reason.split()))[:80]
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connecting timed out"
+    if isinstance(exc, httpx.TimeoutException):
+        return "no data (stalled)"
+    code = exc.errno if isinstance(exc, OSError) and exc.errno is not None else None
+    if code is None:
+        match = _ERRNO_RE.search(str(exc))
+        code = int(match.group(1)) if match else None
+    if code in _REASONS:
+        return _REASONS[code]
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "connection dropped"
+    if isinstance(exc, httpx.ConnectError):
+        return "cannot connect"
+    return type(exc).__name__

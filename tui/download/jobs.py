@@ -69,6 +69,7 @@ class JobRecord:
     updated_at: float = 0.0
     files: list[JobFile] = field(default_factory=list)
     unreadable: bool = False  # the stored spec could not be read back: never run it
+    interrupted: bool = False  # recorded as running, but no process runs it (not stored)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (for ``jobs --json``)."""
@@ -76,7 +77,8 @@ class JobRecord:
             "id": self.id, "kind": self.kind, "name": self.name, "state": self.state,
             "dest": self.dest, "total_bytes": self.total_bytes, "done_bytes": self.done_bytes,
             "error": self.error, "model_id": self.model_id, "created_at": self.created_at,
-            "updated_at": self.updated_at, "files": [f.to_dict() for f in self.files],
+            "updated_at": self.updated_at, "interrupted": self.interrupted,
+            "files": [f.to_dict() for f in self.files],
         }
 
 
@@ -183,22 +185,18 @@ class JobStore:
                 tx.execute("UPDATE jobs SET spec = ?, kind = ? WHERE id = ?",
                            (spec.to_json(), spec.kind, job_id))
 
-    def save_files(self, job_id: str, files: list[JobFile], live_state: str | None = None
-                   ) -> None:
-        """Flush per-file progress, validators and segments plus the job's byte counter.
-
-        ``live_state`` (a running job's state: downloading, stalled, …) is stored too, unless
-        the row already holds a stopped or final state (paused, done, failed, cancelled),
-        which a late flush must never overwrite.
-        """
+    def save_files(self, job_id: str, files: list[JobFile], state: str | None = None) -> None:
+        """Flush per-file progress, validators and segments plus the job's byte counter, and
+        ``state`` (a running job's live state) unless the row already holds one it ended in
+        (paused, done, failed, cancelled: a late flush never undoes an end)."""
         with self.db.write() as tx:
-            if live_state is not None:
+            if state is not None:
                 marks = ",".join("?" * len(ACTIVE_STATES))
-                tx.execute(
-                    f"UPDATE jobs SET state = ? WHERE id = ? AND state != ? "
-                    f"AND state IN ({marks})",
-                    (live_state, job_id, live_state, *ACTIVE_STATES),
-                )
+                tx.execute(f"UPDATE jobs SET state = ?, updated_at = ? WHERE id = ? "
+                           f"AND state IN ({marks})",
+                           (state, time.time(), job_id, *ACTIVE_STATES))
+            if not files:
+                return
             tx.executemany(
                 "UPDATE job_files SET size = ?, etag = ?, last_modified = ?, state = ?, "
                 "done_bytes = ?, segments = ?, error = ? WHERE job_id = ? AND path = ?",
@@ -240,6 +238,12 @@ class JobStore:
                     "WHERE j.state NOT IN ('done', 'cancelled')"
                 ) if isinstance(r[0], str)
             }
+
+    def dests(self) -> set[str]:
+        """Every destination any job (in any state) has planned."""
+        with self.db.read() as conn:
+            return {r[0] for r in conn.execute("SELECT DISTINCT dest FROM job_files")
+                    if isinstance(r[0], str)}
 
     def reset_files(self, job_id: str) -> None:
         """Forget the plan (files are re-resolved on the next run)."""

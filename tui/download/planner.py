@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,24 @@ from tui.download.sources import JobSpec, url_filename
 from tui.download.verify import git_blob_sha1_file
 from tui.errors import InvalidInputError, NotFoundError
 from tui.hub.client import HubClient, HubFile, RepoListing, gguf_quant, validate_repo_id
-from tui.safe_paths import safe_join, validate_remote_name
+from tui.safe_paths import check_name_bytes, fit_filename, safe_join, validate_remote_name
+from tui.store.records import ModelFile, ModelRecord
 
 MAX_BLOB_COMPARE = 64 << 20  # a file on disk up to this size is compared by git blob id
 
 
+STAGE_DIR = ".modeldeck-update"  # an update's new files, until all of them are verified
+KEPT_DIR = ".modeldeck-prev"  # the files an update replaced, for ``update --rollback``
+
+
 @dataclass(slots=True)
 class Plan:
-    """Resolved job: model root folder, files, registration info."""
+    """Resolved job: model root folder, files, registration info.
+
+    ``installed`` lists the models that already hold all of it (nothing to download);
+    ``update_of`` is the model an update replaces files of (``files`` are then only the
+    changed ones, staged under ``<root>/.modeldeck-update/<commit>/``).
+    """
 
     root: Path
     files: list[JobFile]
@@ -40,6 +50,8 @@ class Plan:
     revision: str | None
     catalog_id: str | None = None
     name: str | None = None
+    installed: list[ModelRecord] = field(default_factory=list)
+    update_of: str | None = None
 
 
 def resolve_catalog(spec: JobSpec, catalog: Any) -> JobSpec:
@@ -102,6 +114,7 @@ def plan_hub(spec: JobSpec, listing: RepoListing, models_dir: Path, hub: HubClie
     files: list[JobFile] = []
     for f in select_hub_files(listing, spec):
         dest = safe_join(root, f.path)  # validates the remote name first
+        check_name_bytes(f.path)
         sha256 = f.sha256
         wanted = spec.file_sha256.get(f.path)
         if wanted and sha256 and wanted != sha256:
@@ -127,6 +140,7 @@ def plan_url(spec: JobSpec, models_dir: Path) -> Plan:
     validate_remote_name(filename)
     if "/" in filename:
         raise InvalidInputError(f"file name {filename[:80]!r} must not contain '/'")
+    filename = fit_filename(filename)
     root = models_dir / "direct"
     dest = safe_join(root, filename)
     return Plan(
@@ -135,6 +149,89 @@ def plan_url(spec: JobSpec, models_dir: Path) -> Plan:
         source="catalog" if spec.catalog_id else "url", source_ref=url, revision=None,
         catalog_id=spec.catalog_id, name=spec.name,
     )
+
+
+def installed_match(plan: Plan, spec: JobSpec, models: list[ModelRecord],
+                    unchanged: Callable[[ModelFile], bool]) -> list[ModelRecord]:
+    """The installed models that already hold every file of ``plan``, else ``[]``.
+
+    ``models`` are the installed models of the plan's source. A Hub file matches a recorded
+    file at its destination from the same commit (and the same sha256 when the Hub gives
+    one); a URL file a recorded file of the same URL (and the same sha256 when one is
+    asked for). Each must still be the file recorded (``unchanged``). On a match each planned
+    file's ``dest`` becomes the recorded path that holds it.
+    """
+    found: dict[str, ModelRecord] = {}
+    at: dict[int, str] = {}
+    for i, jf in enumerate(plan.files):
+        hit = None
+        for model in models:
+            for f in model.files:
+                if spec.kind == "hf":
+                    same = f.path == jf.dest and model.revision == plan.revision and (
+                        not jf.sha256 or (f.sha256 or "").lower() == jf.sha256.lower())
+                else:
+                    same = not jf.sha256 or (f.sha256 or "").lower() == jf.sha256.lower()
+                if same and unchanged(f):
+                    hit, at[i] = model, f.path
+                    break
+            if hit is not None:
+                break
+        if hit is None:
+            return []
+        found[hit.id] = hit
+    for i, path in at.items():
+        plan.files[i].dest = path
+    return list(found.values())
+
+
+def update_target(plan: Plan, models: list[ModelRecord]) -> ModelRecord | None:
+    """The installed model of the plan's repo, at another commit, made of exactly the
+    plan's files: pulling the repo again is then an update of it."""
+    if plan.revision is None or "://" in plan.source_ref:
+        return None
+    dests = {jf.dest for jf in plan.files}
+    for model in models:
+        if model.revision and model.revision != plan.revision and (
+                {f.path for f in model.files} == dests):
+            return model
+    return None
+
+
+def stage_update(plan: Plan, model: ModelRecord, unchanged: Callable[[ModelFile], bool]
+                 ) -> Plan:
+    """Turn ``plan`` (the repo at its new commit) into an update of ``model``: only the files
+    whose content changed are fetched, into ``<root>/.modeldeck-update/<commit>/<path>``; the
+    installed files stay where they are until every new one is verified.
+
+    A recorded file that is no longer the file ModelDeck recorded is refused (one line).
+    """
+    recorded = {f.path: f for f in model.files}
+    stage = plan.root / STAGE_DIR / str(plan.revision)[:12]
+    changed: list[JobFile] = []
+    for jf in plan.files:
+        rec = recorded[jf.dest]
+        dest = Path(jf.dest)
+        present = dest.exists() or dest.is_symlink()
+        if present and not unchanged(rec):
+            raise DownloadError(
+                f"{dest} changed since ModelDeck recorded it; not updating {model.id}",
+                hint=f"move it away or `modeldeck rm {model.id}`, then pull again")
+        if present and _same_content(rec, jf, dest):
+            continue
+        jf.dest = str(stage / dest.relative_to(plan.root))
+        changed.append(jf)
+    plan.files = changed
+    plan.update_of = model.id
+    return plan
+
+
+def _same_content(rec: ModelFile, jf: JobFile, dest: Path) -> bool:
+    if jf.sha256:
+        return (rec.sha256 or "").lower() == jf.sha256.lower()
+    if jf.blob_sha1 and rec.size <= MAX_BLOB_COMPARE:
+        return git_blob_sha1_file(dest) == jf.blob_sha1.lower()
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 JOB_STATES = (
-    "queued", "connecting", "downloading", "stalled", "verifying", "paused", "done", "failed",
-    "cancelled",
+    "queued", "connecting", "downloading", "stalled", "waiting", "verifying", "paused", "done",
+    "failed", "cancelled",
 )
-ACTIVE_STATES = ("queued", "connecting", "downloading", "stalled", "verifying")
+ACTIVE_STATES = ("queued", "connecting", "downloading", "stalled", "waiting", "verifying")
 TERMINAL_STATES = ("done", "failed", "cancelled")
 
 
@@ -30,7 +30,11 @@ class DownloadEvent:
 
     ``speed`` is bytes/s (EWMA-smoothed), ``eta`` seconds (None when unknown), ``error`` the
     one-line reason when ``state == "failed"``, ``warning`` a one-line caution about the job
-    that does not stop it (e.g. the models dir is on a network file system).
+    that does not stop it (e.g. the models dir is on a network file system). While requests
+    fail and are retried with nothing arriving, ``attempt`` is the try under way (2, 3, …)
+    and ``detail`` why the last one failed (``connection refused``); both are None again
+    once bytes arrive. ``note`` says what a finished job did when that is not a download
+    (``already installed as qwen-q4 (commit 1a2b3c4); nothing to do``).
     """
 
     job_id: str
@@ -44,6 +48,9 @@ class DownloadEvent:
     error: str | None = None
     warning: str | None = None
     timestamp: float = field(default_factory=time.time)
+    attempt: int | None = None
+    detail: str | None = None
+    note: str | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -51,6 +58,13 @@ class DownloadEvent:
         if not self.total_bytes:
             return None
         return min(1.0, self.done_bytes / self.total_bytes)
+
+    @property
+    def status(self) -> str:
+        """The state as one short phrase: ``connecting, try 3, connection refused``."""
+        if self.attempt is None:
+            return self.state
+        return ", ".join(filter(None, (self.state, f"try {self.attempt}", self.detail)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (one ``--json`` line)."""

@@ -36,14 +36,19 @@ from tui.download.errors import (
 )
 from tui.download.http import HttpStatusError, RetryPolicy, Transport, make_client, origin
 from tui.download.jobs import JobFile, JobRecord, JobStore
+from tui.download.partials import remove_partial
 from tui.download.planner import (
+    STAGE_DIR,
     Claim,
     Plan,
     file_source,
+    installed_match,
     place_files,
     plan_hub,
     plan_url,
     resolve_catalog,
+    stage_update,
+    update_target,
 )
 from tui.download.preflight import DestLock, check_free_space, network_fs_warning
 from tui.download.progress import (
@@ -84,6 +89,10 @@ class _Runtime:
         self.meter = SpeedMeter()
         self.throttle = EventThrottle()
         self.stop_reason: str | None = None  # paused | cancelled | queued (shutdown) | failed
+        self.attempt: int | None = None  # the try under way while requests keep failing
+        self.detail: str | None = None  # why the last try failed
+        self.note: str | None = None  # what a job that downloaded nothing did
+        self.persisted: tuple[str, int] | None = None  # (state, done bytes) last flushed
         self.store_error: StoreError | None = None  # the inventory broke or vanished mid-run
         self.task: asyncio.Task[None] | None = None
 
@@ -102,7 +111,7 @@ class _Runtime:
 class DownloadService:
     """Jobs, queue, verification and registration of downloads."""
 
-    flush_interval = 0.5  # seconds between persisting segment offsets
+    flush_interval = 1.0  # seconds between persisting state, progress and segment offsets
 
     def __init__(
         self, settings: Settings, db: Database, inventory: Inventory, catalog: Any = None
@@ -127,6 +136,7 @@ class DownloadService:
         self._verified: dict[str, str] = {}  # dest -> how it was verified (see ModelFile)
         self._background: set[asyncio.Future[None]] = set()
         self._elsewhere: dict[str, DownloadError] = {}  # job id -> "running in pid N"
+        self._notes: dict[str, str] = {}  # job id -> what it did instead of downloading
 
     # -- subscriptions --------------------------------------------------------------------
 
@@ -169,6 +179,7 @@ class DownloadService:
             total_bytes=total, speed=speed, eta=eta, error=rt.error, warning=rt.warning,
             files=tuple(FileProgress(f.path, f.done_bytes, f.size, f.state)
                         for f in rt.job.files),
+            attempt=rt.attempt, detail=rt.detail, note=rt.note,
         )
         self._publish(event)
 
@@ -337,10 +348,9 @@ class DownloadService:
             rt.task.cancel()
             await self._await_runners([job.id])
             return self.jobs.require(job.id)
+        _refuse_ended(job, state)
         if job.id in self._queue:
             self._queue.remove(job.id)
-        if job.state in TERMINAL_STATES and not (state == "cancelled" and job.state == "failed"):
-            return job
         if self._held_elsewhere(job.id):
             self.jobs.request(job.id, "pause" if state == "paused" else "cancel")
             return self.jobs.require(job.id)
@@ -375,20 +385,58 @@ class DownloadService:
         self._queue_job(job.id)
         return self.jobs.require(job.id)
 
-    def forget(self, job_id: str) -> None:
-        """Delete a finished, failed or cancelled job's record (partials of a failed one too)."""
+    def forget(self, job_id: str) -> int:
+        """Delete an ended (done, failed, cancelled) or paused job's record, its partials and
+        its lock; returns the bytes the partials freed. Running jobs are refused, as are
+        jobs another process runs."""
         job = self.jobs.require(job_id)
-        if job.state in ACTIVE_STATES or job.id in self._runtimes:
+        if job.id in self._runtimes or job.id in self._queue or (
+                job.state in ACTIVE_STATES and self._held_elsewhere(job.id)):
             raise InvalidInputError(f"job {job.id} is {job.state}; pause or cancel it first")
-        if job.state != "done":
-            self._delete_partials(job)
+        freed = self._delete_partials(job) if job.state != "done" else 0
         self.jobs.delete(job.id)
+        if job.spec.update_of:  # its staging folders, if ModelDeck's and empty now
+            from tui.inventory_ops import remove_empty_dirs
 
-    def _delete_partials(self, job: JobRecord) -> None:
-        for f in job.files:
-            if f.state != "installed":
-                with contextlib.suppress(OSError):
-                    os.unlink(f.dest + ".part")
+            remove_empty_dirs(self.inventory, {p for f in job.files for p in Path(f.dest).parents
+                                               if STAGE_DIR in p.parts})
+        lock = self._job_lock(job.id)
+        if lock.path.exists():
+            with contextlib.suppress(DownloadError, OSError):
+                lock.acquire()
+                lock.release(remove=True)
+        return freed
+
+    def _delete_partials(self, job: JobRecord) -> int:
+        """Delete the job's partial files that nothing else uses (see
+        :func:`tui.download.partials.remove_partial`); the bytes freed."""
+        return sum(
+            remove_partial(f.dest, jobs=self.jobs, inventory=self.inventory, exclude=job.id,
+                           root=Path(self.settings.models_dir))
+            for f in job.files if f.state != "installed"
+        )
+
+    def live_jobs(self) -> list[JobRecord]:
+        """Every job, oldest first, in its true state now: a job this process runs with its
+        in-memory state and bytes; one another process runs as that process last recorded it
+        (at most ``flush_interval`` old); one recorded as running by a process that is gone
+        as ``queued`` with ``interrupted`` set (it resumes at the next start or
+        ``modeldeck jobs resume``)."""
+        jobs = self.jobs.list()
+        for job in jobs:
+            rt = self._runtimes.get(job.id)
+            if rt is not None:
+                job.state, job.done_bytes, job.error = rt.state, rt.done, rt.error
+                job.total_bytes = rt.total if rt.total is not None else job.total_bytes
+            elif job.state in ACTIVE_STATES and job.state != "queued" and not (
+                    self._held_elsewhere(job.id)):
+                job.state, job.interrupted = "queued", True
+        return jobs
+
+    def note(self, job_id: str) -> str | None:
+        """What a job this process ran did when that was not a download (see
+        :attr:`DownloadEvent.note`)."""
+        return self._notes.get(job_id)
 
     def _job_lock(self, job_id: str) -> DestLock:
         return DestLock(self.settings.state_dir / "jobs" / job_id)
@@ -435,8 +483,12 @@ class DownloadService:
         try:
             self._set_state(rt, "connecting")
             self.jobs.set_state(job.id, "connecting", clear_control=False)
-            plan = await self._plan(job)
+            rt.persisted = ("connecting", job.done_bytes)
             flusher = asyncio.create_task(self._flush_loop(rt), name=f"flush-{job.id}")
+            plan = await self._plan(job)
+            if plan.installed:
+                self._already_installed(rt, plan)
+                return
             await self._download_all(rt, plan)
             self._set_state(rt, "verifying")
             done = asyncio.ensure_future(asyncio.to_thread(self._finish, job, plan))
@@ -494,13 +546,21 @@ class DownloadService:
             self.jobs.save_files(rt.job.id, snapshot)
 
     async def _flush_loop(self, rt: _Runtime) -> None:
+        """Every ``flush_interval``: persist the job's live state (``downloading``,
+        ``stalled``, ``waiting``, ``verifying``…), byte counts and segment offsets when they
+        changed (what ``modeldeck jobs`` in another process shows), and apply a pause or
+        cancel asked for by another process. The one place progress is written while a job
+        runs."""
         while True:
             await asyncio.sleep(self.flush_interval)
             snapshot = [_copy_file(f) for f in rt.job.files]
+            now = (rt.state, sum(f.done_bytes for f in snapshot))
+            state = rt.state if rt.state in ACTIVE_STATES else None
             try:
                 # The live state goes with the bytes: other processes show it (tui.store.changes).
-                live = rt.state if rt.state in ACTIVE_STATES else None
-                await in_thread(self.jobs.save_files, rt.job.id, snapshot, live)
+                if now != rt.persisted:
+                    await in_thread(self.jobs.save_files, rt.job.id, snapshot, state)
+                    rt.persisted = now
                 control = await in_thread(self.jobs.control, rt.job.id)
             except StoreError as exc:  # e.g. the inventory was deleted: stop, keep the partial
                 rt.store_error = exc
@@ -527,13 +587,57 @@ class DownloadService:
             plan = plan_hub(spec, listing, models_dir, self.hub)
         else:
             plan = plan_url(spec, models_dir)
-        with self.db.write():  # claim the destinations in one transaction (other processes)
-            place_files(plan, spec, lambda dest: self._claims_at(dest, job.id))
+        plan = await in_thread(self._against_installed, spec, plan)
+        if plan.update_of:
+            spec.update_of = plan.update_of
+        if plan.installed:  # nothing to fetch: recorded as there already, nothing claimed
+            for f in plan.files:
+                f.state, f.done_bytes = "installed", f.size or 0
             self.jobs.set_plan(job.id, str(plan.root), plan.files, spec)
+        else:
+            with self.db.write():  # claim the destinations in one transaction (other processes)
+                place_files(plan, spec, lambda dest: self._claims_at(dest, job.id))
+                self.jobs.set_plan(job.id, str(plan.root), plan.files, spec)
         job.spec = spec
         job.files = plan.files
         job.dest = str(plan.root)
         return plan
+
+    def _against_installed(self, spec: JobSpec, plan: Plan) -> Plan:
+        """Compare a fresh plan with what is installed from the same source: all of it there
+        already (same commit / URL, same sha256, files unchanged) → ``plan.installed``; the
+        same repo's model at another commit → an update of it (only changed files, staged)."""
+        from tui.inventory_ops import file_unchanged
+
+        models = [m for m in self.inventory.list_models(status="installed")
+                  if m.source_ref == plan.source_ref]
+        if not models:
+            return plan
+        plan.installed = installed_match(plan, spec, models, file_unchanged)
+        if plan.installed:
+            return plan
+        target = self.inventory.get_model(spec.update_of) if spec.update_of else (
+            update_target(plan, models))
+        if target is not None and target.revision != plan.revision:
+            from tui.updates import make_dirs
+
+            plan = stage_update(plan, target, file_unchanged)
+            make_dirs(self.inventory, plan.root, {Path(f.dest).parent for f in plan.files})
+        return plan
+
+    def _already_installed(self, rt: _Runtime, plan: Plan) -> None:
+        """Finish a job whose files are all installed already: done, nothing written."""
+        ids = ", ".join(m.id for m in plan.installed)
+        if plan.revision:
+            what = f"commit {plan.revision[:7]}"
+        else:
+            sha = next((f.sha256 for m in plan.installed for f in m.files if f.sha256), None)
+            what = f"sha256 {sha[:12]}…" if sha else "same URL"
+        rt.note = self._notes[rt.job.id] = f"already installed as {ids} ({what}); nothing to do"
+        rt.job.model_id = plan.installed[0].id
+        self.jobs.set_model(rt.job.id, rt.job.model_id)
+        self._record(rt, "done")
+        self._set_state(rt, "done")
 
     def _claims_at(self, dest: Path, job_id: str) -> list[Claim]:
         """Who else holds ``dest``: unfinished jobs, an installed model, or a file on disk."""
@@ -611,14 +715,24 @@ class DownloadService:
             first_url and origin(first_url) == origin(endpoint))
 
         def on_bytes(n: int) -> None:
+            cleared = n > 0 and rt.attempt is not None
+            if cleared:  # bytes arrive again: the retry count is history
+                rt.attempt = rt.detail = None
             if rt.state != "downloading":
                 self._set_state(rt, "downloading")
+            elif cleared:
+                self._emit(rt, force=True)
             elif n:
                 self._emit(rt)
 
         def on_state(state: str) -> None:
-            if state != rt.state and rt.state in ("downloading", "stalled", "connecting"):
+            if state != rt.state and rt.state in ("downloading", "stalled", "connecting",
+                                                   "waiting"):
                 self._set_state(rt, state)
+
+        def on_retry(attempt: int, reason: str) -> None:
+            rt.attempt, rt.detail = attempt, redact(" ".join(reason.split()))[:120]
+            self._emit(rt, force=True)
 
         return TransferContext(
             transport=self._transport_for(),
@@ -628,6 +742,7 @@ class DownloadService:
             auth_origin=endpoint if hub_like else None,
             on_bytes=on_bytes,
             on_state=on_state,
+            on_retry=on_retry,
             map_error=lambda exc: _map_http_error(job, exc),
         )
 
@@ -694,24 +809,49 @@ class DownloadService:
         return True
 
     def _finish(self, job: JobRecord, plan: Plan) -> list[Any]:
-        """Register verified files and mark the job done in one transaction (in a thread)."""
+        """Register verified files and mark the job done in one transaction (in a thread).
+        An update swaps its staged files in first (:func:`tui.updates.finish_update`)."""
         from tui.registration import register_download
 
         files = [
             (Path(f.dest), int(f.size or 0), self._sha.get(f.dest) or f.sha256) for f in job.files
         ]
+        verified = {Path(f.dest): v for f in job.files if (v := self._verified.get(f.dest))}
+        if job.spec.update_of:
+            from tui.updates import finish_update
+
+            records = finish_update(self.settings, self.inventory, job.spec.update_of, plan,
+                                    files, verified)
+            with self.db.write():
+                self.jobs.save_files(job.id, [_copy_file(f) for f in job.files])
+                self.jobs.set_model(job.id, records[0].id if records else None)
+                self.jobs.set_state(job.id, "done")
+            return records
         with self.db.write():
             records = register_download(
                 self.inventory, model_root=plan.root, files=files, source=plan.source,
                 source_ref=plan.source_ref, revision=plan.revision, catalog_id=plan.catalog_id,
-                name=plan.name,
-                verified={Path(f.dest): v for f in job.files
-                          if (v := self._verified.get(f.dest))},
+                name=plan.name, verified=verified,
+                tracked=(job.spec.revision or "main") if job.spec.kind == "hf" else None,
             )
             self.jobs.save_files(job.id, [_copy_file(f) for f in job.files])
             self.jobs.set_model(job.id, records[0].id if records else None)
             self.jobs.set_state(job.id, "done")
         return records
+
+
+def _refuse_ended(job: JobRecord, state: str) -> None:
+    """One line for pausing or cancelling a job that is not going anywhere (a failed job may
+    still be cancelled: that drops its partial)."""
+    verb = "pause" if state == "paused" else "cancel"
+    if job.state in TERMINAL_STATES and not (state == "cancelled" and job.state == "failed"):
+        hint = (f"`modeldeck jobs retry {job.id}` runs it again"
+                if job.state in ("failed", "cancelled") else None)
+        raise InvalidInputError(f"job {job.id} already finished ({job.state}); nothing to {verb}",
+                                hint=hint)
+    if job.state == "paused" and state == "paused":
+        raise InvalidInputError(f"job {job.id} is already paused; nothing to pause",
+                                hint=f"`modeldeck jobs resume {job.id}` continues it")
 
 
 def _refuse_unreadable(job: JobRecord) -> None:
@@ -737,7 +877,7 @@ def _plan_from_record(job: JobRecord, root: Path) -> Plan:
     else:
         source, ref = ("catalog" if spec.catalog_id else "url"), str(spec.url)
     return Plan(root=root, files=job.files, source=source, source_ref=ref, revision=revision,
-                catalog_id=spec.catalog_id, name=spec.name)
+                catalog_id=spec.catalog_id, name=spec.name, update_of=spec.update_of)
 
 
 def _verification(jf: JobFile, *, size_known: bool) -> str:

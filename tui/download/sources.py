@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from tui.errors import InvalidInputError
+from tui.safe_paths import safe_filename
 
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -23,6 +24,8 @@ class JobSpec:
     a manifest), ``"url"`` (``url`` + optional ``sha256``, ``filename``) or ``"catalog"``
     (``catalog_id`` + optional ``quant``; resolved through the catalog).
     ``connections`` and ``limit_rate`` (bytes/s) override the settings for this job.
+    ``update_of`` names the installed model a Hub job updates (set by planning or by
+    ``modeldeck update``): only changed files are fetched, then swapped in together.
     """
 
     kind: str
@@ -40,6 +43,7 @@ class JobSpec:
     connections: int | None = None
     limit_rate: int | None = None
     file_sha256: dict[str, str] = field(default_factory=dict)
+    update_of: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("hf", "url", "catalog"):
@@ -56,6 +60,8 @@ class JobSpec:
             if not _SHA256_RE.match(self.sha256):
                 raise InvalidInputError("--sha256 must be 64 hex digits")
             self.sha256 = self.sha256.lower()
+        if self.update_of is not None and not isinstance(self.update_of, str):
+            raise InvalidInputError("update_of must be a model id")
         for path, sha in list(self.file_sha256.items()):
             if not _SHA256_RE.match(sha or ""):
                 raise InvalidInputError(f"sha256 for {path[:80]!r} must be 64 hex digits")
@@ -84,10 +90,11 @@ class JobSpec:
 
 
 def url_filename(url: str) -> str:
-    """The last path component of a URL (percent-decoded), or ``download``."""
-    path = unquote(urlparse(url).path)
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return name or "download"
+    """A usable file name from a URL's last path component (see
+    :func:`tui.safe_paths.safe_filename`): percent-decoded, NFKC, readable Unicode kept, at
+    most 250 bytes with its extension kept (``.part`` must fit too); ``download`` if empty."""
+    last = urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]
+    return safe_filename(unquote(last, errors="replace"))
 
 
 def parse_source(source: str, *, is_catalog_id: Any = None, **options: Any) -> JobSpec:

@@ -26,6 +26,7 @@ _QUANT_RE = re.compile(
     r"(?i)(?<![A-Za-z0-9])(I?Q[1-8](?:_[0-9A-Z]+)*|BF16|F16|F32|FP16|FP32)(?![A-Za-z0-9])"
 )
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+_COMMIT_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 
 
 def hub_endpoint() -> str:
@@ -165,6 +166,20 @@ class HubClient:
             gated=bool(info.gated),
             private=bool(info.private),
         )
+
+    def current_commit(self, repo: str, revision: str | None = None) -> str:
+        """The commit ``revision`` (branch, tag or commit; default main) of ``repo`` points at
+        now, from one small API call (no file list)."""
+        validate_repo_id(repo)
+        revision = revision or "main"
+        try:
+            info = self._api().model_info(repo, revision=revision, expand=["sha"])
+        except Exception as exc:
+            raise _translate(exc, repo, revision) from None
+        sha = info.sha if isinstance(info.sha, str) else ""
+        if not _COMMIT_RE.match(sha):
+            raise DownloadError(f"the Hub returned no commit for {repo}@{revision}")
+        return sha.lower()
 
     def search_gguf(self, query: str | None = None, limit: int = 50) -> list[HubSearchResult]:
         """GGUF models matching ``query``, most downloaded first."""

@@ -13,7 +13,8 @@ from tui.store.health import expected_schema, open_readonly, table_columns
 from tui.store.schema import MIGRATIONS
 
 # Parents before children (foreign keys); the scan cache is rebuilt by the next scan.
-SALVAGE_TABLES = ("custom_entries", "models", "model_files", "jobs", "job_files")
+SALVAGE_TABLES = ("custom_entries", "models", "model_files", "model_history", "jobs",
+                  "job_files")
 _BATCH = 500
 
 

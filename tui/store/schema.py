@@ -147,4 +147,18 @@ MIGRATIONS: list[str] = [
         UPDATE change_counters SET seq = seq + 1 WHERE name = 'jobs';
     END;
     """,
+    # 6: updates: the revision a Hub model follows, the commit (and files, kept aside) it had
+    # before its last update, an update's file swaps while they happen, the Hub's last answer.
+    """
+    CREATE TABLE model_history (
+        model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+        tracked TEXT,
+        previous_commit TEXT,
+        previous_files TEXT,
+        pending TEXT,
+        hub_commit TEXT,
+        checked_at REAL,
+        updated_at REAL NOT NULL
+    );
+    """,
 ]

@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 JOB_STATES = (
-    "queued", "connecting", "downloading", "stalled", "verifying", "paused", "done", "failed",
-    "cancelled",
+    "queued", "connecting", "downloading", "stalled", "waiting", "verifying", "paused", "done",
+    "failed", "cancelled",
 )
-ACTIVE_STATES = ("queued", "connecting", "downloading", "stalled", "verifying")
+ACTIVE_STATES = ("queued", "connecting", "downloading", "stalled", "waiting", "verifying")
 TERMINAL_STATES = ("done", "failed", "cancelled")
 
 
@@ -30,7 +30,8 @@ class DownloadEvent:
 
     ``speed`` is bytes/s (EWMA-smoothed), ``eta`` seconds (None when unknown), ``error`` the
     one-line reason when ``state == "failed"``, ``warning`` a one-line caution about the job
-    that does not stop it (e.g. the models dir is on a network file system).
+    that does not stop it (e.g. the models dir is on a network file system), ``detail`` what
+    a ``waiting`` job waits for ("waiting for the Hub's rate limit, 42 s", updated each second).
     """
 
     job_id: str
@@ -44,6 +45,7 @@ class DownloadEvent:
     error: str | None = None
     warning: str | None = None
     timestamp: float = field(default_factory=time.time)
+    detail: str | None = None
 
     @property
     def fraction(self) -> float | None:

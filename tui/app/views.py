@@ -314,9 +314,11 @@ def select_rows(
 # -- download jobs --------------------------------------------------------------------------
 
 JOB_STATES = (
-    "queued", "connecting", "downloading", "stalled", "verifying", "paused", "done", "failed",
+    "queued", "connecting", "downloading", "stalled", "waiting", "verifying", "paused", "done",
+    "failed",
 )
-ACTIVE_JOB_STATES = frozenset({"queued", "connecting", "downloading", "stalled", "verifying"})
+ACTIVE_JOB_STATES = frozenset({"queued", "connecting", "downloading", "stalled", "waiting",
+                               "verifying"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +335,7 @@ class JobView:
     error: str | None = None
     row_key: str | None = None  # model-table row this job feeds (``entry:<id>``)
     warning: str | None = None  # a caution that does not stop the job (network file system)
+    detail: str | None = None  # what a waiting job waits for ("… rate limit, 42 s")
 
     @property
     def active(self) -> bool:
@@ -354,9 +357,12 @@ def job_bytes_text(view: JobView) -> str:
 
 
 def job_speed_text(view: JobView) -> str:
-    """``12.0M/s ETA 5m20s`` while downloading; the error for failed jobs."""
+    """``12.0M/s ETA 5m20s`` while downloading; the error for failed jobs; what a waiting
+    job waits for."""
     if view.state == "failed":
         return view.error or "failed"
+    if view.state == "waiting":
+        return view.detail or ""
     if view.state != "downloading":
         return ""
     parts = [format_rate(view.speed_bps)]

@@ -161,6 +161,7 @@ def job_view_from(job: Any, row_key: str | None = None) -> JobView:
         error=pick("error"),
         row_key=row_key,
         warning=pick("warning"),
+        detail=pick("detail"),
     )
 
 

@@ -245,6 +245,13 @@ def _eta(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def _state_text(event: DownloadEvent) -> str:
+    """The state, or what a waiting job waits for ("waiting for the Hub's rate limit, 42 s")."""
+    if event.state == "waiting" and event.detail:
+        return event.detail
+    return event.state
+
+
 class _Renderer:
     def update(self, event: DownloadEvent) -> None:
         raise NotImplementedError
@@ -275,7 +282,7 @@ class _QuietRenderer(_Renderer):
             self._states[event.job_id] = event.state
             if event.state in ("failed",) or event.state in TERMINAL_STATES:
                 return
-            print(clean_line(f"{event.name}: {event.state}"), file=sys.stderr)
+            print(clean_line(f"{event.name}: {_state_text(event)}"), file=sys.stderr)
 
 
 class _RichRenderer(_Renderer):
@@ -313,7 +320,7 @@ class _RichRenderer(_Renderer):
             "size": f"{_size(event.done_bytes)}/{_size(event.total_bytes)}",
             "speed": f"{_size(event.speed)}/s",
             "eta": f"ETA {_eta(event.eta)}",
-            "state": event.state if event.state != "failed" else "failed",
+            "state": clean_line(_state_text(event), 60),
         }
         task = self._jobs.get(event.job_id)
         if task is None:

@@ -64,8 +64,8 @@ class DownloadRow(Horizontal):
             self._name.set(view.name)
         if old is None or old.state != view.state:
             self._state.set(view.state)
-            for state in ("queued", "connecting", "downloading", "stalled", "verifying",
-                          "paused", "done", "failed"):
+            for state in ("queued", "connecting", "downloading", "stalled", "waiting",
+                          "verifying", "paused", "done", "failed"):
                 self.set_class(view.state == state, f"-{state}")
         total = view.total_bytes or None
         if view.state == "done" and total:

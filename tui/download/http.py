@@ -30,7 +30,7 @@ MAX_REDIRECTS = 10
 RATE_LIMIT_MARGIN = 1.0  # seconds added to a RateLimit reset time
 _DECIMAL_RE = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
 _RATELIMIT_RE = re.compile(
-    r'"?[\w-]*"?\s*;\s*r\s*=\s*(?P<r>[0-9]{1,9})\s*;\s*t\s*=\s*(?P<t>[0-9]{1,9})')
+    r'"?[\w-]*"?\s*;\s*r\s*=\s*(?P<r>[0-9]{1,9})\s*;\s*t\s*=\s*(?P<t>[0-9]{1,9})(?![0-9])')
 
 
 @dataclass(slots=True)

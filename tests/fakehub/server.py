@@ -226,7 +226,7 @@ class FakeHub:
         self._lock = threading.Lock()
         self._secret = secrets.token_bytes(16)
         self._blobs: dict[str, tuple[FakeRepo, str]] = {}  # CDN key -> (repo, path)
-        self._issued: list[str] = []
+        self._issued: dict[str, float] = {}  # signature -> when it was signed
         self._revoked: set[str] = set()
         self._window: _Window | None = None
         self._serial = itertools.count(1)
@@ -699,7 +699,8 @@ class FakeHub:
         path = CDN_PREFIX + key
         params["X-Amz-Signature"] = self._signature(path, params)
         with self._lock:
-            self._issued.append(params["X-Amz-Signature"])
+            # Expiry counts from the exact signing time (X-Amz-Date has whole seconds).
+            self._issued[params["X-Amz-Signature"]] = now
         return f"{self.cdn_url}{path}?{urlencode(params)}"
 
     def _signature(self, path: str, params: dict[str, str]) -> str:
@@ -729,7 +730,9 @@ class FakeHub:
             rec.status = 403
             return _s3_error(403, "SignatureDoesNotMatch", "The request signature we "
                              "calculated does not match the signature you provided.")
-        if signature in self._revoked or self.clock() >= _expiry(params):
+        signed = self._issued.get(signature)
+        expiry = _expiry(params) if signed is None else signed + int(params["X-Amz-Expires"])
+        if signature in self._revoked or self.clock() >= expiry:
             rec.status = 403
             return _s3_error(403, "AccessDenied", "Request has expired")
         if request.method == "HEAD" and self.cdn_head != 200:

@@ -355,3 +355,47 @@ async def test_a_failing_resolver_is_retried_until_the_budget_then_one_line(
     assert hub.resolver_calls() == len(clock.sleeps) + 1 > 7
     assert 90 - 20 * 1.25 <= clock.elapsed <= 90
     assert job.files  # planned: `jobs retry` resumes it
+
+
+# -- the fake by hand ----------------------------------------------------------------------------
+
+
+def test_the_fake_runs_by_hand_and_modeldeck_pulls_from_it(tmp_path) -> None:
+    """``python -m tests.fakehub`` (how a user without internet tries the Hub flow), then a
+    real ``modeldeck pull`` against it; the fake's counters come from ``/_fakehub/stats``."""
+    import json
+    import urllib.request
+
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "README.md").write_text("# by hand\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
+        str(REPO), os.environ.get("PYTHONPATH")])))
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakehub", "--port", "0", "--repo", f"acme/hand={folder}",
+         "--random", "acme/hand/hand-Q4_K_M.gguf=6M", "--cdn-etag", "none", "--cdn-head", "403",
+         "--rate-limit", "100/60"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = fake.stdout.readline().strip()
+        assert line.startswith("HF_ENDPOINT=http://127.0.0.1:"), fake.stderr.read()
+        endpoint = line.split("=", 1)[1]
+        pull = subprocess.run(
+            [sys.executable, "-m", "tui", "pull", "acme/hand", "--include", "*", "--quiet"],
+            env=dict(env, HF_ENDPOINT=endpoint, MODELDECK_MODELS_DIR=str(tmp_path / "models"),
+                     MODELDECK_STATE_DIR=str(tmp_path / "state"), MODELDECK_SCAN_HF_CACHE="0"),
+            capture_output=True, text=True, timeout=120)
+        assert pull.returncode == 0, pull.stderr
+        got = tmp_path / "models" / "acme" / "hand"
+        assert (got / "README.md").read_text() == "# by hand\n"
+        assert (got / "hand-Q4_K_M.gguf").stat().st_size == 6 * MiB
+        with urllib.request.urlopen(f"{endpoint}/_fakehub/stats", timeout=10) as resp:
+            stats = json.load(resp)
+        assert stats["resolver_calls"] <= 3 and stats["cdn_auth_refused"] == 0
+    finally:
+        fake.send_signal(signal.SIGTERM)
+        try:
+            fake.wait(10)
+        except subprocess.TimeoutExpired:
+            fake.kill()
+            fake.wait()

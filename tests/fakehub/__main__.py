@@ -52,7 +52,7 @@ def _map(path: Path) -> Any:
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
-def _random(spec: str) -> tuple[str, str, bytes]:
+def _random(spec: str) -> tuple[str, str, bytearray]:
     """``owner/name/path=SIZE``: SIZE pseudo-random bytes (a GGUF header for ``*.gguf``)."""
     target, sep, size = spec.partition("=")
     parts = target.split("/", 2)
@@ -60,8 +60,11 @@ def _random(spec: str) -> tuple[str, str, bytes]:
         raise SystemExit(f"--random wants owner/name/path=SIZE, got {spec!r}")
     n = parse_rate(size)
     head = b"GGUF" + struct.pack("<IQQ", 3, 0, 0) if parts[2].endswith(".gguf") else b""
-    body = random.Random(n).randbytes(max(0, n - len(head)))
-    return f"{parts[0]}/{parts[1]}", parts[2], head + body
+    data = bytearray(head[:n])
+    rnd = random.Random(n)
+    while len(data) < n:
+        data += rnd.randbytes(min(16 << 20, n - len(data)))
+    return f"{parts[0]}/{parts[1]}", parts[2], data
 
 
 def main(argv: list[str] | None = None) -> int:

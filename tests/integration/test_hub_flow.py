@@ -342,16 +342,24 @@ async def test_a_rate_limit_past_the_budget_fails_at_once_with_one_line(hub: Fak
 
 
 async def test_a_failing_resolver_is_retried_until_the_budget_then_one_line(
-        hub: FakeHub, service) -> None:
+        hub: FakeHub, dl_settings) -> None:
+    """``give_up_after`` (minutes, from the settings) bounds the retries, on an injected
+    clock: no wall time."""
     clock = FakeClock()
+    service = make_service(dataclasses.replace(dl_settings, give_up_after=1.5))
     policy = service.policy
     policy.clock, policy.sleep = clock, clock.async_sleep
-    policy.base_delay, policy.max_delay, policy.give_up_after = 1.0, 20.0, 90.0
+    policy.base_delay, policy.max_delay = 1.0, 20.0
     hub.add_repo("acme/down", {"d-Q4_K_M.gguf": gguf_bytes(MiB, 53)})
     hub.add_fault("/resolve/", "status", times=None, methods=("GET", "HEAD"), status=503)
-    job = await _pull(service, JobSpec(kind="hf", repo="acme/down"))
+    try:
+        job = await _pull(service, JobSpec(kind="hf", repo="acme/down"))
+    finally:
+        await service.stop()
+        service.db.close()
     assert job.state == "failed"
     assert "giving up after" in job.error and "HTTP 503" in job.error
+    assert "\n" not in job.error
     assert hub.resolver_calls() == len(clock.sleeps) + 1 > 7
     assert 90 - 20 * 1.25 <= clock.elapsed <= 90
     assert job.files  # planned: `jobs retry` resumes it

@@ -3,6 +3,8 @@ metadata headers, the resolve cache, the give-up budget and the waiting state's 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -11,6 +13,8 @@ from tui.app.wiring import job_view_from
 from tui.download.http import HttpStatusError, RetryPolicy, parse_ratelimit, parse_retry_after
 from tui.download.progress import DownloadEvent
 from tui.download.resolve import ResolveCache, Resolved, hub_metadata, url_ttl
+from tui.errors import InvalidInputError
+from tui.settings import Settings, load_settings
 
 from tests.support.clock import FakeClock
 
@@ -102,6 +106,16 @@ def test_give_up_budget_counts_time_without_progress() -> None:
     assert not policy.exhausted(31, since, 10)
     assert policy.exhausted(31, since, 10.5)
     assert RetryPolicy(max_tries=2, clock=clock).exhausted(2, clock(), 0)
+
+
+def test_give_up_after_setting() -> None:
+    assert Settings(models_dir=Path("m"), state_dir=Path("s")).give_up_after == 10
+    settings = load_settings(env={"MODELDECK_GIVE_UP_AFTER": "2.5"})
+    assert settings.give_up_after == 2.5
+    assert settings.source_of("give_up_after") == "env MODELDECK_GIVE_UP_AFTER"
+    for bad in ("0", "inf", "nan", "-1", "1e400"):
+        with pytest.raises(InvalidInputError, match="give_up_after"):
+            load_settings(env={"MODELDECK_GIVE_UP_AFTER": bad})
 
 
 def test_the_waiting_state_reaches_the_dashboard_row() -> None:

@@ -407,3 +407,26 @@ def test_the_fake_runs_by_hand_and_modeldeck_pulls_from_it(tmp_path) -> None:
         except subprocess.TimeoutExpired:
             fake.kill()
             fake.wait()
+
+
+async def test_an_untrusted_certificate_fails_at_once_not_after_the_budget(
+        service, monkeypatch) -> None:
+    """Retrying until ``give_up_after`` is for transient failures; a certificate that does not
+    verify is one line at once, naming the way to add a CA."""
+    import ssl
+
+    import trustme
+
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    server = FakeHub(ssl_context=ctx).start()
+    try:
+        url = server.add_file("tls.gguf", gguf_bytes(MiB, 54))
+        job = await _pull(service, JobSpec(kind="url", url=url))
+    finally:
+        server.stop()
+    assert job.state == "failed"
+    assert "not trusted" in job.error and "SSL_CERT_FILE" in job.error
+    assert "\n" not in job.error

@@ -493,6 +493,8 @@ class FileTransfer:
             except (httpx.HTTPError, OSError) as exc:
                 if is_disk_full(exc):
                     raise self._disk_full(exc) from None
+                if (bad_tls := untrusted(exc, self.jf.url)) is not None:
+                    raise bad_tls from None
                 if (
                     isinstance(exc, OSError)
                     and not isinstance(exc, httpx.HTTPError)
@@ -982,6 +984,16 @@ def wait_reason(exc: HttpStatusError, hub: str | None) -> str | None:
     return f"{host} (HTTP {exc.status})"
 
 
+def untrusted(exc: BaseException, url: str) -> DownloadError | None:
+    """A TLS certificate that does not verify is no transient failure: the error for it (else
+    None), instead of retrying until ``give_up_after``."""
+    if "CERTIFICATE_VERIFY_FAILED" not in str(exc):
+        return None
+    host = urlsplit(url).netloc or "the server"
+    return DownloadError(f"the TLS certificate of {host} is not trusted",
+                         hint="behind a TLS-inspecting proxy, add its CA with SSL_CERT_FILE")
+
+
 def give_up_error(path: str, policy: RetryPolicy, failures: int, since: float, delay: float,
                   reason: str, *, asked: bool) -> DownloadError:
     """The one line for retries that ran out (``asked``: the server set the wait)."""
@@ -1046,4 +1058,4 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
 
 
 __all__ = ["FileTransfer", "ProbeResult", "RestartFromZero", "TransferContext", "give_up_error",
-           "is_strong", "strip_query", "wait_reason"]
+           "is_strong", "strip_query", "untrusted", "wait_reason"]

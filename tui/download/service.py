@@ -38,7 +38,13 @@ import httpx
 
 from tui.download import engine, rawfetch
 from tui.download.aio import in_thread
-from tui.download.engine import FileTransfer, TransferContext, give_up_error, wait_reason
+from tui.download.engine import (
+    FileTransfer,
+    TransferContext,
+    give_up_error,
+    untrusted,
+    wait_reason,
+)
 from tui.download.errors import (
     ChecksumMismatchError,
     DownloadError,
@@ -704,6 +710,8 @@ class DownloadService:
                                            policy.clock() + policy.delay(1, retry_after))
                     retry_after = None
             except (httpx.HTTPError, OSError) as exc:
+                if (bad_tls := untrusted(exc, url)) is not None:
+                    raise bad_tls from None
                 retry_after, reason = None, type(exc).__name__
             failures += 1
             delay = policy.delay(failures, retry_after)

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tui.app.views import JobView, job_speed_text
+from tui.app.views import JobView, job_speed_text, job_state_text
 from tui.app.wiring import job_view_from
 from tui.download.http import HttpStatusError, RetryPolicy, parse_ratelimit, parse_retry_after
 from tui.download.progress import DownloadEvent
@@ -121,9 +121,13 @@ def test_give_up_after_setting() -> None:
 def test_the_waiting_state_reaches_the_dashboard_row() -> None:
     event = DownloadEvent(job_id="j", name="acme/x", state="waiting", done_bytes=0,
                           total_bytes=None, speed=0.0, eta=None,
-                          detail="waiting for the Hub's rate limit, 42 s")
+                          detail="waiting for the Hub's rate limit, 42 s",
+                          wait_for="the Hub's rate limit", wait_s=42)
     view = job_view_from(event)
     assert view.active
-    assert job_speed_text(view) == "waiting for the Hub's rate limit, 42 s"
+    assert job_state_text(view) == "waiting 42 s"  # fits the state column (13)
+    assert job_speed_text(view) == "the Hub's rate limit"  # fits the speed column (20)
     assert event.to_dict()["detail"] == "waiting for the Hub's rate limit, 42 s"
-    assert job_speed_text(JobView("j", "x", "downloading", detail="stale")) == ""
+    assert event.to_dict()["wait_s"] == 42
+    other = JobView("j", "x", "downloading", wait_for="stale", wait_s=3)
+    assert job_speed_text(other) == "" and job_state_text(other) == "downloading"

@@ -335,7 +335,8 @@ class JobView:
     error: str | None = None
     row_key: str | None = None  # model-table row this job feeds (``entry:<id>``)
     warning: str | None = None  # a caution that does not stop the job (network file system)
-    detail: str | None = None  # what a waiting job waits for ("… rate limit, 42 s")
+    wait_for: str | None = None  # what a waiting job waits for ("the Hub's rate limit")
+    wait_s: int | None = None  # … and how many more seconds
 
     @property
     def active(self) -> bool:
@@ -356,13 +357,20 @@ def job_bytes_text(view: JobView) -> str:
     return f"{done}/{format_size(view.total_bytes)}" if view.total_bytes else done
 
 
+def job_state_text(view: JobView) -> str:
+    """The state; ``waiting 42 s`` for a job waiting out a rate limit."""
+    if view.state == "waiting" and view.wait_s is not None:
+        return f"waiting {view.wait_s} s"
+    return view.state
+
+
 def job_speed_text(view: JobView) -> str:
     """``12.0M/s ETA 5m20s`` while downloading; the error for failed jobs; what a waiting
-    job waits for."""
+    job waits for (``the Hub's rate limit``)."""
     if view.state == "failed":
         return view.error or "failed"
     if view.state == "waiting":
-        return view.detail or ""
+        return view.wait_for or ""
     if view.state != "downloading":
         return ""
     parts = [format_rate(view.speed_bps)]

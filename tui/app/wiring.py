@@ -161,7 +161,8 @@ def job_view_from(job: Any, row_key: str | None = None) -> JobView:
         error=pick("error"),
         row_key=row_key,
         warning=pick("warning"),
-        detail=pick("detail"),
+        wait_for=pick("wait_for"),
+        wait_s=pick("wait_s"),
     )
 
 

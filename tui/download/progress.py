@@ -30,8 +30,9 @@ class DownloadEvent:
 
     ``speed`` is bytes/s (EWMA-smoothed), ``eta`` seconds (None when unknown), ``error`` the
     one-line reason when ``state == "failed"``, ``warning`` a one-line caution about the job
-    that does not stop it (e.g. the models dir is on a network file system), ``detail`` what
-    a ``waiting`` job waits for ("waiting for the Hub's rate limit, 42 s", updated each second).
+    that does not stop it (e.g. the models dir is on a network file system). A ``waiting`` job
+    waits for ``wait_for`` ("the Hub's rate limit") ``wait_s`` more seconds (updated each
+    second); ``detail`` says it in one line ("waiting for the Hub's rate limit, 42 s").
     """
 
     job_id: str
@@ -46,6 +47,8 @@ class DownloadEvent:
     warning: str | None = None
     timestamp: float = field(default_factory=time.time)
     detail: str | None = None
+    wait_for: str | None = None
+    wait_s: int | None = None
 
     @property
     def fraction(self) -> float | None:

@@ -106,7 +106,7 @@ class _Runtime:
         self.job = job
         self.state = "queued"
         self.error: str | None = None
-        self.detail: str | None = None  # what a "waiting" job waits for, with the seconds left
+        self.wait: tuple[str, int] | None = None  # a "waiting" job: (what for, seconds left)
         self.warning: str | None = None
         self.meter = SpeedMeter()
         self.throttle = EventThrottle()
@@ -197,7 +197,8 @@ class DownloadService:
         event = DownloadEvent(
             job_id=rt.job.id, name=rt.job.name, state=rt.state, done_bytes=done,
             total_bytes=total, speed=speed, eta=eta, error=rt.error, warning=rt.warning,
-            detail=rt.detail,
+            detail=_wait_text(rt.wait), wait_for=rt.wait[0] if rt.wait else None,
+            wait_s=rt.wait[1] if rt.wait else None,
             files=tuple(FileProgress(f.path, f.done_bytes, f.size, f.state)
                         for f in rt.job.files),
         )
@@ -211,9 +212,9 @@ class DownloadService:
                 log.exception("download event subscriber failed")
 
     def _set_state(self, rt: _Runtime, state: str, error: str | None = None,
-                   detail: str | None = None) -> None:
-        changed = state != rt.state or error != rt.error or detail != rt.detail
-        rt.state, rt.error, rt.detail = state, error, detail
+                   wait: tuple[str, int] | None = None) -> None:
+        changed = state != rt.state or error != rt.error or wait != rt.wait
+        rt.state, rt.error, rt.wait = state, error, wait
         if changed:
             self._emit(rt, force=True)
 
@@ -742,7 +743,7 @@ class DownloadService:
         before = rt.state if rt.state != "waiting" else "connecting"
         try:
             while (left := end - policy.clock()) > 0:
-                self._set_state(rt, "waiting", detail=f"waiting for {why}, {math.ceil(left)} s")
+                self._set_state(rt, "waiting", wait=(why, math.ceil(left)))
                 await policy.sleep(min(1.0, left))
         finally:
             if rt.state == "waiting":
@@ -829,6 +830,11 @@ class DownloadService:
             self.jobs.set_model(job.id, records[0].id if records else None)
             self.jobs.set_state(job.id, "done")
         return records
+
+
+def _wait_text(wait: tuple[str, int] | None) -> str | None:
+    """``waiting for the Hub's rate limit, 42 s``."""
+    return f"waiting for {wait[0]}, {wait[1]} s" if wait else None
 
 
 def _refuse_unreadable(job: JobRecord) -> None:

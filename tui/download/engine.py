@@ -515,7 +515,7 @@ class FileTransfer:
                 raise give_up_error(self.jf.path, policy, failures, since, delay, reason,
                                     asked=retry_after is not None)
             log.debug("segment %s of %s: %s; retry in %.2fs", seg[0], self.jf.path, reason, delay)
-            await self._wait(delay, why if retry_after is not None else None)
+            await self._wait(delay, why)
 
     async def _wait(self, seconds: float, why: str | None) -> None:
         if self.ctx.wait is not None:
@@ -972,15 +972,15 @@ class _Writer:
 
 
 def wait_reason(exc: HttpStatusError, hub: str | None) -> str | None:
-    """What a retry waits for when the server asked for the wait ("the Hub's rate limit"),
-    for the job's "waiting" state; None when it did not ask."""
-    if exc.retry_after is None:
-        return None
+    """What a retry after ``exc`` waits for, for the job's "waiting" state: a rate limit
+    (any 429), or a server that said how long to wait; None otherwise."""
     host = urlsplit(exc.url).hostname or "the server"
     if exc.status == 429:
         if hub and origin(exc.url) == origin(hub):
             return "the Hub's rate limit"
         return f"the rate limit of {host}"
+    if exc.retry_after is None:
+        return None
     return f"{host} (HTTP {exc.status})"
 
 

@@ -106,6 +106,8 @@ def test_give_up_budget_counts_time_without_progress() -> None:
     assert not policy.exhausted(31, since, 10)
     assert policy.exhausted(31, since, 10.5)
     assert RetryPolicy(max_tries=2, clock=clock).exhausted(2, clock(), 0)
+    # Minutes of retries are thousands of failures: the backoff stays a number.
+    assert policy.delay(5000) <= policy.max_delay * 1.25
 
 
 def test_give_up_after_setting() -> None:

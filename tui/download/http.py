@@ -54,7 +54,8 @@ class RetryPolicy:
         """Seconds to wait before attempt ``attempt`` (1-based count of failures so far)."""
         if retry_after is not None:
             return max(0.0, min(retry_after, self.max_retry_after))
-        base = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
+        # The exponent is capped: retries go on for minutes, 2**1100 is no float.
+        base = min(self.max_delay, self.base_delay * (2 ** min(max(0, attempt - 1), 32)))
         return base * (0.75 + random.random() / 2)
 
     def exhausted(self, failures: int, since: float, delay: float) -> bool:

@@ -179,6 +179,39 @@ def test_kill_9_at_40_percent_without_cdn_etag_resumes(hub: FakeHub, tmp_path) -
     assert resumed == []  # no ETag, so no If-Range: the commit and sha256 make it safe
 
 
+@pytest.mark.parametrize("etag", ["strong", "weak", "none"])
+async def test_a_paused_hub_file_resumes_whatever_the_cdn_etag(hub: FakeHub, service,
+                                                                etag: str) -> None:
+    """Pause, resume: the partial is kept in every CDN ETag mode; ``If-Range`` goes out only
+    with the CDN's strong ETag (its own, not the sha256)."""
+    hub.cdn_etag = etag
+    hub.cdn_rate = 2 * MiB
+    data = gguf_bytes(12 * MiB, 39)
+    repo = hub.add_repo("acme/pr", {"pr-Q4_K_M.gguf": data})
+    job_id = service.enqueue(JobSpec(kind="hf", repo="acme/pr"))
+    runner = asyncio.create_task(service.run_until_complete([job_id]))
+    deadline = time.monotonic() + 30
+    while hub.bytes_served("pr-Q4_K_M.gguf") < len(data) // 3:
+        assert time.monotonic() < deadline and not runner.done()
+        await asyncio.sleep(0.02)
+    paused = await service.pause(job_id)
+    await runner
+    assert paused.state == "paused" and paused.done_bytes > 0
+    hub.cdn_rate = None
+    hub.reset_counters()
+    service.resume(job_id)
+    [job] = await service.run_until_complete([job_id])
+    assert job.state == "done", job.error
+    assert Path(job.files[0].dest).read_bytes() == data
+    assert hub.bytes_served("pr-Q4_K_M.gguf") <= len(data) - paused.done_bytes + MiB
+    gets = hub.requests_for("pr-Q4_K_M.gguf", "GET", host="cdn")
+    strong = f'"{repo.files["pr-Q4_K_M.gguf"].xet_hash}"'
+    if etag == "strong":
+        assert gets and all(r.headers.get("If-Range") == strong for r in gets)
+    else:
+        assert all("If-Range" not in r.headers for r in gets)
+
+
 # -- CDN refusals are never "gated"; the Hub's answers are -------------------------------------
 
 

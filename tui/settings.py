@@ -205,6 +205,7 @@ class Settings:
     connections_per_host: int = 16
     bandwidth_limit: int = 0  # bytes per second, 0 = unlimited
     stall_timeout: float = 20.0  # seconds without a byte before a connection is restarted
+    give_up_after: float = 10.0  # minutes of failed retries without progress before a job fails
     keep_alive_minutes: float = 5.0  # 0 = keep loaded models until asked
     max_loaded_models: int = 1
     parallel_requests: int = 4  # llama.cpp: answers one model decodes together
@@ -252,6 +253,7 @@ _PARSERS: dict[str, Any] = {
     "connections_per_host": _int_between(1, 256),
     "bandwidth_limit": parse_rate,
     "stall_timeout": _float_between(1.0, 86_400.0),
+    "give_up_after": _float_between(0.1, 10_080.0),
     "keep_alive_minutes": _float_between(0.0, 525_600.0),
     "max_loaded_models": _int_between(1, 64),
     "parallel_requests": _int_between(1, 64),

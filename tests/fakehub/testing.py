@@ -32,12 +32,14 @@ def sha256(data: bytes) -> str:
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     """A running FakeHub with ``HF_ENDPOINT`` (and huggingface_hub's import-time
-    ``constants.ENDPOINT``, used for its side requests) pointing at it."""
+    ``constants.ENDPOINT`` and resolve URL template) pointing at it."""
     from huggingface_hub import constants
 
     server = FakeHub().start()
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        server.url + "/{repo_id}/resolve/{revision}/{filename}")
     yield server
     server.stop()
 

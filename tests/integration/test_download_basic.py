@@ -28,9 +28,11 @@ async def test_hub_repo_multi_file_verified_and_registered(
         assert (root / name).read_bytes() == data
     assert part_files(dl_settings.models_dir) == []
     assert not list(root.glob("*.lock"))
-    # several Range connections were used for the big file, commit pinned in the URL
+    # several Range connections were used for the big file (on the CDN), commit pinned in
+    # the resolved URL
     gets = hub.requests_for("tiny-Q4_K_M.gguf", "GET")
-    assert len(gets) >= 2 and all(repo.commit in r.path for r in gets)
+    assert len(gets) >= 2 and all(r.host == "cdn" for r in gets)
+    assert all(repo.commit in r.path for r in hub.requests_for("/resolve/"))
     assert all(r.headers.get("Accept-Encoding") == "identity" for r in gets)
     model = service.inventory.get_model(job.model_id)
     assert model is not None and model.source == "hf" and model.revision == repo.commit

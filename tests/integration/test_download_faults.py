@@ -16,6 +16,7 @@ from tui.download.service import DownloadService
 
 from tests.fakehub import FakeHub
 from tests.fakehub.testing import gguf_bytes, part_files, sha256
+from tests.support.clock import FakeClock
 
 SIZE = 5 << 20  # > 1 segment at 4 connections
 
@@ -86,14 +87,23 @@ async def test_dropped_connections_are_retried(hub: FakeHub, service: DownloadSe
     assert hub.bytes_served("drop.bin") < 1.2 * len(data)
 
 
-async def test_persistent_drops_give_up_after_bounded_tries(
+async def test_persistent_drops_give_up_after_the_budget_without_progress(
     hub: FakeHub, service: DownloadService
 ) -> None:
+    """Retries back off and go on until ``give_up_after`` has passed without a byte (on an
+    injected clock: the backoff sleeps advance it), then one line; not after N tries."""
+    clock = FakeClock()
+    service.policy.clock, service.policy.sleep = clock, clock.async_sleep
+    service.policy.base_delay, service.policy.max_delay = 1.0, 20.0
+    service.policy.give_up_after = 120.0
     url = hub.add_file("dead.bin", gguf_bytes(100_000, 7))
     hub.add_fault("dead.bin", "drop_after", times=None, nbytes=0)
     job = await _pull_url(service, url)
-    assert job.state == "failed" and "giving up after 7" in job.error
-    assert len(hub.requests_for("dead.bin", "GET")) == 7
+    assert job.state == "failed" and "giving up after" in job.error
+    assert "without progress" in job.error and "\n" not in job.error
+    gets = hub.requests_for("dead.bin", "GET")
+    assert len(gets) == len(clock.sleeps) + 1 > 7  # more than the old fixed 7 tries
+    assert 120 - 20 * 1.25 <= clock.elapsed <= 120
 
 
 async def test_stalled_connection_is_restarted(hub: FakeHub, service: DownloadService,

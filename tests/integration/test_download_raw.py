@@ -366,8 +366,8 @@ def test_closed_idle_connections_are_not_reused() -> None:
 
 
 @pytest.fixture
-def tls_hubs(monkeypatch, tmp_path):
-    """An HTTPS hub and an HTTPS "CDN" it redirects to, trusted through ``SSL_CERT_FILE``
+def tls_hub(monkeypatch, tmp_path):
+    """An HTTPS hub whose CDN is another HTTPS origin, trusted through ``SSL_CERT_FILE``
     (how users behind a TLS-inspecting proxy add their CA), certificates from trustme."""
     from huggingface_hub import constants
 
@@ -379,27 +379,23 @@ def tls_hubs(monkeypatch, tmp_path):
     ca.cert_pem.write_to_path(str(ca_file))
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
     close_session()  # huggingface_hub's cached client predates SSL_CERT_FILE
-    origin_hub = FakeHub(ssl_context=ctx).start()
-    cdn = FakeHub(share_with=origin_hub, ssl_context=ctx).start()
-    monkeypatch.setenv("HF_ENDPOINT", origin_hub.url)
-    monkeypatch.setattr(constants, "ENDPOINT", origin_hub.url)
-    yield origin_hub, cdn
-    cdn.stop()
-    origin_hub.stop()
+    hub = FakeHub(ssl_context=ctx).start()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    yield hub
+    hub.stop()
     close_session()
 
 
-async def test_https_hub_with_a_cdn_redirect(tls_hubs, dl_settings, monkeypatch) -> None:
-    """The real shape of a Hub download: listing and ``resolve`` over TLS, a redirect to
-    another TLS origin, the token only to the first; pieces on kept-alive TLS connections."""
-    origin_hub, cdn = tls_hubs
-    assert origin_hub.url.startswith("https://")
+async def test_https_hub_with_a_cdn_redirect(tls_hub, dl_settings, monkeypatch) -> None:
+    """The real shape of a Hub download: listing and ``resolve`` over TLS, a 302 to another
+    TLS origin, the token only to the first; pieces on kept-alive TLS connections."""
+    hub = tls_hub
+    assert hub.url.startswith("https://") and hub.cdn_url.startswith("https://")
     token = "hf_TlsSecretTokenValue1234567890"
     monkeypatch.setenv("HF_TOKEN", token)
     data = gguf_bytes(20 << 20, 33)
-    origin_hub.add_repo("acme/tls", {"t-Q4_K_M.gguf": data})
-    origin_hub.add_fault("/acme/tls/resolve/", "redirect", times=None, methods=("GET", "HEAD"),
-                         to=cdn.url)
+    hub.add_repo("acme/tls", {"t-Q4_K_M.gguf": data})
     dl_settings = dataclasses.replace(dl_settings, stall_timeout=5.0)
     svc = make_service(dl_settings)
     try:
@@ -411,7 +407,9 @@ async def test_https_hub_with_a_cdn_redirect(tls_hubs, dl_settings, monkeypatch)
         await svc.stop()
         svc.db.close()
     pieces = engine.plan_pieces(len(data), dl_settings.connections_per_download)
-    _assert_reused(cdn, "/resolve/", len(pieces), dl_settings.connections_per_download)
+    _assert_reused(hub, "t-Q4_K_M.gguf", len(pieces), dl_settings.connections_per_download)
+    assert all(r.host == "cdn" for r in hub.requests_for("t-Q4_K_M.gguf", "GET"))
     assert all(r.headers.get("Authorization") == f"Bearer {token}"
-               for r in origin_hub.requests_for("/resolve/"))
-    assert all("Authorization" not in r.headers for r in cdn.requests_for("/resolve/"))
+               for r in hub.requests_for("/resolve/"))
+    assert all("Authorization" not in r.headers for r in hub.requests_for(host="cdn"))
+    assert hub.cdn_auth_refused == 0

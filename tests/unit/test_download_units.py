@@ -166,7 +166,8 @@ def test_retry_policy_and_retry_after() -> None:
     assert 0.75 <= policy.delay(1) <= 1.25
     assert policy.delay(10) <= 8 * 1.25
     assert policy.delay(1, retry_after=3) == 3
-    assert policy.delay(1, retry_after=999) == policy.max_retry_after
+    assert policy.delay(1, retry_after=999) == 999  # a rate-limit window is waited out
+    assert policy.delay(1, retry_after=10 ** 6) == policy.max_retry_after
     assert parse_retry_after("2") == 2 and parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
 

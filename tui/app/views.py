@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tui import formatting
+from tui.download import progress
 from tui.terminal_text import clean_line
 
 if TYPE_CHECKING:
@@ -320,11 +321,8 @@ def select_rows(
 
 # -- download jobs --------------------------------------------------------------------------
 
-JOB_STATES = (
-    "queued", "connecting", "downloading", "stalled", "verifying", "paused", "done", "failed",
-    "cancelled",
-)
-ACTIVE_JOB_STATES = frozenset({"queued", "connecting", "downloading", "stalled", "verifying"})
+JOB_STATES = progress.JOB_STATES
+ACTIVE_JOB_STATES = frozenset(progress.ACTIVE_STATES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +340,8 @@ class JobView:
     row_key: str | None = None  # model-table row this job feeds (``entry:<id>``)
     warning: str | None = None  # a caution that does not stop the job (network file system)
     retry: str | None = None  # ``try 3, connection refused`` while requests keep failing
+    wait_for: str | None = None  # what a waiting job waits for ("the Hub's rate limit")
+    wait_s: int | None = None  # … and how many more seconds
 
     @property
     def active(self) -> bool:
@@ -362,11 +362,21 @@ def job_bytes_text(view: JobView) -> str:
     return f"{done}/{format_size(view.total_bytes)}" if view.total_bytes else done
 
 
+def job_state_text(view: JobView) -> str:
+    """The state; ``waiting 42 s`` for a job waiting out a rate limit."""
+    if view.state == "waiting" and view.wait_s is not None:
+        return f"waiting {view.wait_s} s"
+    return view.state
+
+
 def job_speed_text(view: JobView) -> str:
-    """``12.0M/s ETA 5m20s`` while downloading; the error for failed jobs; the try under way
-    and why the last one failed while requests keep failing."""
+    """``12.0M/s ETA 5m20s`` while downloading; the error for failed jobs; what a waiting
+    job waits for (``the Hub's rate limit``); the try under way and why the last one failed
+    while requests keep failing."""
     if view.state == "failed":
         return view.error or "failed"
+    if view.state == "waiting":
+        return view.wait_for or ""
     if view.retry:
         return clean_line(view.retry)
     if view.state != "downloading":

@@ -181,6 +181,8 @@ def job_view_from(job: Any, row_key: str | None = None) -> JobView:
         row_key=row_key,
         warning=pick("warning"),
         retry=_retry_text(pick("attempt"), pick("detail")),
+        wait_for=pick("wait_for"),
+        wait_s=pick("wait_s"),
     )
 
 

@@ -6,9 +6,15 @@ contiguous prefix while bytes arrive. Without proxies a piece's request and body
 worker thread on a plain socket (:mod:`tui.download.rawfetch`: ``recv_into`` a preallocated
 buffer, ``pwrite`` from it, no GIL held for either); otherwise httpx streams the body on the
 event loop and a writer thread does the ``pwrite``. Both paths share the response checks.
-Resuming sends ``Range`` + ``If-Range: <strong ETag>``; a ``200`` answer (the file changed,
-or the server ignores ranges) restarts from zero. Stalls (no byte for ``stall_timeout``) and
-dropped connections are retried per piece with backoff.
+The bytes' URL comes from the resolve step (:mod:`tui.download.resolve`): a Hub file's
+signed CDN URL serves every piece until it nears its expiry or the CDN refuses it (then the
+file is resolved again, once per refusal without progress). A Hub file pinned to a commit
+whose sha256 the Hub confirms is immutable: its partial resumes whatever the CDN's ETag
+(``If-Range`` is sent only with the CDN's strong ETag; the final sha256 is the safety net).
+Anything else resumes under ``Range`` + ``If-Range: <strong ETag>``; a ``200`` answer (the file
+changed, or the server ignores ranges) restarts from zero. Stalls (no byte for
+``stall_timeout``), dropped connections, 429 and 5xx are retried per piece with backoff (or
+the wait the server asks for) until ``give_up_after`` passes without progress.
 
 Every answer is checked by :func:`tui.download.validate.check_response` before a byte of it is
 written, and every body is counted against what was asked: a piece is counted done only with
@@ -25,19 +31,21 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
 from tui.download import rawfetch
 from tui.download.aio import in_thread
 from tui.download.errors import BadServerError, DiskFullError, DownloadError, failure_reason
-from tui.download.http import HttpStatusError, RetryPolicy, Transport, strip_query
+from tui.download.http import HttpStatusError, RetryPolicy, Transport, origin, strip_query
 from tui.download.jobs import JobFile
 from tui.download.preflight import disk_full_error, is_disk_full
 from tui.download.ratelimit import TokenBucket
+from tui.download.resolve import ProbeResult, Resolved, probe_from, resolve
 from tui.download.validate import (
     Accepted,
     Ask,
@@ -45,7 +53,6 @@ from tui.download.validate import (
     RangeIgnored,
     body_too_long,
     check_response,
-    parse_length,
     parse_unsatisfied_range,
 )
 from tui.download.verify import PrefixHasher
@@ -65,6 +72,8 @@ RECV_NICE = 5
 # Rejected answers (wrong range, length, encoding…) from one file's server before one plain
 # GET of the whole file is tried instead; after that, as many more fail the job.
 REJECTS_BEFORE_PLAIN = 3
+# A CDN's answers that mean "this signed URL no longer works": resolve the file again.
+CDN_REFUSED = (401, 403, 404, 410)
 
 # Seams for tests (ENOSPC injection).
 pwrite = os.pwrite
@@ -125,17 +134,16 @@ class TransferContext:
     on_state: Callable[[str], None] = lambda s: None
     on_retry: Callable[[int, str], None] = lambda attempt, reason: None  # next try, last error
     map_error: Callable[[HttpStatusError], Exception] | None = None
+    # (url, stale) -> where its bytes are; ``stale`` is an answer the CDN refused. The
+    # service caches answers and waits out rate limits; without it each call resolves.
+    resolve: Callable[[str, Resolved | None], Awaitable[Resolved]] | None = None
+    # Sleep ``seconds`` before a retry; ``why`` (e.g. "the Hub's rate limit") when the server
+    # asked for the wait, shown as the job's "waiting" state. Default: ``policy.sleep``.
+    wait: Callable[[float, str | None], Awaitable[None]] | None = None
 
 
-@dataclass(slots=True)
-class ProbeResult:
-    """What HEAD told us."""
-
-    size: int | None
-    etag: str | None
-    last_modified: str | None
-    ranges: bool
-    headers: dict[str, str] = field(default_factory=dict)
+class _Refreshed(Exception):
+    """The piece's URL was refused and the file resolved again: ask again at once."""
 
 
 class FileTransfer:
@@ -164,6 +172,10 @@ class FileTransfer:
         self.plain_pending = False  # the next request is the one plain GET of the whole file
         self.plain_used = False
         self.size_known = False  # the size was known before a byte was fetched
+        self.resolved: Resolved | None = None  # where the bytes are now
+        self.immutable = False  # a Hub file at a pinned commit with the sha256 it must have
+        self._refresh_lock = asyncio.Lock()
+        self._refreshed_at: int | None = None  # done_bytes at the last re-resolve
 
     # -- public ---------------------------------------------------------------------------
 
@@ -246,45 +258,116 @@ class FileTransfer:
 
     # -- planning ---------------------------------------------------------------------------
 
+    async def _resolve(self, stale: Resolved | None = None) -> Resolved:
+        ctx = self.ctx
+        if ctx.resolve is not None:
+            return await ctx.resolve(self.jf.url, stale)
+        return await resolve(ctx.transport, self.jf.url, token=ctx.token,
+                             auth_origin=ctx.auth_origin, clock=ctx.policy.clock)
+
     async def _probe(self) -> ProbeResult | None:
-        try:
-            async with self.ctx.transport.open(
-                self.jf.url, method="HEAD", token=self.ctx.token,
-                auth_origin=self.ctx.auth_origin,
-            ) as resp:
-                h = resp.headers
-                size = h.get("x-linked-size") or h.get("content-length")
-                etag = h.get("etag") or h.get("x-linked-etag")
-                return ProbeResult(
-                    size=parse_length(size),
-                    etag=etag,
-                    last_modified=h.get("last-modified"),
-                    ranges="bytes" in h.get("accept-ranges", "").lower(),
-                )
-        except HttpStatusError as exc:
-            if exc.status in (401, 403, 404) and self.ctx.map_error:
-                raise self.ctx.map_error(exc) from None
-            if exc.status in (401, 403, 404):
-                raise DownloadError(str(exc)) from None
-            return None  # HEAD unsupported or flaky: let the GET path decide
-        except httpx.HTTPError:
-            return None
+        """Resolve the file, then ask where its bytes are what they hold: ``HEAD``, or, where
+        that is refused (a presigned URL), a ``GET`` of byte 0. None if it cannot tell now
+        (the GET path decides). A CDN's refusal resolves the file once more, then fails with
+        what the CDN said: it is never taken for "gated" (only the Hub's answers are)."""
+        res = await self._resolve()
+        self._adopt_resolved(res)
+        for attempt in (1, 2):
+            if res.probe is not None:
+                return res.probe
+            if res.head_refused and not res.redirected:
+                return None  # the server has no HEAD: the GET path decides
+            try:
+                if not res.head_refused:
+                    try:
+                        return await self._head(res.url)
+                    except HttpStatusError as exc:
+                        if exc.status not in (401, 403, 405, 501):
+                            raise
+                return await self._first_byte(res.url)
+            except HttpStatusError as exc:
+                if exc.status in CDN_REFUSED and res.redirected:
+                    if attempt == 2:
+                        raise self._refused(exc) from None
+                    log.info("%s: %s refused (HTTP %d); resolving again", self.jf.path,
+                             res.shown, exc.status)
+                    res = await self._resolve(stale=res)
+                    self._adopt_resolved(res)
+                    continue
+                if exc.status in (401, 403, 404):
+                    if self.ctx.map_error:
+                        raise self.ctx.map_error(exc) from None
+                    raise DownloadError(str(exc)) from None
+                return None  # 429/5xx: the GET path retries
+            except httpx.HTTPError:
+                return None
+        return None
+
+    async def _head(self, url: str) -> ProbeResult:
+        async with self.ctx.transport.open(
+            url, method="HEAD", token=self.ctx.token, auth_origin=self.ctx.auth_origin,
+        ) as resp:
+            return probe_from(resp.status_code, resp.headers)
+
+    async def _first_byte(self, url: str) -> ProbeResult:
+        """A ``GET`` of byte 0 (its size is in ``Content-Range``); a ``200`` is not read."""
+        async with self.ctx.transport.open(
+            url, headers={"Range": "bytes=0-0"}, token=self.ctx.token,
+            auth_origin=self.ctx.auth_origin,
+        ) as resp:
+            probe = probe_from(resp.status_code, resp.headers)
+            if resp.status_code != 206:
+                probe.ranges = False  # it ignored the range
+            return probe
+
+    def _adopt_resolved(self, res: Resolved) -> None:
+        """Take a (new) answer of the resolve step; the Hub's metadata must agree with the
+        listing the job was planned from."""
+        jf = self.jf
+        if res.sha256 and jf.sha256 and res.sha256 != jf.sha256.lower():
+            raise DownloadError(
+                f"{jf.path}: the Hub now gives sha256 {res.sha256[:12]}…, the listing "
+                f"{jf.sha256[:12]}…", hint="pull again to plan from the current listing")
+        if res.size is not None and jf.size is not None and jf.sha256 and res.size != jf.size:
+            raise DownloadError(f"{jf.path}: the Hub now gives {res.size} bytes, the listing "
+                                f"{jf.size}", hint="pull again to plan from the current listing")
+        self.resolved = res
+        self.immutable = bool(jf.sha256 and jf.commit_hash and res.sha256
+                              and res.commit == jf.commit_hash.lower())
+
+    def _refused(self, exc: HttpStatusError) -> DownloadError:
+        host = urlsplit(exc.url).netloc
+        return DownloadError(
+            f"{self.jf.path}: the download server {host} refused it (HTTP {exc.status}) "
+            "even after resolving the file again",
+            hint="retry later with `modeldeck jobs retry`; the partial is kept",
+        )
 
     def _adopt_probe(self, probe: ProbeResult | None) -> None:
         jf = self.jf
-        if probe is None:
-            if not is_strong(jf.etag):
-                self.reset_to_zero()
-            return
-        if probe.size is not None:
-            if jf.size is not None and jf.sha256 is not None and probe.size != jf.size:
+        res = self.resolved
+        hub_size = res.size if res is not None else None
+        if probe is not None and probe.size is not None and hub_size is not None \
+                and probe.size != hub_size:
+            raise DownloadError(f"{jf.path}: the download server reports {probe.size} bytes, "
+                                f"the Hub {hub_size}")
+        size = hub_size if hub_size is not None else (probe.size if probe else None)
+        if size is not None:
+            if jf.size is not None and jf.sha256 is not None and size != jf.size:
                 raise DownloadError(
-                    f"{jf.path}: server reports {probe.size} bytes, the listing {jf.size}"
+                    f"{jf.path}: server reports {size} bytes, the listing {jf.size}"
                 )
-            if jf.size != probe.size:
+            if jf.size != size:
                 self.reset_to_zero()
-            jf.size = probe.size
-        if jf.segments and not (is_strong(jf.etag) and probe.etag == jf.etag):
+            jf.size = size
+        if probe is None:
+            if not (self.immutable or is_strong(jf.etag)):
+                self.reset_to_zero()
+            if self.immutable:
+                jf.etag = None  # no CDN validator known this time: no If-Range
+            return
+        if jf.segments and not self.immutable and not (is_strong(jf.etag)
+                                                       and probe.etag == jf.etag):
             log.info("validator changed for %s: restarting from zero", jf.path)
             self.reset_to_zero()
         jf.etag = probe.etag
@@ -378,17 +461,22 @@ class FileTransfer:
     async def _segment(self, seg: list[int]) -> None:
         failures = 0
         writer = self.writer
+        policy = self.ctx.policy
+        since = policy.clock()  # the last progress of this piece
         while True:
             await writer.drain()
             if not (seg[1] < 0 or seg[2] < seg[1] - seg[0]):
                 return
             before = seg[2]
+            why: str | None = None  # set when the server asked for the wait
             try:
                 await self._fetch(seg)
                 await writer.drain()
                 if seg[1] >= 0 and seg[2] < seg[1] - seg[0]:
                     raise httpx.RemoteProtocolError("response ended early")
                 return
+            except _Refreshed:
+                continue
             except (RestartFromZero, DownloadError, asyncio.CancelledError):
                 raise
             except HttpStatusError as exc:
@@ -398,6 +486,7 @@ class FileTransfer:
                     raise DownloadError(str(exc)) from None
                 retry_after = exc.retry_after
                 reason = str(exc)
+                why = wait_reason(exc, self.ctx.auth_origin)
             except BadResponse as exc:
                 self._rejected(exc)
                 retry_after = None
@@ -405,6 +494,8 @@ class FileTransfer:
             except (httpx.HTTPError, OSError) as exc:
                 if is_disk_full(exc):
                     raise self._disk_full(exc) from None
+                if (bad_tls := untrusted(exc, self.jf.url)) is not None:
+                    raise bad_tls from None
                 if (
                     isinstance(exc, OSError)
                     and not isinstance(exc, httpx.HTTPError)
@@ -416,16 +507,23 @@ class FileTransfer:
                 if isinstance(exc, httpx.ReadTimeout):
                     self.ctx.on_state("stalled")
             await writer.drain()
-            failures = 1 if seg[2] > before else failures + 1
-            if failures >= self.ctx.policy.max_tries:
-                raise DownloadError(
-                    f"{self.jf.path}: giving up after {failures} failed attempts ({reason})",
-                    hint="run `modeldeck jobs retry` to try again",
-                )
-            delay = self.ctx.policy.delay(failures, retry_after)
+            if seg[2] > before:
+                failures, since = 1, policy.clock()
+            else:
+                failures += 1
+            delay = policy.delay(failures, retry_after)
+            if policy.exhausted(failures, since, delay):
+                raise give_up_error(self.jf.path, policy, failures, since, delay, reason,
+                                    asked=retry_after is not None)
             self.ctx.on_retry(failures + 1, reason)
             log.debug("segment %s of %s: %s; retry in %.2fs", seg[0], self.jf.path, reason, delay)
-            await asyncio.sleep(delay)
+            await self._wait(delay, why)
+
+    async def _wait(self, seconds: float, why: str | None) -> None:
+        if self.ctx.wait is not None:
+            await self.ctx.wait(seconds, why)
+        else:
+            await self.ctx.policy.sleep(seconds)
 
     def _rejected(self, exc: BadResponse) -> None:
         """Count a refused answer; after ``REJECTS_BEFORE_PLAIN`` fall back to one plain GET
@@ -464,16 +562,19 @@ class FileTransfer:
             headers["Range"] = f"bytes={pos}-" if end < 0 else f"bytes={pos}-{end - 1}"
             if is_strong(self.jf.etag):
                 headers["If-Range"] = str(self.jf.etag)
+        res = await self._current()
         try:
             if self.raw is not None:
-                await self._fetch_raw(self.raw, seg, headers, asked, whole_ok)
+                await self._fetch_raw(self.raw, res.url, seg, headers, asked, whole_ok)
             else:
                 async with self.ctx.transport.open(
-                    self.jf.url, headers=headers, token=self.ctx.token,
+                    res.url, headers=headers, token=self.ctx.token,
                     auth_origin=self.ctx.auth_origin,
                 ) as resp:
                     await self._handle(resp, seg, asked, whole_ok)
         except HttpStatusError as exc:
+            if exc.status in CDN_REFUSED and res.redirected:
+                await self._refresh(res, exc)  # raises _Refreshed
             if exc.status != 416:
                 raise
             complete = parse_unsatisfied_range(exc.headers.get("content-range"))
@@ -483,16 +584,45 @@ class FileTransfer:
                 return
             check_response(asked, self.jf.size, 416, exc.headers)  # raises BadResponse
 
-    async def _fetch_raw(self, raw: rawfetch.Connector, seg: list[int], headers: dict[str, str],
-                         asked: Ask | None, whole_ok: bool) -> None:
+    async def _current(self) -> Resolved:
+        """Where the bytes are now: the resolved URL (resolved again near its expiry)."""
+        res = self.resolved
+        if res is None:
+            res = await self._resolve()
+            self._adopt_resolved(res)
+            return res
+        if not res.redirected or self.ctx.resolve is None:
+            return res
+        async with self._refresh_lock:
+            now = await self._resolve(None)  # the cached answer while it is fresh
+            if self.resolved is None or now.url != self.resolved.url:
+                log.info("%s: resolving again before the link expires", self.jf.path)
+                self._adopt_resolved(now)
+            return now
+
+    async def _refresh(self, res: Resolved, exc: HttpStatusError) -> None:
+        """The CDN refused ``res``: resolve the file again (once per refusal without progress
+        since the last time; pieces refused together share one), then :class:`_Refreshed`."""
+        async with self._refresh_lock:
+            if self.resolved is not None and self.resolved.url == res.url:
+                if self._refreshed_at is not None and self.jf.done_bytes <= self._refreshed_at:
+                    raise self._refused(exc)
+                log.info("%s: %s refused (HTTP %d); resolving again", self.jf.path, res.shown,
+                         exc.status)
+                self._refreshed_at = self.jf.done_bytes
+                fresh = await self._resolve(stale=res)
+                self._adopt_resolved(fresh)
+        raise _Refreshed()
+
+    async def _fetch_raw(self, raw: rawfetch.Connector, url: str, seg: list[int],
+                         headers: dict[str, str], asked: Ask | None, whole_ok: bool) -> None:
         """:meth:`_fetch` with the request made (and the body received) in a worker thread."""
         ctx = self.ctx
         token = ctx.token() if ctx.token is not None and ctx.auth_origin else None
         handle = rawfetch.Handle()
-        sem = ctx.transport._sem(self.jf.url)
+        sem = ctx.transport._sem(url)
         async with sem:
-            fut = rawfetch.start_thread(raw.open, handle, self.jf.url, headers, token,
-                                        ctx.auth_origin)
+            fut = rawfetch.start_thread(raw.open, handle, url, headers, token, ctx.auth_origin)
             resp = await _await_thread(fut, handle)
             try:
                 if resp.chunked:
@@ -511,6 +641,10 @@ class FileTransfer:
                                  whole_ok=whole_ok)
         except RangeIgnored:
             etag = resp.headers.get("etag")
+            if self.immutable and asked is not None and is_strong(self.jf.etag):
+                # Same bytes whatever the CDN's validator says: ask again without If-Range.
+                self.jf.etag = None
+                raise httpx.RemoteProtocolError("If-Range not honoured") from None
             changed = etag != self.jf.etag
             raise RestartFromZero(
                 "file changed on the server" if changed else "server ignored Range",
@@ -839,6 +973,44 @@ class _Writer:
                     self.loop.call_soon_threadsafe(self.changed.set)
 
 
+def wait_reason(exc: HttpStatusError, hub: str | None) -> str | None:
+    """What a retry after ``exc`` waits for, for the job's "waiting" state: a rate limit
+    (any 429), or a server that said how long to wait; None otherwise."""
+    host = urlsplit(exc.url).hostname or "the server"
+    if exc.status == 429:
+        if hub and origin(exc.url) == origin(hub):
+            return "the Hub's rate limit"
+        return f"the rate limit of {host}"
+    if exc.retry_after is None:
+        return None
+    return f"{host} (HTTP {exc.status})"
+
+
+def untrusted(exc: BaseException, url: str) -> DownloadError | None:
+    """A TLS certificate that does not verify is no transient failure: the error for it (else
+    None), instead of retrying until ``give_up_after``."""
+    if "CERTIFICATE_VERIFY_FAILED" not in str(exc):
+        return None
+    host = urlsplit(url).netloc or "the server"
+    return DownloadError(f"the TLS certificate of {host} is not trusted",
+                         hint="behind a TLS-inspecting proxy, add its CA with SSL_CERT_FILE")
+
+
+def give_up_error(path: str, policy: RetryPolicy, failures: int, since: float, delay: float,
+                  reason: str, *, asked: bool) -> DownloadError:
+    """The one line for retries that ran out (``asked``: the server set the wait)."""
+    elapsed = max(0.0, policy.clock() - since)
+    hint = ("run `modeldeck jobs retry` to try again; give_up_after (minutes) sets how long "
+            "ModelDeck keeps trying")
+    by_tries = policy.max_tries is not None and failures >= policy.max_tries
+    if asked and not by_tries:
+        return DownloadError(
+            f"{path}: the server asks to wait {delay:.0f} s more ({reason}), past "
+            f"give_up_after ({policy.give_up_after / 60:g} min) without progress", hint=hint)
+    return DownloadError(f"{path}: giving up after {failures} failed attempts in "
+                         f"{elapsed:.0f} s without progress ({reason})", hint=hint)
+
+
 class _KeepsLying(Exception):
     """``REJECTS_BEFORE_PLAIN`` answers refused: try one plain GET of the whole file."""
 
@@ -887,4 +1059,5 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
     return group.exceptions[0]
 
 
-__all__ = ["FileTransfer", "RestartFromZero", "TransferContext", "is_strong", "strip_query"]
+__all__ = ["FileTransfer", "ProbeResult", "RestartFromZero", "TransferContext", "give_up_error",
+           "is_strong", "strip_query", "untrusted", "wait_reason"]

@@ -10,8 +10,10 @@ import functools
 import logging
 import os
 import random
+import re
 import ssl
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -25,23 +27,43 @@ from tui.download.errors import redact
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 10
+RATE_LIMIT_MARGIN = 1.0  # seconds added to a RateLimit reset time
+_DECIMAL_RE = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
+_RATELIMIT_RE = re.compile(
+    r'"?[\w-]*"?\s*;\s*r\s*=\s*(?P<r>[0-9]{1,9})\s*;\s*t\s*=\s*(?P<t>[0-9]{1,9})(?![0-9])')
 
 
 @dataclass(slots=True)
 class RetryPolicy:
-    """Bounded retries: ``max_tries`` attempts without progress, exponential backoff."""
+    """Retries until ``give_up_after`` seconds pass without progress (and, if set, at most
+    ``max_tries`` failures in a row), exponential backoff between them, or the wait a server
+    asks for (``Retry-After`` / ``RateLimit``, up to ``max_retry_after``).
 
-    max_tries: int = 7
+    ``clock`` (monotonic seconds) and ``sleep`` are injectable for tests.
+    """
+
+    give_up_after: float = 600.0
+    max_tries: int | None = None
     base_delay: float = 0.5
     max_delay: float = 20.0
-    max_retry_after: float = 60.0
+    max_retry_after: float = 3600.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before attempt ``attempt`` (1-based count of failures so far)."""
         if retry_after is not None:
             return max(0.0, min(retry_after, self.max_retry_after))
-        base = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
+        # The exponent is capped: retries go on for minutes, 2**1100 is no float.
+        base = min(self.max_delay, self.base_delay * (2 ** min(max(0, attempt - 1), 32)))
         return base * (0.75 + random.random() / 2)
+
+    def exhausted(self, failures: int, since: float, delay: float) -> bool:
+        """True when waiting ``delay`` more seconds would pass ``give_up_after`` since the
+        last progress (at ``since`` on :attr:`clock`), or after ``max_tries`` failures."""
+        if self.max_tries is not None and failures >= self.max_tries:
+            return True
+        return self.clock() + delay - since > self.give_up_after
 
 
 class HttpStatusError(Exception):
@@ -52,7 +74,12 @@ class HttpStatusError(Exception):
         self.url = url
         self.headers = headers
         self.error_code = headers.get("x-error-code")
-        self.retry_after = parse_retry_after(headers.get("retry-after"))
+        self.rate_limit = parse_ratelimit(headers.get("ratelimit")) if status == 429 else None
+        if self.rate_limit is not None and self.rate_limit[0] == 0:
+            # The window's end, plus a second for rounding (as huggingface_hub does).
+            self.retry_after: float | None = self.rate_limit[1] + RATE_LIMIT_MARGIN
+        else:
+            self.retry_after = parse_retry_after(headers.get("retry-after"))
         super().__init__(f"HTTP {status} from {redact(strip_query(url))}")
 
     @property
@@ -78,17 +105,24 @@ def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds (delta or HTTP date), or None."""
     if not value:
         return None
-    value = value.strip()
+    value = value.strip()[:64]
+    if _DECIMAL_RE.fullmatch(value):
+        return float(value)
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        import time
-
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+
+
+def parse_ratelimit(value: str | None) -> tuple[int, float] | None:
+    """``RateLimit: "name";r=<remaining>;t=<seconds to reset>`` (the IETF draft the Hub
+    sends; huggingface_hub reads the same) as ``(remaining, seconds)``, or None."""
+    if not value:
+        return None
+    match = _RATELIMIT_RE.search(value[:512])
+    if not match:
+        return None
+    return int(match.group("r")), float(match.group("t"))
 
 
 READ_SIZE = 256 << 10
@@ -182,11 +216,13 @@ class Transport:
         headers: dict[str, str] | None = None,
         token: Callable[[], str | None] | None = None,
         auth_origin: str | None = None,
+        follow_redirects: bool = True,
     ) -> AsyncIterator[httpx.Response]:
         """Yield the final response (status < 300 or 206), raising :class:`HttpStatusError`.
 
         ``token()`` is called per request and sent as ``Authorization`` only while the request
-        URL has the same scheme/host/port as ``auth_origin``.
+        URL has the same scheme/host/port as ``auth_origin``. With ``follow_redirects=False``
+        a redirect is yielded as it is (its headers are the Hub's file metadata).
         """
         async with self._sem(url):
             current = url
@@ -198,7 +234,7 @@ class Transport:
                         hdrs["Authorization"] = f"Bearer {value}"
                 request = self.client.build_request(method, current, headers=hdrs)
                 response = await self.client.send(request, stream=True)
-                if response.is_redirect and "location" in response.headers:
+                if follow_redirects and response.is_redirect and "location" in response.headers:
                     await response.aclose()
                     current = urljoin(current, response.headers["location"])
                     log.debug("redirect to %s", strip_query(current))

@@ -33,8 +33,10 @@ class DownloadEvent:
     that does not stop it (e.g. the models dir is on a network file system). While requests
     fail and are retried with nothing arriving, ``attempt`` is the try under way (2, 3, …)
     and ``detail`` why the last one failed (``connection refused``); both are None again
-    once bytes arrive. ``note`` says what a finished job did when that is not a download
-    (``already installed as qwen-q4 (commit 1a2b3c4); nothing to do``).
+    once bytes arrive. A ``waiting`` job waits for ``wait_for`` ("the Hub's rate limit")
+    ``wait_s`` more seconds (updated each second), and ``detail`` says it in one line
+    ("waiting for the Hub's rate limit, 42 s"). ``note`` says what a finished job did when
+    that is not a download (``already installed as qwen-q4 (commit 1a2b3c4); nothing to do``).
     """
 
     job_id: str
@@ -51,6 +53,8 @@ class DownloadEvent:
     attempt: int | None = None
     detail: str | None = None
     note: str | None = None
+    wait_for: str | None = None
+    wait_s: int | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -61,7 +65,10 @@ class DownloadEvent:
 
     @property
     def status(self) -> str:
-        """The state as one short phrase: ``connecting, try 3, connection refused``."""
+        """The state as one short phrase: ``connecting, try 3, connection refused``, or what a
+        waiting job waits for (``waiting for the Hub's rate limit, 42 s``)."""
+        if self.state == "waiting" and self.detail:
+            return self.detail
         if self.attempt is None:
             return self.state
         return ", ".join(filter(None, (self.state, f"try {self.attempt}", self.detail)))

@@ -10,7 +10,15 @@ Plain asyncio (no Textual). Typical use::
     await service.stop()
 
 Every job is persisted (spec, plan, validators, segment offsets) so a crash, ``kill -9`` or
-pause resumes from the bytes on disk (only under ``If-Range`` with a strong validator).
+pause resumes from the bytes on disk: a Hub file pinned to a commit with the sha256 the Hub
+confirms always does; anything else only under ``If-Range`` with a strong validator.
+
+Each file is resolved once (:mod:`tui.download.resolve`) and the answer, a signed CDN URL for
+a Hub LFS file, serves all its pieces; :class:`ResolveCache` keeps it (in memory only: it is a
+credential) until it nears expiry or the CDN refuses it. A ``429`` from the resolver is waited
+out (``RateLimit``'s ``t=`` or ``Retry-After``), shared by every file of that origin, with the
+job in the ``waiting`` state ("waiting for the Hub's rate limit, 42 s"); retries give up only
+after ``give_up_after`` minutes without progress.
 """
 
 from __future__ import annotations
@@ -18,15 +26,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
 
 from tui.download import engine, rawfetch
 from tui.download.aio import in_thread
-from tui.download.engine import FileTransfer, TransferContext
+from tui.download.engine import (
+    FileTransfer,
+    TransferContext,
+    give_up_error,
+    untrusted,
+    wait_reason,
+)
 from tui.download.errors import (
     ChecksumMismatchError,
     DownloadError,
@@ -34,7 +52,14 @@ from tui.download.errors import (
     gated_message,
     redact,
 )
-from tui.download.http import HttpStatusError, RetryPolicy, Transport, make_client, origin
+from tui.download.http import (
+    HttpStatusError,
+    RetryPolicy,
+    Transport,
+    make_client,
+    origin,
+    strip_query,
+)
 from tui.download.jobs import JobFile, JobRecord, JobStore
 from tui.download.partials import remove_partial
 from tui.download.planner import (
@@ -60,6 +85,7 @@ from tui.download.progress import (
     SpeedMeter,
 )
 from tui.download.ratelimit import TokenBucket
+from tui.download.resolve import ResolveCache, Resolved, resolve
 from tui.download.sources import JobSpec
 from tui.download.verify import fsync_dir, git_blob_sha1_file, sha256_file
 from tui.errors import InvalidInputError, ModelDeckError, StoreError
@@ -85,6 +111,7 @@ class _Runtime:
         self.job = job
         self.state = "queued"
         self.error: str | None = None
+        self.wait: tuple[str, int] | None = None  # a "waiting" job: (what for, seconds left)
         self.warning: str | None = None
         self.meter = SpeedMeter()
         self.throttle = EventThrottle()
@@ -122,7 +149,10 @@ class DownloadService:
         self.catalog = catalog
         self.jobs = JobStore(db)
         self.hub = HubClient()
-        self.policy = RetryPolicy()
+        self.policy = RetryPolicy(give_up_after=settings.give_up_after * 60)
+        self.resolved = ResolveCache(clock=lambda: self.policy.clock())
+        self._resolve_locks: dict[str, asyncio.Lock] = {}
+        self._holds: dict[tuple[str, str, int | None], float] = {}  # origin -> rate-limited until
         self.bucket = TokenBucket(settings.bandwidth_limit)
         self._client: Any = None
         self._transport: Transport | None = None
@@ -177,9 +207,11 @@ class DownloadService:
         event = DownloadEvent(
             job_id=rt.job.id, name=rt.job.name, state=rt.state, done_bytes=done,
             total_bytes=total, speed=speed, eta=eta, error=rt.error, warning=rt.warning,
+            detail=_wait_text(rt.wait) or rt.detail, wait_for=rt.wait[0] if rt.wait else None,
+            wait_s=rt.wait[1] if rt.wait else None,
             files=tuple(FileProgress(f.path, f.done_bytes, f.size, f.state)
                         for f in rt.job.files),
-            attempt=rt.attempt, detail=rt.detail, note=rt.note,
+            attempt=rt.attempt, note=rt.note,
         )
         self._publish(event)
 
@@ -190,9 +222,10 @@ class DownloadService:
             except Exception:
                 log.exception("download event subscriber failed")
 
-    def _set_state(self, rt: _Runtime, state: str, error: str | None = None) -> None:
-        changed = state != rt.state or error != rt.error
-        rt.state, rt.error = state, error
+    def _set_state(self, rt: _Runtime, state: str, error: str | None = None,
+                   wait: tuple[str, int] | None = None) -> None:
+        changed = state != rt.state or error != rt.error or wait != rt.wait
+        rt.state, rt.error, rt.wait = state, error, wait
         if changed:
             self._emit(rt, force=True)
 
@@ -727,24 +760,114 @@ class DownloadService:
 
         def on_state(state: str) -> None:
             if state != rt.state and rt.state in ("downloading", "stalled", "connecting",
-                                                   "waiting"):
+                                                  "waiting"):
                 self._set_state(rt, state)
 
         def on_retry(attempt: int, reason: str) -> None:
             rt.attempt, rt.detail = attempt, redact(" ".join(reason.split()))[:120]
             self._emit(rt, force=True)
 
+        token = self.hub.token if hub_like else None
+        auth_origin = endpoint if hub_like else None
+
+        async def resolve_file(url: str, stale: Resolved | None) -> Resolved:
+            return await self._resolve(rt, url, stale, token, auth_origin)
+
+        async def wait(seconds: float, why: str | None) -> None:
+            await self._wait(rt, seconds, why)
+
         return TransferContext(
             transport=self._transport_for(),
             policy=self.policy,
             buckets=buckets,
-            token=self.hub.token if hub_like else None,
-            auth_origin=endpoint if hub_like else None,
+            token=token,
+            auth_origin=auth_origin,
             on_bytes=on_bytes,
             on_state=on_state,
             on_retry=on_retry,
             map_error=lambda exc: _map_http_error(job, exc),
+            resolve=resolve_file,
+            wait=wait,
         )
+
+    # -- resolving and waiting ---------------------------------------------------------------
+
+    async def _resolve(self, rt: _Runtime, url: str, stale: Resolved | None,
+                       token: Any, auth_origin: str | None) -> Resolved:
+        """Where ``url``'s bytes are: the cached answer while it is fresh and not ``stale``,
+        else the resolver's (one call at a time per URL)."""
+        lock = self._resolve_locks.setdefault(url, asyncio.Lock())
+        async with lock:
+            cached = self.resolved.fresh(url, stale)
+            if cached is not None:
+                return cached
+            res = await self._resolve_now(rt, url, token, auth_origin)
+            self.resolved.put(res)
+            log.debug("resolved %s to %s", strip_query(url), res.shown)
+            return res
+
+    async def _resolve_now(self, rt: _Runtime, url: str, token: Any, auth_origin: str | None
+                           ) -> Resolved:
+        """Resolve ``url``, waiting out rate limits and retrying errors until
+        ``give_up_after`` passes; the Hub's refusals are mapped to one-line errors."""
+        policy = self.policy
+        since = policy.clock()
+        failures = 0
+        while True:
+            await self._hold(rt, url)
+            why: str | None = None
+            try:
+                return await resolve(self._transport_for(), url, token=token,
+                                     auth_origin=auth_origin, clock=policy.clock)
+            except HttpStatusError as exc:
+                if not exc.retryable:
+                    raise _map_http_error(rt.job, exc) from None
+                retry_after, reason = exc.retry_after, str(exc)
+                why = wait_reason(exc, hub_endpoint())
+                if exc.status == 429 and retry_after:
+                    # Every file from this origin waits for the window: one shared hold.
+                    key = origin(url)
+                    self._holds[key] = max(self._holds.get(key, 0.0),
+                                           policy.clock() + policy.delay(1, retry_after))
+                    retry_after = None
+            except (httpx.HTTPError, OSError) as exc:
+                if (bad_tls := untrusted(exc, url)) is not None:
+                    raise bad_tls from None
+                retry_after, reason = None, type(exc).__name__
+            failures += 1
+            delay = policy.delay(failures, retry_after)
+            held = self._holds.get(origin(url), 0.0) - policy.clock()
+            if policy.exhausted(failures, since, max(delay, held)):
+                raise give_up_error(_label(url), policy, failures, since, max(delay, held),
+                                    reason, asked=held > 0 or retry_after is not None)
+            if held <= 0:
+                await self._wait(rt, delay, why)
+
+    async def _hold(self, rt: _Runtime, url: str) -> None:
+        """Wait while ``url``'s origin is rate-limited (a 429 told every file to wait)."""
+        key = origin(url)
+        left = self._holds.get(key, 0.0) - self.policy.clock()
+        if left > 0:
+            hub = key == origin(hub_endpoint())
+            await self._wait(rt, left, "the Hub's rate limit" if hub else
+                             f"the rate limit of {key[1]}")
+
+    async def _wait(self, rt: _Runtime, seconds: float, why: str | None) -> None:
+        """Sleep ``seconds``; when the server asked for the wait (``why``) and it is a second
+        or more, the job shows ``waiting`` with the seconds left, updated each second."""
+        policy = self.policy
+        if why is None or seconds < 1:
+            await policy.sleep(seconds)
+            return
+        end = policy.clock() + seconds
+        before = rt.state if rt.state != "waiting" else "connecting"
+        try:
+            while (left := end - policy.clock()) > 0:
+                self._set_state(rt, "waiting", wait=(why, math.ceil(left)))
+                await policy.sleep(min(1.0, left))
+        finally:
+            if rt.state == "waiting":
+                self._set_state(rt, before)
 
     async def _download_file(
         self, rt: _Runtime, jf: JobFile, ctx: TransferContext, connections: int
@@ -854,6 +977,11 @@ def _refuse_ended(job: JobRecord, state: str) -> None:
                                 hint=f"`modeldeck jobs resume {job.id}` continues it")
 
 
+def _wait_text(wait: tuple[str, int] | None) -> str | None:
+    """``waiting for the Hub's rate limit, 42 s``."""
+    return f"waiting for {wait[0]}, {wait[1]} s" if wait else None
+
+
 def _refuse_unreadable(job: JobRecord) -> None:
     if job.unreadable:
         raise InvalidInputError(f"job {job.id}: {job.error}")
@@ -902,11 +1030,19 @@ def _check(jf: JobFile, sha256: str, sha1: str | None, size: int) -> str | None:
 
 
 def _map_http_error(job: JobRecord, exc: HttpStatusError) -> Exception:
+    """One line for an error answer. Gated/private comes from the Hub's own answers only
+    (its origin); a CDN's 401/403 is the CDN refusing, never "gated"."""
     spec = job.spec
     where = spec.repo if spec.kind == "hf" else redact(str(spec.url))[:200]
+    from_hub = origin(exc.url) == origin(hub_endpoint())
     if exc.status in (401, 403):
-        if spec.kind == "hf" or exc.error_code == "GatedRepo":
+        if from_hub and (spec.kind == "hf" or exc.error_code in ("GatedRepo", "RepoNotFound")):
             return gated_message(str(spec.repo or where))
+        if spec.kind == "hf":
+            host = _host(exc.url)
+            return DownloadError(f"the download server {host} refused {where} (HTTP "
+                                 f"{exc.status})", hint="retry later with `modeldeck jobs "
+                                 "retry`; this is not an access problem with the repo")
         return DownloadError(f"access denied (HTTP {exc.status}) for {where}",
                              hint="the server needs credentials ModelDeck does not have")
     if exc.status == 404:
@@ -915,6 +1051,19 @@ def _map_http_error(job: JobRecord, exc: HttpStatusError) -> Exception:
         return DownloadError(f"the server refused the byte range for {where} (HTTP 416)",
                              hint="run `modeldeck jobs retry` to start over")
     return DownloadError(f"HTTP {exc.status} for {where}")
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc or "the server"
+
+
+def _label(url: str) -> str:
+    """A file's name for a message: its path in the repo for a Hub URL, else the URL (no
+    query: it may be a signature), at most 200 characters."""
+    path = urlsplit(url).path
+    if "/resolve/" in path:
+        return unquote(path.split("/resolve/", 1)[1].partition("/")[2])[:200] or path[:200]
+    return redact(strip_query(url))[:200]
 
 
 def _disk_usage(path: str) -> Any:

@@ -26,16 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.download import progress
 from tui.errors import StoreError
 from tui.store.db import Database
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.25  # seconds between two data_version reads
-JOB_STATES = frozenset({
-    "queued", "connecting", "downloading", "stalled", "verifying", "paused", "done", "failed",
-    "cancelled",
-})
+JOB_STATES = frozenset(progress.JOB_STATES)
 _MAX_NAME = 500  # characters of a job's name or error kept (the row may hold anything)
 
 

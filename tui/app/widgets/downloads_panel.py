@@ -11,7 +11,14 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import ProgressBar, Static
 
-from tui.app.views import JOB_STATES, JobView, job_bytes_text, job_speed_text, text_bar
+from tui.app.views import (
+    JOB_STATES,
+    JobView,
+    job_bytes_text,
+    job_speed_text,
+    job_state_text,
+    text_bar,
+)
 from tui.app.widgets.line import Line
 
 ACTIONS = ("pause", "resume", "cancel", "retry")
@@ -25,7 +32,7 @@ class DownloadRow(Horizontal):
         self.view = view
         self.ascii = ascii
         self._name = Line(view.name, classes="job-name")
-        self._state = Line(view.state, classes="job-state")
+        self._state = Line(job_state_text(view), classes="job-state")
         self._bar = ProgressBar(
             total=view.total_bytes or None,
             show_eta=False,
@@ -62,8 +69,8 @@ class DownloadRow(Horizontal):
     def _apply(self, view: JobView, old: JobView | None = None) -> None:
         if old is None or old.name != view.name:
             self._name.set(view.name)
+        self._state.set(job_state_text(view))  # no-op when unchanged
         if old is None or old.state != view.state:
-            self._state.set(view.state)
             for state in JOB_STATES:
                 self.set_class(view.state == state, f"-{state}")
         total = view.total_bytes or None

@@ -341,8 +341,9 @@ def test_prune_dry_run_lists_bytes_and_changes_nothing_then_prunes_only_orphans(
 
 def test_a_refused_connection_shows_each_try_and_fails_once(
         home: Settings, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Seven tries, quickly (the real budget is ``give_up_after`` minutes without progress).
     monkeypatch.setattr(service_mod, "RetryPolicy",
-                        lambda: RetryPolicy(base_delay=0.01, max_delay=0.02))
+                        lambda **kw: RetryPolicy(base_delay=0.01, max_delay=0.02, max_tries=7))
     url = f"http://127.0.0.1:{closed_port()}/models/refused-Q4_K_M.gguf"
     code, out, err = cli(capsys, "pull", url, "--quiet")
     assert code == 1 and out == ""
@@ -354,7 +355,8 @@ def test_a_refused_connection_shows_each_try_and_fails_once(
     assert failure == lines[-1]
     assert failure.count("refused-Q4_K_M.gguf") == 1
     assert failure.count("jobs retry") == 1
-    assert "giving up after 7 failed attempts (connection refused)" in failure
+    assert "giving up after 7 failed attempts in " in failure
+    assert "without progress (connection refused)" in failure
     code, out, _ = cli(capsys, "jobs", "--json")
     [job] = json.loads(out)
     assert f"`modeldeck jobs retry {job['id']}`" in failure

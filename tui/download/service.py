@@ -49,6 +49,7 @@ from tui.download.errors import (
     ChecksumMismatchError,
     DownloadError,
     RemoteNotFoundError,
+    failure_reason,
     gated_message,
     redact,
 )
@@ -138,7 +139,9 @@ class _Runtime:
 class DownloadService:
     """Jobs, queue, verification and registration of downloads."""
 
-    flush_interval = 1.0  # seconds between persisting state, progress and segment offsets
+    # Seconds between persisting state, progress and segment offsets (only when they changed):
+    # what a kill -9 can lose, and how soon another process sees progress.
+    flush_interval = 0.5
 
     def __init__(
         self, settings: Settings, db: Database, inventory: Inventory, catalog: Any = None
@@ -764,8 +767,7 @@ class DownloadService:
                 self._set_state(rt, state)
 
         def on_retry(attempt: int, reason: str) -> None:
-            rt.attempt, rt.detail = attempt, redact(" ".join(reason.split()))[:120]
-            self._emit(rt, force=True)
+            self._retrying(rt, attempt, reason)
 
         token = self.hub.token if hub_like else None
         auth_origin = endpoint if hub_like else None
@@ -833,15 +835,23 @@ class DownloadService:
             except (httpx.HTTPError, OSError) as exc:
                 if (bad_tls := untrusted(exc, url)) is not None:
                     raise bad_tls from None
-                retry_after, reason = None, type(exc).__name__
+                retry_after, reason = None, failure_reason(exc)
             failures += 1
             delay = policy.delay(failures, retry_after)
             held = self._holds.get(origin(url), 0.0) - policy.clock()
             if policy.exhausted(failures, since, max(delay, held)):
-                raise give_up_error(_label(url), policy, failures, since, max(delay, held),
+                name = next((f.path for f in rt.job.files if f.url == url), _label(url))
+                raise give_up_error(name, policy, failures, since, max(delay, held),
                                     reason, asked=held > 0 or retry_after is not None)
+            self._retrying(rt, failures + 1, reason)
             if held <= 0:
                 await self._wait(rt, delay, why)
+
+    def _retrying(self, rt: _Runtime, attempt: int, reason: str) -> None:
+        """Show the try under way and why the last one failed (``try 3, connection
+        refused``) until bytes flow again."""
+        rt.attempt, rt.detail = attempt, redact(" ".join(reason.split()))[:120]
+        self._emit(rt, force=True)
 
     async def _hold(self, rt: _Runtime, url: str) -> None:
         """Wait while ``url``'s origin is rate-limited (a 429 told every file to wait)."""

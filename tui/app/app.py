@@ -846,15 +846,20 @@ class ModelDeckApp(App[None]):
     def _leave_console(self) -> None:
         self._focus_now(self.model_table)
 
+    def _to_console(self) -> PromptConsole:
+        """Show the console with the focus on its prompt line."""
+        self.show_console = True
+        console = self.prompt_console
+        self._focus_now(console.prompt_input)
+        return console
+
     def action_new_chat(self) -> None:
         """A new conversation in the console (the current one stays saved)."""
-        self.show_console = True
-        self.prompt_console.new_chat()
+        self._to_console().new_chat()
 
     def action_clear_chat(self) -> None:
         """Empty the console's conversation."""
-        self.show_console = True
-        self.prompt_console.clear_chat()
+        self._to_console().clear_chat()
 
     def action_open_chat(self) -> None:
         """The saved conversations with the loaded model, newest first; one reopens."""
@@ -895,8 +900,7 @@ class ModelDeckApp(App[None]):
         elif session.model_id != console.model_id:
             self.notify("That chat belongs to a model no longer loaded", severity="warning")
         else:
-            self.show_console = True
-            console.open_session(session)
+            self._to_console().open_session(session)
 
     def action_load_with(self) -> None:
         """The "Load with…" modal for the model under the cursor (or the loaded one): context

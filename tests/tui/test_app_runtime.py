@@ -620,7 +620,8 @@ async def test_parameters_modal_sets_greedy_and_max_tokens_for_answers(
         summary = "temperature 0 | top_p 0.95 | max 8 tokens"
         assert f"Parameters: {summary}" in [n.message for n in app._notifications]
         console = app.prompt_console
-        assert text_of(console.query_one("#console-model")) == f"Model: tiny | {summary}"
+        assert text_of(console.query_one("#console-model")) == (
+            f"Model: tiny | ctx 512 | cpu | {summary}")
 
         # The focus is back on the prompt line: ask; the answer stops at 8 tokens.
         assert app.focused is console.prompt_input

@@ -206,7 +206,7 @@ class PromptConsole(Vertical):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel answer / back to table"),
+        Binding("escape", "cancel", "Cancel answer / leave"),
         Binding("ctrl+n", "new_chat", "New chat"),
         Binding("ctrl+l", "clear_chat", "Clear chat", show=False),
         Binding("f2", "edit_system_prompt", "System prompt"),

@@ -6,13 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import sys
 from typing import Any
 
-from tui.errors import InvalidInputError, NotFoundError
+from tui.errors import InvalidInputError, ModelDeckError, NotFoundError
 from tui.terminal_text import clean, clean_line
-
-EXIT_COMMANDS = {"/exit", "/quit"}
 
 
 def _gpu_layers(text: str) -> str | int:
@@ -44,7 +43,8 @@ def register(subparsers: Any) -> None:
         "run",
         help="load a model and stream an answer (a REPL without -p)",
         description="Stream one answer to stdout (metrics on stderr). Without -p, read "
-        "prompts line by line from stdin until EOF or /exit, keeping the conversation.",
+        "prompts line by line from stdin until EOF or /exit, keeping the conversation "
+        "(trimmed to the context, oldest turns first); /new, /clear, /system TEXT, /help.",
     )
     run.add_argument("model", nargs="?", help="model id (see 'modeldeck ls'), .gguf file or folder")
     run.add_argument("-p", "--prompt", help="the prompt; omit for a REPL on stdin")
@@ -139,19 +139,26 @@ def run_command(args: argparse.Namespace, ctx: Any) -> int:
     return asyncio.run(_run(ctx, target, _options(args), params, args.prompt, args.system))
 
 
+REPL_HELP = (
+    "/new: a new conversation (the system prompt stays) | /clear: forget this conversation's "
+    "turns | /system TEXT: set the system prompt (/system alone removes it) | /help | /exit"
+)
+_COMMAND = re.compile(r"/([a-z]+)(?:\s+(.*))?", re.DOTALL)
+
+
 async def _run(ctx: Any, target: Any, options: Any, params: Any, prompt: str | None,
                system: str | None) -> int:
+    from tui.chat.session import ChatSession
+
     runtime = ctx.services.runtime
     try:
         info = await runtime.load(target, options)
         ctx.err(f"loaded {info.name} in {info.load_seconds:.2f}s"
                 + (f" ({info.fit_label})" if info.fit_label else ""))
-        history: list[dict[str, str]] = []
-        if system:
-            history.append({"role": "system", "content": system})
+        session = ChatSession(info.id, system or "")
         if prompt is not None:
-            history.append({"role": "user", "content": prompt})
-            await _answer(ctx, runtime, info.id, history, params)
+            session.add_user(prompt)
+            await _answer(ctx, runtime, info.id, session.messages(), params)
             return 0
         interactive = sys.stdin.isatty()
         loop = asyncio.get_running_loop()
@@ -165,32 +172,95 @@ async def _run(ctx: Any, target: Any, options: Any, params: Any, prompt: str | N
             text = line.strip()
             if not text:
                 continue
-            if text in EXIT_COMMANDS:
-                break
-            history.append({"role": "user", "content": text})
-            reply = await _answer(ctx, runtime, info.id, history, params)
-            history.append({"role": "assistant", "content": reply})
+            command = _COMMAND.fullmatch(text)
+            if command is not None:
+                if command.group(1) in ("exit", "quit"):
+                    break
+                session = _repl_command(ctx, session, command.group(1), command.group(2))
+                continue
+            session.add_user(text)
+            try:
+                messages = await _fit(ctx, runtime, info, session, params)
+                reply = await _answer(ctx, runtime, info.id, messages, params)
+            except ModelDeckError as exc:  # the conversation goes on, without this prompt
+                session.discard_last_user()
+                ctx.err(f"modeldeck: error: {exc}")
+                continue
+            session.add_assistant(reply)
         return 0
     finally:
         await runtime.aclose()
 
 
-async def _answer(ctx: Any, runtime: Any, model_id: str, history: list[dict[str, str]],
+def _repl_command(ctx: Any, session: Any, name: str, argument: str | None) -> Any:
+    """Run a REPL command; returns the conversation to go on with."""
+    from tui.chat.session import ChatSession
+
+    if name == "new":
+        ctx.err("new conversation")
+        return ChatSession(session.model_id, session.system)
+    if name == "clear":
+        session.clear()
+        ctx.err("conversation cleared")
+    elif name == "system":
+        session.system = (argument or "").strip()
+        ctx.err("system prompt set" if session.system else "system prompt removed")
+    elif name == "help":
+        ctx.err(REPL_HELP)
+    else:
+        ctx.err(f"unknown command /{name}; /help lists them")
+    return session
+
+
+async def _fit(ctx: Any, runtime: Any, info: Any, session: Any, params: Any) -> list[Any]:
+    """The conversation trimmed to the context (a note on stderr when turns are left out)."""
+    from tui.chat.session import ContextFullError, answer_reserve
+
+    context = info.context_length
+    if not context:  # an endpoint
+        return session.messages()
+
+    async def count(messages: Any) -> int:
+        tokens = await runtime.count_tokens(info.id, messages)
+        return 0 if tokens is None else tokens
+
+    try:
+        trimmed = await session.amessages_for(
+            context, count, answer_reserve(context, params.max_tokens))
+    except ContextFullError as exc:
+        raise ContextFullError(
+            exc.tokens, exc.budget, exc.context,
+            hint="shorten the prompt, /system to shorten the system prompt, lower --max-tokens, "
+            "or run with a larger --ctx",
+        ) from None
+    note = trimmed.note()
+    if note:
+        ctx.err(f"({note})")
+    return trimmed.messages
+
+
+async def _answer(ctx: Any, runtime: Any, model_id: str, messages: list[Any],
                   params: Any) -> str:
     """Stream one answer to stdout. The model's text is untrusted: each delta is cleaned
     (character by character, so an escape sequence split across deltas is caught too)."""
     parts: list[str] = []
     out = sys.stdout
-    async with contextlib.aclosing(runtime.generate(model_id, history, params)) as stream:
-        async for item in stream:
-            if isinstance(item, str):
-                parts.append(item)
-                out.write(clean(item))
-                out.flush()
-            else:
-                out.write("\n")
-                out.flush()
-                ctx.err(item.summary())
+    try:
+        async with contextlib.aclosing(runtime.generate(model_id, messages, params)) as stream:
+            async for item in stream:
+                if isinstance(item, str):
+                    parts.append(item)
+                    out.write(clean(item))
+                    out.flush()
+                else:
+                    out.write("\n")
+                    out.flush()
+                    ctx.err(item.summary())
+    except ModelDeckError:
+        if parts:  # the error line starts on a line of its own
+            out.write("\n")
+            out.flush()
+        raise
     return "".join(parts)
 
 

@@ -766,6 +766,18 @@ class RuntimeService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def count_tokens(self, model_id: str, messages: Sequence[Message]) -> int | None:
+        """Tokens ``messages`` make as a prompt of the loaded model (its chat template and
+        tokenizer, in a runtime thread); None when its backend cannot tell (an endpoint).
+        Raises NotLoadedError, TemplateError."""
+        entry = self._models.get(model_id)
+        if entry is None or entry.closing:
+            raise NotLoadedError(f"{model_id} is not loaded", hint="load it first")
+        count = getattr(entry.backend, "count_tokens", None)
+        if count is None:
+            return None
+        return int(await self._run(count, list(messages)))
+
     # -- generation --------------------------------------------------------------------------
 
     async def generate(

@@ -1,17 +1,19 @@
 """One vocabulary (:mod:`tui.formatting`): binary sizes with the same digits in the text and
-the compact form, one rate, one duration (ETA) and one "ago" format; and no second byte
-formatter anywhere in ``tui/``."""
+the compact form, one rate, one duration (ETA) and one "ago" format; readable ids from names
+in any script; and no second byte formatter anywhere in ``tui/``."""
 
 from __future__ import annotations
 
 import ast
 import itertools
+import unicodedata
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tui import formatting as fmt
+from tui.safe_paths import slugify
 
 from tests.support.checks import REPO
 
@@ -68,6 +70,33 @@ def test_ago() -> None:
     assert fmt.ago(now - 30, now) == "now" and fmt.ago(now + 30, now) == "now"  # clock skew
     assert fmt.ago(now - 5 * 60, now) == "5m ago" and fmt.ago(now - 3 * 3600, now) == "3h ago"
     assert fmt.ago(now - 12 * 86400, now) == "12d ago"
+
+
+@pytest.mark.parametrize(("name", "slug"), [
+    ("ＱＷＥＮ２．５", "qwen2.5"),  # full-width: NFKC
+    ("ＱＷＥＮ２．５－７Ｂ（Ｉｎｓｔｒｕｃｔ）", "qwen2.5-7b-instruct"),
+    ("通义千问-7B", "通义千问-7b"),  # kept as Unicode letters
+    ("通义千问　7B【指令】", "通义千问-7b-指令"),  # ideographic space and brackets
+    ("Модель 7B", "модель-7b"), ("ℌ𝔢𝔩𝔩𝔬", "hello"), ("Ünïcödé Modél", "ünïcödé-modél"),
+    ("\u0301\u0301-Llama", "llama"),  # an accent with no letter is dropped
+    ("\u200bfoo\u202e", "foo"), ("..", "model"), ("-_-", "model"),
+])
+def test_ids_are_readable_in_any_script(name: str, slug: str) -> None:
+    assert slugify(name) == slug
+
+
+def test_an_id_is_cut_between_letters_not_inside_one() -> None:
+    name = "a" * 79 + "e\u0301\u0323x"  # e + two accents NFKC cannot fold into one letter
+    cut = slugify(name)
+    assert cut == "a" * 79 and not unicodedata.category(cut[-1]).startswith("M")
+
+
+@given(st.text(max_size=120))
+def test_ids_are_stable_short_and_never_hex(text: str) -> None:
+    slug = slugify(text)
+    assert slugify(slug) == slug and 0 < len(slug) <= 80
+    assert slug[0] not in "-." and not unicodedata.category(slug[0]).startswith("M")
+    assert "\\x" not in slug and "%" not in slug
 
 
 # -- one formatter: no second one anywhere in tui/ -------------------------------------------

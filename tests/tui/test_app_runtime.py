@@ -18,9 +18,10 @@ from rich.console import Console
 from textual.geometry import Region
 from textual.widgets import Button, DataTable, SelectionList, Static
 
+from tui import formatting
 from tui.app.app import ModelDeckApp
 from tui.app.screens import AddModelScreen, ConfirmScreen, HubSearchScreen
-from tui.app.views import MetricsView, format_size
+from tui.app.views import MetricsView
 from tui.app.widgets.prompt_console import wrap_line
 from tui.runtime.service import RuntimeService
 from tui.runtime.types import GenParams, LoadOptions
@@ -356,7 +357,7 @@ async def test_delete_confirms_space_freed_and_refuses_while_loaded(
         # Unloaded: asks with the space freed; "Keep" keeps.
         await pilot.press("d")
         assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
-        assert f"frees {format_size(size)}" in app.screen.question
+        assert f"frees {formatting.size(size)}" in app.screen.question
         await pilot.press("n")
         assert target.exists()
         await pilot.press("d")
@@ -365,7 +366,7 @@ async def test_delete_confirms_space_freed_and_refuses_while_loaded(
         assert await wait_for(pilot, lambda: row.key not in app.model_table.all_rows, 10)
         assert not target.exists()
         assert services.inventory.get_model("tiny") is None
-        assert any(f"freed {format_size(size)}" in n for n in notices(app))
+        assert any(f"freed {formatting.size(size)}" in n for n in notices(app))
 
 
 # -- (e) add modal errors -------------------------------------------------------------------

@@ -21,6 +21,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
+from tui import formatting
 from tui.app import wiring
 from tui.app.commands import ModelDeckCommands, literal
 from tui.app.messages import (
@@ -787,7 +788,7 @@ class ModelDeckApp(App[None]):
             question = (f"Forget {name}?\nIts files are outside the models folder "
                         "and stay on disk.")
         else:
-            size = format_size(message.freed_bytes) or "0B"
+            size = formatting.size(message.freed_bytes)
             question = f"Delete {name}?\nThis frees {size} on the models volume."
 
         def answered(yes: bool | None) -> None:
@@ -806,7 +807,7 @@ class ModelDeckApp(App[None]):
 
     @on(ModelDeleted)
     def _model_deleted(self, message: ModelDeleted) -> None:
-        self.notify(f"Deleted {message.name}, freed {format_size(message.freed_bytes) or '0B'}",
+        self.notify(f"Deleted {message.name}, freed {formatting.size(message.freed_bytes)}",
                     markup=False)
         for line in message.kept:
             self.notify(line, severity="warning", markup=False)

@@ -15,7 +15,7 @@ from tui.settings import SETTING_NAMES, env_var
 from tui.terminal_text import clean_line
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Any) -> None:
     """Add this module's sub-commands."""
     p = sub.add_parser("ls", help="list installed and discovered models")
     p.add_argument("--json", action="store_true", help="machine-readable output")

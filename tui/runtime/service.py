@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui import formatting as fmt
 from tui.errors import MetadataError, ModelDeckError, NotFoundError
 from tui.metadata.types import ModelMetadata
 from tui.runtime.backends.base import Backend, BackendStats, one_line
@@ -72,7 +73,6 @@ from tui.runtime.fit import (
     MemoryEstimate,
     check_fit,
     estimate_from_metadata,
-    format_bytes,
 )
 from tui.runtime.memory import GpuFree, MemoryProbe, MemorySnapshot, SystemMemoryProbe
 from tui.runtime.types import (
@@ -583,8 +583,8 @@ class RuntimeService:
         if self.memory_budget is not None:
             if estimate.total_bytes > self.memory_budget and not options.force:
                 raise WontFitError(
-                    f"{spec.name} needs {format_bytes(estimate.total_bytes)}, more than the "
-                    f"memory budget of {format_bytes(self.memory_budget)}",
+                    f"{spec.name} needs {fmt.size(estimate.total_bytes)}, more than the "
+                    f"memory budget of {fmt.size(self.memory_budget)}",
                     hint="use --force to try anyway",
                 )
             while kept and sum(e.memory_bytes for e in kept) + estimate.total_bytes > (

@@ -231,10 +231,12 @@ def test_run_while_another_client_streams(llama_server: str, tmp_path: Path) -> 
 
 # -- fakes of llama-server, vLLM and LiteLLM -----------------------------------------------------
 
+# LiteLLM 1.108's answers, as seen from a real proxy or read in its source (proxy/auth/)
 LITELLM_ERRORS: dict[str, tuple[int, dict[str, Any], dict[str, str]]] = {
-    # the proxy's own key check (user_api_key_auth): "Authentication Error, …"
-    "auth400": (400, {"error": {"message": "Authentication Error, No api key passed in.",
-                                "type": "auth_error", "param": "None", "code": "400"}}, {}),
+    # a proxy without a database, given a key that is not its master key (seen)
+    "auth400": (400, {"error": {"message": "No connected db.", "type": "no_db_connection",
+                                "param": None, "code": "400"}}, {}),
+    # with a database, a key it does not know (user_api_key_auth)
     "auth401": (401, {"error": {"message": "Authentication Error, Invalid proxy server token "
                                 f"passed. Received API Key = sk-...{KEY[-4:]}, Key Hash "
                                 f"(Token) =e3b0c44298fc1c14. Unable to find token in cache "
@@ -282,8 +284,9 @@ class Fakes:
     ``vllm``      role chunk ``{"role": "assistant", "content": ""}``, 5 tokens, the last
                   chunk ``""`` with ``finish_reason``; no usage
     ``litellm``   the key must be :data:`KEY`; the model name picks an error of
-                  :data:`LITELLM_ERRORS` (``ok``, ``m1``: a 3-token answer with usage); lists
-                  them all but ``nomodel``
+                  :data:`LITELLM_ERRORS` (``ok``: a 3-token answer with usage; ``m1``: the
+                  same, but usage says 2, LiteLLM's own count); lists them all but
+                  ``nomodel``
 
     ``llamacpp`` and ``pyllama`` ignore ``max_tokens`` (to test the client's own limit)."""
 
@@ -314,8 +317,13 @@ class Fakes:
 
     @staticmethod
     def _litellm_key_error(request: web.Request) -> web.Response | None:
-        if request.headers.get("Authorization") == f"Bearer {KEY}":
+        given = request.headers.get("Authorization")
+        if given == f"Bearer {KEY}":
             return None
+        if given is None:  # seen
+            return web.json_response(
+                {"error": {"message": "Authentication Error, No api key passed in.",
+                           "type": "auth_error", "param": "None", "code": "401"}}, status=401)
         status, body, _ = LITELLM_ERRORS["auth401"]
         return web.json_response(body, status=status)
 
@@ -354,8 +362,10 @@ class Fakes:
             for piece in ("a", "b", "c"):
                 await resp.write(chunk({"content": piece}))
             await resp.write(chunk({}, finish="stop"))
-            await resp.write(chunk(usage={"prompt_tokens": 9, "completion_tokens": 3,
-                                          "total_tokens": 12}))
+            # m1: the model's server sent no usage, LiteLLM counted with its own tokenizer
+            done = 2 if body["model"] == "m1" else 3
+            await resp.write(chunk(usage={"prompt_tokens": 9, "completion_tokens": done,
+                                          "total_tokens": 9 + done}))
         else:
             await resp.write(chunk({"role": "assistant", "content": None}))
             for piece in PIECES:
@@ -469,6 +479,13 @@ def test_litellm_other_errors(litellm_cli) -> None:
     assert code == 1 and "does not serve 'nomodel' (HTTP 400)" in line and "it serves: m1" in line
     code, out = litellm_cli("ok")
     assert code == 0 and "3 tokens, " in out and "estimated" not in out
+
+
+def test_usage_below_the_chunks_is_not_believed(litellm_cli) -> None:
+    # 3 chunks carried tokens; LiteLLM's usage (its tokenizer's guess) says 2
+    code, out = litellm_cli("m1")
+    assert code == 0 and "3 tokens (estimated), " in out
+    assert "prompt 9 tok" not in out  # its prompt count is not shown either
 
 
 # -- a silent server: cancel at once -----------------------------------------------------------

@@ -59,7 +59,20 @@ def body(message: str, **fields: object) -> bytes:
     b'{"error": "Invalid API Key"}',
 ])
 def test_bad_key_bodies(raw: bytes) -> None:
-    assert _is_auth(*_server_message(raw))
+    assert _is_auth(*_server_message(raw), 400) and _is_auth(*_server_message(raw), 500)
+    assert not _is_auth(*_server_message(raw), 429)  # a rate limit is not about the key
+
+
+def test_litellm_without_a_database() -> None:
+    # a key that is not the master key, no database to look it up: 400 no_db_connection
+    no_db = _server_message(body("No connected db.", type="no_db_connection", code="400"))
+    assert _is_auth(*no_db, 400)
+    outage = _server_message(body("Service Unavailable, the authentication database is "
+                                  "temporarily unreachable.", type="no_db_connection"))
+    assert not _is_auth(*outage, 503)
+    assert _is_auth("LiteLLM Virtual Key expected. Received=abc, expected to start with 'sk-'.",
+                    [], 400)
+    assert _is_auth("anything", [], 401) and _is_auth("", [], 403)
 
 
 @pytest.mark.parametrize("raw", [
@@ -73,7 +86,7 @@ def test_bad_key_bodies(raw: bytes) -> None:
     b"<html>502 Bad Gateway</html>",
 ])
 def test_other_error_bodies_are_not_about_the_key(raw: bytes) -> None:
-    assert not _is_auth(*_server_message(raw))
+    assert not _is_auth(*_server_message(raw), 400)
 
 
 @pytest.mark.parametrize("message", [

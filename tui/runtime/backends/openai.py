@@ -19,8 +19,9 @@ vLLM, Ollama, LM Studio, a LiteLLM proxy):
 * **Token counts.** Without ``usage`` from the server (``stream_options.include_usage`` is
   asked for; ``llama_cpp.server`` ignores it), each stream chunk that carries text is one
   generated token, a ``""`` one included (llama.cpp sends those while a character's UTF-8 is
-  incomplete); the chunk announcing the role and an end chunk without text are not. The
-  answer's metrics say whether the numbers were ``reported`` or ``estimated``.
+  incomplete); the chunk announcing the role and an end chunk without text are not. A
+  ``usage`` below that count (a proxy's own guess) or above ``max_tokens`` is not believed.
+  The answer's metrics say whether the numbers were ``reported`` or ``estimated``.
 * **Cancel at once.** Each answer uses its own connection, whose socket is shut down from the
   cancelling thread (:meth:`OpenAIBackend.interrupt`): a read blocked on a silent server (a
   long prompt being processed) returns at once, and the server sees the connection closed.
@@ -58,7 +59,7 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 120.0  # silence between two reads (a big prompt can take a while to start)
 ANSWER_DEADLINE = 1800.0  # one whole answer, however slowly the server trickles it
 LIST_DEADLINE = 30.0  # GET /v1/models
-PROBE_TIMEOUT = 3.0  # GET /v1/models at load and after "no such model": a busy server may not
+PROBE_TIMEOUT = 3.0  # GET /v1/models at load and after "no such model" (a busy server waits)
 MAX_LINE_BYTES = 1 << 20  # one SSE line (a stream event)
 MAX_ANSWER_BYTES = 64 << 20  # one answer's body
 MAX_ERROR_BYTES = 64 << 10  # read of an error body (only its start is shown)
@@ -70,10 +71,11 @@ SHOWN_CHARS = 160  # text from the server in a message
 
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
 # what servers say about a refused key: LiteLLM's "Authentication Error, …" (with 400, 401 or
-# 500), "AuthenticationError", OpenAI's "Incorrect API key provided", "invalid_api_key",
-# "Invalid proxy server token passed", "No api key passed in", "Unauthorized"
+# 500), "AuthenticationError", "LiteLLM Virtual Key expected", OpenAI's "Incorrect API key
+# provided", "invalid_api_key", "Invalid proxy server token passed", "Unauthorized"
 _AUTH_TEXT = re.compile(
     r"auth(?:entication)?[ _-]?error|\bunauthori[sz]ed\b|\bapi[ _-]?key\b|\bapikey\b"
+    r"|\bvirtual key\b"
     r"|\b(?:invalid|incorrect|expired|missing|malformed|revoked|no)\b(?:\s+[\w-]+){0,3}?"
     r"\s+(?:token|credentials?|bearer)\b",
     re.IGNORECASE,
@@ -193,8 +195,16 @@ def _message_of(data: Any, text: str) -> tuple[str, list[str]]:
     return text, kinds
 
 
-def _is_auth(message: str, kinds: list[str]) -> bool:
-    """Whether an error body says the key was refused."""
+def _is_auth(message: str, kinds: list[str], status: int | None = None) -> bool:
+    """Whether an error answer (``status`` None: an error event in a stream) says the key was
+    refused: 401/403, or a body about the key (not with 429, a rate limit). LiteLLM without
+    a database answers a key that is not its master key with 400 ``no_db_connection``."""
+    if status in (401, 403):
+        return True
+    if status == 429:
+        return False
+    if "no_db_connection" in kinds:
+        return status == 400
     return any(k in _AUTH_FIELDS for k in kinds) or bool(_AUTH_TEXT.search(message))
 
 
@@ -247,7 +257,7 @@ def list_models(base_url: str, api_key: str | None = None, *, timeout: float = 1
             if status >= 400:
                 message, kinds = _server_message(_error_body(response))
                 detail = _scrub(message, [api_key], 120)
-                if status in (401, 403) or (status != 429 and _is_auth(message, kinds)):
+                if _is_auth(message, kinds, status):
                     raise _auth_error(redact_url(api_base(base_url)), status, detail, api_key)
                 raise _NoList(f"{where} answered HTTP {status}"
                               + (f": {detail}" if detail else ""))
@@ -529,14 +539,15 @@ class OpenAIBackend:
             finish = "cancelled"
         redactor.flush()
         stops.flush()
-        prompt = _count(usage.get("prompt_tokens")) or 0
         completion = _count(usage.get("completion_tokens"))
-        reported = completion is not None and not (
-            (limit is not None and completion > limit) or (completion == 0 and tokens > 0))
+        # believed between the chunks that carried tokens and max_tokens: fewer than the
+        # chunks is a proxy's own guess (LiteLLM counts with its tokenizer when the model's
+        # server sent no usage), more than max_tokens a lie; its prompt count goes with it
+        reported = completion is not None and tokens <= completion <= (limit or completion)
         if not reported:
-            completion = tokens
-        return BackendStats(prompt, completion or 0, finish,
-                            usage="reported" if reported else "estimated")
+            return BackendStats(0, tokens, finish, usage="estimated")
+        prompt = _count(usage.get("prompt_tokens")) or 0
+        return BackendStats(prompt, completion or 0, finish, usage="reported")
 
     def _refusal(self, response: httpx.Response, where: str) -> EndpointError:
         """The error for an HTTP error answer to a chat request."""
@@ -546,7 +557,7 @@ class OpenAIBackend:
         message, kinds = _server_message(_error_body(response))
         detail = _scrub(message, [key], 120)
         base = redact_url(self.base)
-        if status in (401, 403) or (status != 429 and _is_auth(message, kinds)):
+        if _is_auth(message, kinds, status):
             return _auth_error(base, status, detail, key)
         if status == 404 or (status in (400, 422) and _MODEL_TEXT.search(message)):
             names = self._model_names()

@@ -18,8 +18,9 @@ vLLM, Ollama, LM Studio, a LiteLLM proxy):
 
 * **Token counts.** Without ``usage`` from the server (``stream_options.include_usage`` is
   asked for; ``llama_cpp.server`` ignores it), each stream chunk that carries text is one
-  generated token, a ``""`` one included (llama.cpp sends those while a character's UTF-8 is
-  incomplete); the chunk announcing the role and an end chunk without text are not. A
+  generated token, a ``""`` one included (llama-server builds that stream a chunk per token
+  send ``""`` while a character's UTF-8 is incomplete); the chunk announcing the role and an
+  end chunk without text are not. A
   ``usage`` below that count (a proxy's own guess) or above ``max_tokens`` is not believed.
   The answer's metrics say whether the numbers were ``reported`` or ``estimated``.
 * **Cancel at once.** Each answer uses its own connection, whose socket is shut down from the

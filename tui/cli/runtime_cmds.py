@@ -120,10 +120,13 @@ def run_command(args: argparse.Namespace, ctx: Any) -> int:
     """``modeldeck run``."""
     from tui.runtime.types import GenParams, ModelSpec
 
+    key_var = None
     if args.endpoint:
         if not args.remote_model:
             raise InvalidInputError("--endpoint needs --model NAME (the model on that server)")
-        key = os.environ.get(args.api_key_env) or os.environ.get("OPENAI_API_KEY") or None
+        key_var = next((v for v in (args.api_key_env, "OPENAI_API_KEY") if os.environ.get(v)),
+                       None)
+        key = os.environ[key_var] if key_var else None
         target: Any = ModelSpec.endpoint(args.endpoint, args.remote_model, key)
     elif args.model:
         target = args.model
@@ -136,7 +139,20 @@ def run_command(args: argparse.Namespace, ctx: Any) -> int:
         stop=tuple(args.stop),
         seed=args.seed,
     )
-    return asyncio.run(_run(ctx, target, _options(args), params, args.prompt, args.system))
+    coro = _run(ctx, target, _options(args), params, args.prompt, args.system)
+    if not args.endpoint:
+        return asyncio.run(coro)
+    from tui.runtime.backends.openai import EndpointAuthError
+
+    try:
+        return asyncio.run(coro)
+    except EndpointAuthError as exc:  # say which variable the key came from, or should
+        if key_var:
+            hint = f"check the key in ${key_var}, or name another variable with --api-key-env"
+        else:
+            hint = (f"no key was sent: put it in ${args.api_key_env} or name the variable "
+                    "with --api-key-env VAR")
+        raise EndpointAuthError(exc.message, hint=hint) from None
 
 
 REPL_HELP = (

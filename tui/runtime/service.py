@@ -974,6 +974,7 @@ class RuntimeService:
             tokens_per_s=tps,
             total_s=end - started,
             finish_reason=stats.finish_reason,
+            usage=stats.usage,
         )
         return metrics
 

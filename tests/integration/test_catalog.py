@@ -32,7 +32,7 @@ def test_builtin_entries_and_search(services) -> None:
 def test_custom_entries_persist_across_instances(services, settings) -> None:
     cat = services.catalog
     e = cat.add_hf("someone/Tiny-GGUF", quant="Q4_K_M")
-    assert e.kind == "hf" and e.format == "gguf" and not e.builtin
+    assert e.source == "hf" and e.format == "gguf" and not e.builtin
     cat.add_url("http://127.0.0.1:9/files/x.gguf", sha256="A" * 64, entry_id="xurl")
     again = build_services(settings)
     try:
@@ -69,7 +69,7 @@ def test_add_local(services, tmp_path: Path) -> None:
     cat: Catalog = services.catalog
     g = write_gguf(tmp_path / "x" / "my-model.Q8_0.gguf")
     e = cat.add_local(g)
-    assert e.kind == "local" and e.format == "gguf" and e.local_path == str(g.resolve())
+    assert e.source == "local" and e.format == "gguf" and e.local_path == str(g.resolve())
     st = write_safetensors_folder(tmp_path / "st")
     assert cat.add_local(st).format == "safetensors"
     with pytest.raises(InvalidInputError, match="taken"):

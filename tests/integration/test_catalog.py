@@ -16,7 +16,7 @@ from tests.support.safetensors import write_safetensors_folder
 
 def test_builtin_entries_and_search(services) -> None:
     cat = services.catalog
-    assert 20 <= len(cat.builtin) <= 40
+    assert 50 <= len(cat.builtin) <= 100
     gguf = cat.search(format="gguf")
     assert gguf and all(e.format == "gguf" for e in gguf)
     qwen = cat.search(text="qwen coder")

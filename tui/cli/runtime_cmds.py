@@ -297,6 +297,8 @@ def fit_command(args: argparse.Namespace, ctx: Any) -> int:
                 entry = _catalog_entry(ctx, args.model)
                 if entry is None:
                     raise
+                if not entry.runnable:
+                    return entry, "by-size"
                 slots = runtime.slots_for(entry.format, options)
                 est = _catalog_estimate(entry, args.quant, args.ctx, slots)
                 memory = await asyncio.get_running_loop().run_in_executor(
@@ -307,6 +309,8 @@ def fit_command(args: argparse.Namespace, ctx: Any) -> int:
             await runtime.aclose()
 
     result, source = asyncio.run(estimate())
+    if source == "by-size":
+        return _fit_by_size(ctx, result, args.quant, args.json)
     if args.json:
         data = result.to_dict()
         data["source"] = source
@@ -315,6 +319,33 @@ def fit_command(args: argparse.Namespace, ctx: Any) -> int:
         print(clean_line(result.summary()))
         for note in result.estimate.assumptions:
             print(f"  assumption: {clean_line(note)}")
+    return 0
+
+
+def _fit_by_size(ctx: Any, entry: Any, quant: str | None, as_json: bool) -> int:
+    """A catalog entry of a kind ModelDeck does not run (an image model, a LoRA, a VAE, …):
+    one line with the disk space its files need and what the models volume has free."""
+    import shutil
+
+    from tui import formatting as fmt
+
+    size = entry.size_for(quant if quant and entry.quants else None)
+    free = None
+    folder = ctx.settings.models_dir
+    with contextlib.suppress(OSError):
+        while not folder.exists() and folder.parent != folder:
+            folder = folder.parent  # the volume the models dir will be made on
+        free = shutil.disk_usage(folder).free
+    if as_json:
+        ctx.print_json({
+            "source": "catalog", "id": entry.id, "kind": entry.kind, "runnable": False,
+            "disk_bytes": size, "free_bytes": free,
+            "fits_on_disk": None if free is None else size <= free,
+        })
+        return 0
+    where = f" ({fmt.size(free)} free in {folder})" if free is not None else ""
+    print(clean_line(f"{entry.name} ({entry.kind}) is not runnable here; needs "
+                     f"{fmt.size(size)} on disk{where}"))
     return 0
 
 

@@ -18,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from tui import __version__
+from tui.errors import ModelDeckError
 from tui.serve import manage_api, openai_api
 from tui.serve.auth import AuthMiddleware
 from tui.serve.context import MAX_BODY, ServeState
@@ -56,6 +57,7 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ModelDeckError, _api_error)  # handled here, never re-raised
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _any_error)
@@ -74,6 +76,8 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 
 async def _any_error(request: Request, exc: Exception) -> Response:
+    """A bug: one line to the client and to the log (Starlette then re-raises it to the
+    server, whose log the CLI keeps to one line too)."""
     return api_error(exc).response()
 
 
@@ -85,6 +89,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         return ApiError(405, f"{request.method} is not allowed on {request.url.path}",
                         code="method_not_allowed").response()
+    if exc.status_code == 400:  # FastAPI could not parse the body at all
+        return ApiError(400, "the body could not be read as JSON (nested too deeply, or a "
+                        "number too long?)", code="invalid_json").response()
     return ApiError(exc.status_code, str(exc.detail)).response()
 
 

@@ -80,7 +80,8 @@ def test_load_ps_unload(tmp_path: Path) -> None:
             ("/api/models/nope/load", {}, 404),
             ("/api/models/tiny/load", {"gpu_layers": -3}, 400),
             ("/api/models/tiny/load", {"context_length": "big"}, 400),
-            ("/api/models/tiny/load", {"threads": 3}, 400),  # unknown option
+            ("/api/models/tiny/load", {"batch": 3}, 400),  # unknown option
+            ("/api/models/tiny/load", {"threads": 0}, 400),
             ("/api/models/tiny/load", {"keep_alive": "forever"}, 400),
         ]:
             r = c.post(path, json=body)

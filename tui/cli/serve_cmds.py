@@ -64,6 +64,7 @@ def register(subparsers: Any) -> None:
     load.add_argument("--gpu-layers", type=_gpu_layers, help="auto, all or N")
     load.add_argument("--parallel", type=_positive_int,
                       help="GGUF: answers decoded together (default: parallel_requests)")
+    load.add_argument("--threads", type=_positive_int, help="llama.cpp CPU threads")
     load.add_argument("--keep-alive", metavar="D",
                       help="how long it stays loaded idle: 300, 5m, 1h, -1 = until unloaded")
     load.add_argument("--force", action="store_true", help="load even if it won't fit")
@@ -263,6 +264,8 @@ def cmd_load(args: argparse.Namespace, ctx: Any) -> int:
             body["gpu_layers"] = args.gpu_layers
         if args.parallel is not None:
             body["parallel"] = args.parallel
+        if args.threads is not None:
+            body["threads"] = args.threads
         if args.force:
             body["force"] = True
         if keep_alive is not None:
@@ -283,8 +286,9 @@ async def _load_here(ctx: Any, args: argparse.Namespace, model_id: str) -> int:
     runtime = ctx.services.runtime
     try:
         ctx.services.inventory.require_model(model_id)
-        options = LoadOptions(context_length=args.ctx, gpu_layers=args.gpu_layers or "auto",
-                              parallel=args.parallel, force=args.force)
+        options = LoadOptions(context_length=args.ctx, gpu_layers="auto" if args.gpu_layers is None
+                              else args.gpu_layers,
+                              parallel=args.parallel, threads=args.threads, force=args.force)
         info = await runtime.load(model_id, options)
         data = loaded_dict(info)
         if args.json:

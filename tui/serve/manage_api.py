@@ -120,7 +120,8 @@ async def model(model_id: str, request: Request) -> Response:
     return _json(_model_dict(record, _loaded(state).get(record.id)))
 
 
-@router.post("/models/{model_id}/load", summary="Load a model (context, GPU layers, slots)")
+@router.post("/models/{model_id}/load",
+             summary="Load a model (context, GPU layers, slots, CPU threads, keep-alive)")
 async def load(model_id: str, request: Request, body: LoadRequest | None = None) -> Response:
     state = state_of(request)
     body = body or LoadRequest()
@@ -132,9 +133,11 @@ async def load(model_id: str, request: Request, body: LoadRequest | None = None)
         raise ApiError(400, str(exc), param="keep_alive") from None
     record = await _record(state, _model_id(model_id))
     runtime = state.runtime
-    chosen = body.model_fields_set & {"context_length", "gpu_layers", "parallel", "force"}
+    chosen = body.model_fields_set & {"context_length", "gpu_layers", "parallel", "threads",
+                                      "force"}
     options = LoadOptions(context_length=body.context_length, gpu_layers=body.gpu_layers,
-                          parallel=body.parallel, force=body.force) if chosen else None
+                          parallel=body.parallel, threads=body.threads,
+                          force=body.force) if chosen else None
     spec = await asyncio.to_thread(runtime.resolve, record.id)
     try:
         await runtime.load(spec, options)

@@ -98,6 +98,7 @@ class LoadRequest(BaseModel):
     context_length: int | None = Field(default=None, ge=16, le=1 << 22)
     gpu_layers: Literal["auto", "all"] | int = Field(default="auto")
     parallel: int | None = Field(default=None, ge=1, le=64)
+    threads: int | None = Field(default=None, ge=1, le=1024)
     keep_alive: KeepAlive = None
     force: bool = False
 

@@ -106,7 +106,9 @@ def test_cli_refuses_an_open_bind_without_a_key_and_never_shows_the_key(tmp_path
     # with a key from a file, on every interface: it runs, and the key shows nowhere
     key_file = tmp_path / "key"
     key_file.write_text(KEY + "\n")
-    full = {**os.environ, **env, "PYTHONPATH": str(REPO), "MODELDECK_DEBUG": ""}
+    hf_token = "hf_ServeSecretServeSecretServe42"
+    full = {**os.environ, **env, "PYTHONPATH": str(REPO), "MODELDECK_DEBUG": "",
+            "HF_TOKEN": hf_token}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tui", "serve", "--host", "0.0.0.0", "--port", "0",
          "--api-key-file", str(key_file)],
@@ -124,6 +126,10 @@ def test_cli_refuses_an_open_bind_without_a_key_and_never_shows_the_key(tmp_path
             r = h.post("/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
                        json={"model": "nope", "messages": ASK})
             assert r.status_code == 404 and KEY not in r.text
+            for path in ("/api/models", "/api/resources", "/openapi.json", "/metrics",
+                         "/api/downloads"):
+                r = h.get(path, headers={"authorization": f"Bearer {KEY}"})
+                assert r.status_code == 200 and KEY not in r.text and hf_token not in r.text
         # the CLI finds it and uses the key the settings point at (here: the file)
         ps = run_modeldeck("ps", "--json", env={**env, "MODELDECK_SERVE_API_KEY_FILE":
                                                  str(key_file)})
@@ -134,6 +140,7 @@ def test_cli_refuses_an_open_bind_without_a_key_and_never_shows_the_key(tmp_path
         out, err = proc.communicate(timeout=LIMIT)
     assert proc.returncode == 0, err
     assert KEY not in out and KEY not in err
+    assert hf_token not in out and hf_token not in err
     assert "clients must send the API key" in out
 
 

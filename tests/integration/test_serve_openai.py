@@ -320,3 +320,26 @@ def test_eight_concurrent_clients_first_in_first_out_and_429_when_full(tmp_path:
         stats = s.stats()[0]
         assert (stats.running, stats.queued) == (0, 0)
         assert max(e.running or 0 for e in s.serving()) == 4
+
+
+def test_a_model_switch_while_another_answers_is_refused_clearly(tmp_path: Path) -> None:
+    """One model may be loaded; while it answers, a request for another is refused (503,
+    retry soon) and the answer in progress goes on untouched."""
+    settings = serve_settings(tmp_path, max_loaded_models=1, parallel_requests=1)
+    models = {"a": (tiny_gguf(seed=61), "gguf"), "b": (tiny_gguf(seed=62), "gguf")}
+    with served(settings, models, stream_buffer=1) as s:
+        c = client(s.url)
+        c.chat.completions.create(model="a", messages=ASK, max_tokens=2)
+        held = s.hold("a")
+        try:
+            with pytest.raises(openai.InternalServerError) as busy:
+                c.chat.completions.create(model="b", messages=ASK, max_tokens=2)
+            assert busy.value.status_code == 503 and busy.value.code == "model_busy"
+            assert "max_loaded_models" in busy.value.message
+            assert busy.value.response.headers["retry-after"] == "1"
+            assert [m.id for m in s.loaded()] == ["a"] and s.stats()[0].running == 1
+        finally:
+            held.release()
+        # once a is idle, b replaces it
+        assert c.chat.completions.create(model="b", messages=ASK, max_tokens=2).choices
+        assert [m.id for m in s.loaded()] == ["b"]

@@ -219,3 +219,24 @@ def test_hostile_model_ids_get_one_clean_line(tmp_path: Path, model_id: str) -> 
         assert r.status_code in (400, 404), r.text
         error_of(r)
         assert s.loaded() == []  # nothing was loaded for any of them
+
+
+def test_clients_that_hang_up_mid_stream_leave_no_noise(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture
+                                                        ) -> None:
+    """Hanging up after the first token, again and again: the server stops writing to the
+    closed connections (no 'socket.send() raised exception.' flood on the terminal it shares
+    with the dashboard), stops each answer and keeps answering."""
+    settings = serve_settings(tmp_path, serve_max_tokens=400)
+    with served(settings, {"tiny": (tiny_gguf(), "gguf")}) as s, \
+            httpx.Client(base_url=s.url, timeout=LIMIT) as h:
+        body = {"model": "tiny", "messages": ASK, "temperature": 0, "max_tokens": 400,
+                "stream": True}
+        caplog.set_level("WARNING")
+        for _ in range(20):
+            with h.stream("POST", "/v1/chat/completions", json=body) as r:
+                next(r.iter_lines())
+        wait_until(lambda: s.stats()[0].running == 0, "the answers to stop")
+        assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+        r = h.post("/v1/chat/completions", json={**body, "stream": False, "max_tokens": 4})
+        assert r.status_code == 200

@@ -45,7 +45,7 @@ from tui.serve.schemas import (
     CompletionRequest,
     EmbeddingRequest,
 )
-from tui.serve.sse import DONE, DisconnectWatch, EventStream, event
+from tui.serve.sse import DONE, DisconnectWatch, EventStream, Last, event
 from tui.serve.validate import check_model_id, parse_keep_alive
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
@@ -396,27 +396,31 @@ async def _stream(
     metrics: GenerationMetrics | None = None
     status = CLIENT_GONE
     try:
-        opening = shape.opening()
-        if opening:
-            yield opening
-        if type(first) is str:
-            yield pre + _dumps(first).encode() + post
+        if type(first) is str:  # one write for the role and the first text
+            yield shape.opening() + pre + _dumps(first).encode() + post
         else:
             metrics = first
+            if opening := shape.opening():
+                yield opening
+        sent = 0
         async for item in gen:
             if type(item) is str:
                 if ttft is None:
                     ttft = time.perf_counter() - arrived
                 yield pre + _dumps(item).encode() + post
+                sent += 1
+                if not sent & 1:
+                    # Text already waiting is read without a pause: let the loop run every
+                    # other delta, so a closed connection is seen (no writes into it) and the
+                    # other clients' deltas go out too.
+                    await asyncio.sleep(0)
             else:
                 metrics = item
         if watch.gone:
             return
-        yield shape.closing(_finish(metrics))
-        if shape.usage:
-            yield shape.usage_chunk(_usage(metrics))
-        yield DONE
         status = 200
+        usage = shape.usage_chunk(_usage(metrics)) if shape.usage else b""
+        yield Last(shape.closing(_finish(metrics)) + usage + DONE)
     except Exception as exc:  # after the first token: a last error event
         error = api_error(exc)
         status = error.status

@@ -19,6 +19,10 @@ from starlette.responses import Response
 DONE = b"data: [DONE]\n\n"
 
 
+class Last(bytes):
+    """The stream's last chunk: sent with the end of the body in one write."""
+
+
 def event(data: Any) -> bytes:
     """One SSE ``data:`` event holding ``data`` as JSON."""
     return b"data: " + json.dumps(data, ensure_ascii=True, separators=(",", ":")).encode() \
@@ -26,7 +30,8 @@ def event(data: Any) -> bytes:
 
 
 class EventStream(Response):
-    """A ``200 text/event-stream`` of the chunks ``chunks`` yields (already SSE-framed)."""
+    """A ``200 text/event-stream`` of the chunks ``chunks`` yields (already SSE-framed; a
+    :class:`Last` one ends it)."""
 
     media_type = "text/event-stream"
 
@@ -44,8 +49,12 @@ class EventStream(Response):
         try:
             async with contextlib.aclosing(self.chunks) as chunks:  # type: ignore[type-var]
                 async for chunk in chunks:
+                    if type(chunk) is Last:
+                        break
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                else:
+                    chunk = b""
+            await send({"type": "http.response.body", "body": bytes(chunk), "more_body": False})
         except OSError:  # the client went away mid-write
             return
 

@@ -10,7 +10,8 @@ plain CLI command may import (:mod:`.state`, :mod:`.client`, :mod:`.auth`) impor
 
 * :mod:`.app` builds the ASGI app; :mod:`.openai_api` (``/v1``) and :mod:`.manage_api`
   (``/api``) hold the routes, :mod:`.schemas` the request bodies, :mod:`.sse` the lean
-  streaming response, :mod:`.errors` the OpenAI error shape, :mod:`.metrics` ``/metrics``.
+  streaming response, :mod:`.errors` the OpenAI error shape, :mod:`.metrics` ``/metrics``,
+  :mod:`.validate` the id and keep-alive checks, :mod:`.context` what the routes share.
 * :mod:`.server` runs uvicorn inside the caller's event loop (:func:`start_server`).
 * :mod:`.state` is ``serve.json`` in the state dir (how ``modeldeck ps`` finds the server);
   :mod:`.client` is the CLI's client of a running server.

@@ -403,10 +403,26 @@ async def unload_model(services: Services, model_id: str, force: bool = False) -
 
 
 def busy_models(services: Services) -> list[str]:
-    """Loaded models with answers running or queued (theirs to stop before a forced load)."""
+    """Loaded models with answers running or queued (stopping or not)."""
     if not runtime_built(services):
         return []
     return [s.model_id for s in services.runtime.stats() if s.running or s.queued]
+
+
+async def settle(services: Services, model_id: str, timeout: float = 3.0) -> None:
+    """Wait (at most ``timeout`` s) until ``model_id`` answers nothing: the console's answer
+    was just cancelled and its thread is stopping (a load right after must not take it for
+    another client's). Still busy after that: others are answering."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while model_id in busy_models(services) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def unload_busy(services: Services) -> None:
+    """Unload every model answering requests, stopping those answers (the user said so)."""
+    for model_id in busy_models(services):
+        await unload_model(services, model_id, force=True)
 
 
 async def generate(

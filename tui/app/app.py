@@ -44,15 +44,10 @@ from tui.app.messages import (
 )
 from tui.app.paths import styles_dir
 from tui.app.screens import (
-    AddModelScreen,
     ConfirmScreen,
     GenParamsScreen,
-    HelpScreen,
-    HubSearchScreen,
     TextPromptScreen,
-    binding_rows,
     describe_params,
-    help_sections,
 )
 from tui.app.views import JobView, MetricsView, ModelRow, format_size, row_status_for_job
 from tui.app.widgets import (
@@ -292,11 +287,19 @@ class ModelDeckApp(App[None]):
             self.sidebar.follow(lambda: self.sampler)
         self.downloads_panel.follow(downloads=self._watch_downloads, changes=self._watch_changes)
         if self._watch_folders:
-            wiring.watch_folders(self.services, lambda lines: self.post_message(
-                LiveProblem(lines)))
+            self._start_discovery()
         if self._check_updates:
             self.browser.check_updates()
             self.set_interval(UPDATE_CHECK_S, self.browser.check_updates, name="update-check")
+
+    @work(thread=True, group="discovery", exit_on_error=False)
+    def _start_discovery(self) -> None:
+        """Scan the managed folders, then follow them (the watcher's own thread; building it
+        imports the metadata readers: not on the event loop)."""
+        if not self._closing:
+            wiring.watch_folders(self.services, lambda lines: self.post_message(LiveProblem(lines)))
+        if self._closing:  # the app ended meanwhile: on_unmount may have missed it
+            wiring.stop_live(self.services)
 
     async def on_unmount(self) -> None:
         """Stop the download queue (running jobs stay queued for the next start) and the
@@ -673,6 +676,7 @@ class ModelDeckApp(App[None]):
 
     def action_add_model(self, repo: str | None = None) -> None:
         """The add-custom-model modal (Hub repo, URL or local path)."""
+        from tui.app.screens.add_model import AddModelScreen
 
         def done(entry_ids: list[str] | None) -> None:
             if entry_ids:
@@ -683,6 +687,7 @@ class ModelDeckApp(App[None]):
 
     def action_hub_search(self) -> None:
         """Search the Hub for GGUF repos; picking one opens the add modal on it."""
+        from tui.app.screens.hub_search import HubSearchScreen
 
         def picked(repo: str | None) -> None:
             if repo:
@@ -834,6 +839,8 @@ class ModelDeckApp(App[None]):
 
     def action_help(self) -> None:
         """Show every binding (scrollable, and it says how)."""
+        from tui.app.screens.help import HelpScreen, binding_rows, help_sections
+
         rows = binding_rows(self, help_sections(self))
         self.push_screen(HelpScreen(rows, ascii=self.settings.ascii))
 

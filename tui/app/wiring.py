@@ -488,7 +488,7 @@ async def fit_for(services: Services, rows: list[ModelRow]) -> list[ModelRow]:
     from tui.errors import ModelDeckError
     from tui.runtime.fit import check_fit, estimate_from_catalog
 
-    runtime = services.runtime
+    runtime = await asyncio.to_thread(lambda: services.runtime)  # its first use imports it
     snapshot = await asyncio.to_thread(runtime.memory_probe)
     verdicts: dict[str, str] = {}
 

@@ -118,8 +118,8 @@ class ModelBrowser(Vertical):
             rows.append(row)
         table.set_rows(rows)
         self._show_status()
-        if self._compute_fit:
-            self._fill_fit(list(table.all_rows.values()))
+        if self._compute_fit:  # once the rows are painted
+            self.call_after_refresh(self._fill_fit, list(table.all_rows.values()))
 
     @work(exclusive=True, group="fit", exit_on_error=False)
     async def _fill_fit(self, rows: list[ModelRow]) -> None:

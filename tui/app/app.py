@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.clock import Clock
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import reactive
@@ -78,7 +77,6 @@ class ModelDeckApp(App[None]):
     Args:
         services: the service container (inventory, catalog, downloads, runtime, sampler).
         sampler: replaces ``services.sampler`` (tests inject fixed readings).
-        clock: unused (kept for callers; the downloads panel draws no timed bars).
         now: wall-clock source for "last used" and finished jobs' age (tests: a fixed time).
         cursor_blink: blink input cursors (off for snapshots; default from ``CURSOR_BLINK``).
         start_sampler: start the resource sampler worker on mount.
@@ -123,7 +121,6 @@ class ModelDeckApp(App[None]):
         services: Services,
         *,
         sampler: SamplerLike | None = None,
-        clock: Clock | None = None,
         now: Callable[[], float] | None = None,
         cursor_blink: bool | None = None,
         start_sampler: bool = True,
@@ -424,24 +421,22 @@ class ModelDeckApp(App[None]):
             table.update_row(dataclasses.replace(row, status=status, progress=view.fraction))
 
     @on(DownloadsPanel.JobFinished)
-    def _job_finished(self, message: DownloadsPanel.JobFinished) -> None:
-        self.alert(f"{message.view.name} downloaded", title="Download finished")
-        self.browser.load_rows()
-
     @on(DownloadsPanel.JobFailed)
-    def _job_failed(self, message: DownloadsPanel.JobFailed) -> None:
-        view = message.view
-        self.alert(f"{view.name}: {view.error or 'failed'}", "Download failed", "error")
-
     @on(DownloadsPanel.JobStalled)
-    def _job_stalled(self, message: DownloadsPanel.JobStalled) -> None:
-        self.alert(f"{message.view.name} stalled; retrying", "Download stalled", "warning")
-
     @on(DownloadsPanel.JobWarned)
-    def _job_warned(self, message: DownloadsPanel.JobWarned) -> None:
+    def _job_transition(self, message: DownloadsPanel.JobMessage) -> None:
+        """What a job did, told by the panel: alert (a finished download: rows read again)."""
         view = message.view
-        self.notify(f"{view.name}: {view.warning}", title="Download warning",
-                    severity="warning", timeout=15)
+        if isinstance(message, DownloadsPanel.JobFinished):
+            self.alert(f"{view.name} downloaded", title="Download finished")
+            self.browser.load_rows()
+        elif isinstance(message, DownloadsPanel.JobFailed):
+            self.alert(f"{view.name}: {view.error or 'failed'}", "Download failed", "error")
+        elif isinstance(message, DownloadsPanel.JobStalled):
+            self.alert(f"{view.name} stalled; retrying", "Download stalled", "warning")
+        else:
+            self.notify(f"{view.name}: {view.warning}", title="Download warning",
+                        severity="warning", timeout=15)
 
     def action_download_key(self, action: str) -> None:
         """A download key outside the panel: the same action on the job of the table's
@@ -461,16 +456,10 @@ class ModelDeckApp(App[None]):
                              placeholder=f"Which quant of {clean_line(row.name)}?")
 
     def download_row(self, row: ModelRow, quant: str | None) -> None:
-        """Queue a download of a catalog row."""
-        if row.entry_id is None:
-            return
-        self.notify(f"Queued {row.name} {quant or ''}".rstrip())
-        self._start_download(row.entry_id, quant)
-
-    @work(group="download-actions", exit_on_error=False)
-    async def _start_download(self, entry_id: str, quant: str | None) -> None:
-        # On the loop: enqueue is one small SQLite write and wakes the service's scheduler.
-        wiring.start_download(self.services, entry_id, quant)
+        """Queue a download of a catalog row (the panel runs it)."""
+        if row.entry_id is not None:
+            self.notify(f"Queued {row.name} {quant or ''}".rstrip())
+            self.downloads_panel.start_download(row.entry_id, quant)
 
     # -- runtime ---------------------------------------------------------------------------
 

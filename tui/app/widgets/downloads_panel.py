@@ -198,28 +198,22 @@ class DownloadsPanel(VerticalScroll, can_focus=True):
             )
 
     @dataclass
-    class JobFinished(Message):
+    class JobMessage(Message):
+        """What a job did (the subclasses say what)."""
+
+        view: JobView
+
+    class JobFinished(JobMessage):
         """A job shown running is done: its model is installed (reload the rows)."""
 
-        view: JobView
-
-    @dataclass
-    class JobFailed(Message):
+    class JobFailed(JobMessage):
         """A job shown running failed (``view.error`` says why)."""
 
-        view: JobView
-
-    @dataclass
-    class JobStalled(Message):
+    class JobStalled(JobMessage):
         """A job shown running stalled; the service retries."""
 
-        view: JobView
-
-    @dataclass
-    class JobWarned(Message):
+    class JobWarned(JobMessage):
         """A job carries a caution that does not stop it (sent once per job and warning)."""
-
-        view: JobView
 
     @dataclass
     class JobRemoved(Message):
@@ -528,6 +522,14 @@ class DownloadsPanel(VerticalScroll, can_focus=True):
         labels = {"cancel": ("Cancel download", "Keep"), "retry": ("Retry", "No")}
         yes, no = labels.get(action, (action.capitalize(), "No"))
         self.app.push_screen(ConfirmScreen(question, yes=yes, no=no), answered)
+
+    @work(group="download-actions", exit_on_error=False)
+    async def start_download(self, entry_id: str, quant: str | None) -> None:
+        """Queue a download of a catalog entry (a quant of a GGUF entry)."""
+        from tui.app import wiring
+
+        # On the loop: enqueue is one small SQLite write and wakes the service's scheduler.
+        wiring.start_download(self.services, entry_id, quant)
 
     @work(group="download-actions", exit_on_error=False)
     async def _run_action(self, job_id: str, action: str) -> None:

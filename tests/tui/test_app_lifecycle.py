@@ -158,3 +158,16 @@ async def test_catalog_rows_fit_with_the_slots_a_load_would_use(tmp_path: Path) 
     key = "entry:llama-3.1-8b-instruct-gguf"  # 8B Q4_K_M: one 4k context fits a 20 GiB card
     assert verdicts[1][key] == "gpu"
     assert verdicts[64][key] != "gpu"  # 64 of them do not
+
+
+async def test_panels_shown_or_hidden_before_the_app_runs_apply_once_it_does(tmp_path: Path
+                                                                            ) -> None:
+    services = make_services(tmp_path)
+    app = make_app(services, sampler=no_gpu_sampler(), compute_fit=False)
+    app.show_console = True  # no widgets yet: the watchers must wait for them
+    app.show_sidebar = False
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        assert app.query_one("#console").display
+        assert not app.query_one("#sidebar").display
+    services.close()

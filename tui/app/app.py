@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
@@ -231,7 +231,7 @@ class ModelDeckApp(App[None]):
             return False
         try:
             self.query_one("#models", ModelTable)
-        except NoMatches:
+        except (NoMatches, ScreenStackError):
             return False
         return True
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Input
 
 from tui.app.app import ModelDeckApp
 from tui.app.screens import ConfirmScreen, HelpScreen, JobDetailScreen
@@ -360,6 +360,9 @@ async def test_low_redraw_repaints_only_changed_rows_and_stands_still(tmp_path: 
         assert not app.query_one("#filter").cursor_blink
         assert not app.prompt_console.prompt_input.cursor_blink
         assert all(not spark.display for spark in app.sidebar.query(".spark"))
+        await pilot.press("a")  # a dialog's input does not blink either
+        assert await wait_for(pilot, lambda: isinstance(app.focused, Input))
+        assert not app.focused.cursor_blink
     services.close()
 
 

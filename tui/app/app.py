@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import Footer
+from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
 from tui.app import wiring
@@ -271,6 +271,12 @@ class ModelDeckApp(App[None]):
                 self._focus_now(self.prompt_console.prompt_input)
             elif self.prompt_console.has_focus_within:
                 self._focus_now(self.model_table)
+
+    @on(events.DescendantFocus)
+    def _input_focused(self, event: events.DescendantFocus) -> None:
+        """No input cursor blinks when ``cursor_blink`` is off (low redraw), in dialogs too."""
+        if not self.cursor_blink and isinstance(event.widget, Input):
+            event.widget.cursor_blink = False
 
     # -- lifecycle -------------------------------------------------------------------------
 

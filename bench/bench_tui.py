@@ -3,8 +3,9 @@
 (a) start-to-first-frame: ``ModelDeckApp`` showing 1,000 installed models (real SQLite) versus
     a bare Textual app with the same widgets and 1,000 rows. Each run is a fresh subprocess
     with Textual's headless driver, timed from interpreter start-up work (before the first
-    import) to the first refresh after the rows are in the table. Target ratio <= 1.2x. Also
-    checks that no torch / transformers / llama_cpp module is loaded at that point.
+    import) to the first refresh after the rows are in the table, with bytecode cached (as
+    installed). Target: wall and CPU <= 1.15x. Also checks that no torch / transformers /
+    llama_cpp module is loaded at that point.
 (b) filter-as-you-type over 10,000 rows: per keystroke, the filter handler (select + page the
     table) and key-to-idle through Pilot (minus a no-op key's cost). Target <= 50 ms.
 
@@ -574,7 +575,7 @@ def main() -> int:
          f"{ms(start['modeldeck_cpu_s'] * 1000)} / {ms(start['bare_cpu_s'] * 1000)}", ""),
         ("ratio wall median / wall best / CPU median",
          f"{start['ratio']:.2f}x / {start['ratio_min']:.2f}x / {start['ratio_cpu']:.2f}x",
-         "<= 1.20x"),
+         "<= 1.15x"),
         ("heavy modules at first frame", ", ".join(start["heavy"]) or "none", "none"),
         (f"filter handler, median of {filt['keystrokes']} keys (10,000 rows)",
          f"{filt['handler_median_ms']:.1f} ms", "<= 50 ms"),
@@ -600,7 +601,7 @@ def main() -> int:
         print(f"{name:<{width}}  {value:>{vwidth}}  {target}")
 
     ok = (
-        min(start["ratio"], start["ratio_cpu"]) <= 1.2
+        max(start["ratio"], start["ratio_cpu"]) <= 1.15
         and not start["heavy"]
         and filt["handler_median_ms"] <= 50
         and min(filt["net_median_ms"], filt["net_cpu_ms"]) <= 50

@@ -1,4 +1,5 @@
-"""``modeldeck prune``: what ModelDeck left behind that nothing uses any more.
+"""``modeldeck jobs clear`` (:func:`clear_jobs`) and ``modeldeck prune``: what ModelDeck left
+behind that nothing uses any more.
 
 * partial downloads (``<dest>.part``) under the models dir whose job is gone;
 * lock files (``<dest>.lock`` under the models dir, ``<state dir>/jobs/<id>.lock``) that
@@ -50,6 +51,22 @@ class PruneItem:
     key: str | None = None  # job or entry id
     done: bool = False
     note: str = ""
+
+
+CLEARABLE = ("done", "failed", "cancelled")
+
+
+def clear_jobs(downloads: Any, states: tuple[str, ...] = CLEARABLE) -> tuple[list[Any], int]:
+    """Forget the jobs in ``states`` (their records, partials and locks, through
+    :meth:`~tui.download.service.DownloadService.forget`); never an installed model. A job
+    recorded as running by a process that is gone (``interrupted``) is kept: it resumes.
+    Returns the jobs cleared (as they were) and the bytes their partials freed. Blocking."""
+    cleared, freed = [], 0
+    for job in downloads.live_jobs():
+        if job.state in states and not job.interrupted:
+            freed += downloads.forget(job.id)
+            cleared.append(job)
+    return cleared, freed
 
 
 def plan_prune(services: Any) -> list[PruneItem]:

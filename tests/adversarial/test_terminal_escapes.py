@@ -276,9 +276,11 @@ async def test_dashboard_shows_hostile_text_literally(tmp_path: Path) -> None:
     try:
         async with app.run_test(size=(220, 60), notifications=True) as pilot:
             await wait_ready(app, pilot)
-            app.apply_job(JobView("j1", f"job[bold]B[/]{HOSTILE}", "queued"))
-            app.apply_job(JobView("j1", f"job[bold]B[/]{HOSTILE}", "failed",
-                                  error=f"err[bold]C[/]{HOSTILE}"))
+            panel = app.downloads_panel
+            panel.post_job(JobView("j1", f"job[bold]B[/]{HOSTILE}", "queued"))
+            panel.post_job(JobView("j1", f"job[bold]B[/]{HOSTILE}", "failed",
+                                   error=f"err[bold]C[/]{HOSTILE}"))
+            assert await wait_for(pilot, lambda: len(app._notifications) == 1)  # the failure
             app.notify(f"ntf[bold]D[/]{HOSTILE}", title=f"ttl{HOSTILE}")
             app.show_console = True
             console = app.prompt_console

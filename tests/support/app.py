@@ -7,8 +7,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from textual.clock import MockClock
-
 from tui.app.app import ModelDeckApp
 from tui.catalog import CatalogEntry, entry_from_dict
 from tui.resources.types import STATUS_NO_GPU, STATUS_OK, DiskReading, GpuReading, Snapshot
@@ -212,8 +210,8 @@ def make_app(
     sampler: FakeSampler | None = None,
     **kwargs: Any,
 ) -> ModelDeckApp:
-    """A deterministic app: fixed sampler, mock clock, fixed now (unless ``now=`` is given), no
-    blinking, no downloads watcher, no change feed, no folder watching."""
+    """A deterministic app: fixed sampler, fixed now (unless ``now=`` is given), no blinking,
+    no downloads watcher, no change feed, no folder watching."""
     kwargs.setdefault("watch_downloads", False)
     kwargs.setdefault("watch_changes", False)
     kwargs.setdefault("watch_folders", False)
@@ -221,7 +219,6 @@ def make_app(
     app = ModelDeckApp(
         services,
         sampler=sampler or two_gpu_sampler(),
-        clock=MockClock(),
         cursor_blink=False,
         **kwargs,
     )

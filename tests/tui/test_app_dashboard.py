@@ -12,10 +12,11 @@ from textual.widgets import DataTable, Static
 
 from tui.app import wiring
 from tui.app.app import ModelDeckApp
-from tui.app.messages import JobUpdated
+from tui.app.commands import palette_commands
 from tui.app.screens import ConfirmScreen, GenParamsScreen, HelpScreen
 from tui.app.views import COLUMN_KEYS, JobView, MetricsView, ModelRow
 from tui.app.widgets import DownloadsPanel, ModelTable, PromptConsole
+from tui.app.widgets.downloads_panel import JobBar
 from tui.app.widgets.resource_sidebar import GpuBox
 
 from tests.support.app import (
@@ -376,7 +377,7 @@ async def test_palette_offers_downloads_per_quant(services) -> None:
     app = make_app(services)
     async with app.run_test(size=SIZE) as pilot:
         await wait_ready(app, pilot)
-        texts = [c[0] for c in app.palette_commands()]
+        texts = [c[0] for c in palette_commands(app)]
         assert "Download Qwen2.5 7B Instruct Q4_K_M" in texts
         assert "Load Llama 3.1 8B Instruct" in texts
         assert "Download Llama 3.1 8B Instruct Q8_0" not in texts  # installed row
@@ -472,19 +473,19 @@ async def test_downloads_panel_updates_rows_in_place(services) -> None:
 
         table.refresh = spy  # type: ignore[method-assign]
         first = JobView("j1", "Qwen2.5 7B Instruct", "connecting", 0, 4_000, row_key=QWEN)
-        app.post_job(first)
+        app.downloads_panel.post_job(first)
         await pilot.pause()
         panel = app.downloads_panel
         row = panel.row_for("j1")
         assert row is not None
-        bar = row.query_one("ProgressBar")
+        bar = row.query_one(JobBar)
         for done in (1_000, 2_000, 3_000):
-            app.post_job(JobView("j1", "Qwen2.5 7B Instruct", "downloading", done, 4_000,
-                                 1_000_000, 10, row_key=QWEN))
+            panel.post_job(JobView("j1", "Qwen2.5 7B Instruct", "downloading", done, 4_000,
+                                   1_000_000, 10, row_key=QWEN))
         await pilot.pause()
         assert panel.row_for("j1") is row
-        assert row.query_one("ProgressBar") is bar
-        assert bar.progress == 3_000 and bar.total == 4_000
+        assert row.query_one(JobBar) is bar
+        assert text_of(row.query_one(".job-pct")) == "75%"
         assert text_of(row.query_one(".job-state")) == "downloading"
         assert text_of(row.query_one(".job-speed")) == "977Ki/s ETA 10s"
         assert str(table.get_cell(QWEN, "status")) == "downloading 75%"
@@ -501,10 +502,11 @@ async def test_job_transitions_notify_and_ring(services, monkeypatch) -> None:
         await wait_ready(app, pilot)
         bells: list[int] = []
         monkeypatch.setattr(app, "bell", lambda: bells.append(1))
-        app.apply_job(JobView("j1", "Qwen", "downloading", 1, 10, row_key=QWEN))
-        app.apply_job(JobView("j1", "Qwen", "stalled", 1, 10, row_key=QWEN))
-        app.apply_job(JobView("j1", "Qwen", "failed", 1, 10, error="disk full", row_key=QWEN))
-        await pilot.pause()
+        panel = app.downloads_panel
+        panel.post_job(JobView("j1", "Qwen", "downloading", 1, 10, row_key=QWEN))
+        panel.post_job(JobView("j1", "Qwen", "stalled", 1, 10, row_key=QWEN))
+        panel.post_job(JobView("j1", "Qwen", "failed", 1, 10, error="disk full", row_key=QWEN))
+        await wait_for(pilot, lambda: len(app._notifications) == 2)
         titles = [n.title for n in app._notifications]
         assert titles == ["Download stalled", "Download failed"]
         assert len(bells) == 2
@@ -517,18 +519,19 @@ async def test_job_warning_is_shown_once(services) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await wait_ready(app, pilot)
         for done in (1, 2, 3):
-            app.apply_job(JobView("j1", "Qwen", "downloading", done, 10, row_key=QWEN,
-                                  warning=nfs))
+            app.downloads_panel.post_job(JobView("j1", "Qwen", "downloading", done, 10,
+                                                 row_key=QWEN, warning=nfs))
         await pilot.pause()
         shown = [n for n in app._notifications if n.title == "Download warning"]
         assert [n.message for n in shown] == [f"Qwen: {nfs}"]
 
 
 def test_job_updates_coalesce_per_job() -> None:
-    a1 = JobUpdated(JobView("a", "x", "downloading", 1))
-    a2 = JobUpdated(JobView("a", "x", "downloading", 2))
-    b = JobUpdated(JobView("b", "x", "downloading", 2))
-    a_done = JobUpdated(JobView("a", "x", "done", 2))
+    changed = DownloadsPanel.JobChanged
+    a1 = changed(JobView("a", "x", "downloading", 1))
+    a2 = changed(JobView("a", "x", "downloading", 2))
+    b = changed(JobView("b", "x", "downloading", 2))
+    a_done = changed(JobView("a", "x", "done", 2))
     assert a2.can_replace(a1)
     assert not b.can_replace(a1)
     assert not a_done.can_replace(a2)  # a state change is never dropped
@@ -714,19 +717,20 @@ async def test_system_prompt_modal(services) -> None:
 
 
 class FakeDownloads:
-    """The download service's surface the wiring uses."""
+    """The download service's surface the wiring uses (real records and events)."""
+
+    event_rate = 10.0
 
     def __init__(self) -> None:
-        from types import SimpleNamespace
+        from tui.download.jobs import JobRecord
+        from tui.download.sources import JobSpec
 
         self.calls: list[tuple[str, ...]] = []
         self.subscribers: list[Any] = []
         self.started = self.stopped = False
-        spec = SimpleNamespace(catalog_id="gemma-2-2b-it-gguf")
-        self.jobs = {
-            "old": SimpleNamespace(id="old", name="Gemma 2 2B it", state="paused", spec=spec,
-                                   done_bytes=10, total_bytes=100, error=None),
-        }
+        spec = JobSpec(kind="catalog", catalog_id="gemma-2-2b-it-gguf")
+        self.jobs = {"old": JobRecord(id="old", kind="catalog", spec=spec, state="paused",
+                                      name="Gemma 2 2B it", done_bytes=10, total_bytes=100)}
 
     def list_jobs(self) -> list[Any]:
         return list(self.jobs.values())
@@ -745,10 +749,11 @@ class FakeDownloads:
         self.stopped = True
 
     def enqueue(self, spec: Any) -> str:
-        from types import SimpleNamespace
+        from tui.download.jobs import JobRecord
 
         self.calls.append(("enqueue", spec.catalog_id, spec.quant))
-        self.jobs["new"] = SimpleNamespace(id="new", name="Qwen", state="queued", spec=spec)
+        self.jobs["new"] = JobRecord(id="new", kind="catalog", spec=spec, state="queued",
+                                     name="Qwen")
         return "new"
 
     async def pause(self, job_id: str) -> None:
@@ -758,9 +763,9 @@ class FakeDownloads:
         self.calls.append(("resume", job_id))
 
     def publish(self, **fields: Any) -> None:
-        from types import SimpleNamespace
+        from tui.download import DownloadEvent
 
-        event = SimpleNamespace(**{"speed": 0.0, "eta": None, "error": None, **fields})
+        event = DownloadEvent(**{"speed": 0.0, "eta": None, **fields})
         for callback in list(self.subscribers):
             callback(event)
 

@@ -351,7 +351,8 @@ async def test_low_redraw_job_updates_repaint_one_line(tmp_path: Path) -> None:
             table = app.model_table
             calls = spy_repaints(table)
             for done in range(1, 6):
-                app.apply_job(JobView("j1", "Qwen", "downloading", done, 10, row_key=qwen))
+                app.downloads_panel.post_job(
+                    JobView("j1", "Qwen", "downloading", done, 10, row_key=qwen))
             await pilot.pause()
             y = table.get_row_index(qwen) + 1
             assert calls and all(len(c) == 1 and c[0].y == y and c[0].height == 1

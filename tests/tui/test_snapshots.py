@@ -57,10 +57,11 @@ def _app(tmp_path: Path, **settings: Any) -> ModelDeckApp:
 async def _with_jobs(pilot: Any) -> None:
     app = pilot.app
     await wait_ready(app, pilot)
-    app.apply_job(JobView("j1", "Qwen2.5 7B Instruct", "downloading", 1_950_000_000,
-                          4_680_000_000, 48_000_000, 57, row_key="entry:qwen2.5-7b-instruct-gguf"))
-    app.apply_job(JobView("j2", "Gemma 2 2B it", "queued", 0, 1_710_000_000,
-                          row_key="entry:gemma-2-2b-it-gguf"))
+    panel = app.downloads_panel
+    panel.post_job(JobView("j1", "Qwen2.5 7B Instruct", "downloading", 1_950_000_000,
+                           4_680_000_000, 48_000_000, 57, row_key="entry:qwen2.5-7b-instruct-gguf"))
+    panel.post_job(JobView("j2", "Gemma 2 2B it", "queued", 0, 1_710_000_000,
+                           row_key="entry:gemma-2-2b-it-gguf"))
     await pilot.pause()
 
 

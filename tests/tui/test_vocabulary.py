@@ -41,8 +41,8 @@ async def test_a_size_reads_the_same_in_table_panel_sidebar_and_delete_dialog(
             table = app.model_table
             assert str(table.get_cell("model:vocab", "size")) == compact
 
-            app.post_job(JobView("j1", "vocab", "downloading", size, size, speed_bps=size,
-                                 eta_s=65))
+            app.downloads_panel.post_job(JobView("j1", "vocab", "downloading", size, size,
+                                                 speed_bps=size, eta_s=65))
             await wait_for(pilot, lambda: app.downloads_panel.row_for("j1") is not None)
             await pilot.pause()
             row = app.downloads_panel.row_for("j1")

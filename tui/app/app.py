@@ -1,99 +1,71 @@
-"""``ModelDeckApp``: the dashboard, built from :class:`~tui.services.Services`."""
+"""``ModelDeckApp``: the dashboard, built from :class:`~tui.services.Services`.
+
+The App keeps the services, their lifecycle, the load/unload/delete flows, quit and theme; the
+widgets own their work (the downloads panel follows the download service and the change feed
+and runs job actions; the table filters and sorts) and tell the App with messages, which it
+turns into what their siblings show (a job mirrored on its table row, rows reloaded when a
+download finishes).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
-from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import on, work
-from textual.app import App, ComposeResult
+from textual import events, on, work
+from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding, BindingType
-from textual.clock import Clock
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.geometry import Size
-from textual.reactive import Reactive, reactive
+from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
 from tui import formatting
 from tui.app import wiring
-from tui.app.commands import ModelDeckCommands, literal
+from tui.app.commands import ModelDeckCommands, model_choices, quant_choices
 from tui.app.messages import (
     DeletePlanned,
     InventoryChanged,
-    JobRemoved,
-    JobUpdated,
     LiveProblem,
     LoadRefused,
+    ModelBusy,
     ModelDeleted,
     ModelsLoaded,
     ResourcesSampled,
-    RowsChanged,
     RuntimeChanged,
 )
 from tui.app.paths import styles_dir
 from tui.app.screens import (
-    AddModelScreen,
-    ChatListScreen,
     ConfirmScreen,
     GenParamsScreen,
-    HelpScreen,
-    HubSearchScreen,
-    LoadOptionsScreen,
     TextPromptScreen,
-    binding_rows,
     describe_params,
 )
-from tui.app.views import JobView, ModelRow, format_size, row_status_for_job
+from tui.app.views import JobView, ModelRow, row_status_for_job
 from tui.app.widgets import (
     DownloadsPanel,
+    ModelBrowser,
     ModelTable,
     PromptConsole,
-    PromptInput,
     ResourceLine,
     ResourceSidebar,
 )
+from tui.app.widgets.resource_sidebar import SamplerLike
 from tui.errors import ModelDeckError
 from tui.terminal_text import clean, clean_line
 
 if TYPE_CHECKING:
-    from tui.resources.types import Snapshot
     from tui.services import Services
 
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
-JOB_REDRAW_S = 0.5  # progress redraws per job while its state stays the same
 USED_REFRESH_S = 30.0  # "Used" times on screen are re-formatted this often
 USED_REFRESH_LOW_REDRAW_S = 120.0  # … and this often with ``low_redraw``
 UPDATE_CHECK_S = 6 * 3600.0  # Hub models are checked for newer commits this often
-
-
-class SamplerLike(Protocol):
-    """What the sidebar needs from :class:`~tui.resources.ResourceSampler` (fakes in tests)."""
-
-    interval: float
-
-    async def run(self, callback: Callable[[Snapshot], object]) -> None: ...
-
-    def history_of(self, name: str) -> list[float]: ...
-
-
-class FilterInput(Input):
-    """The filter line above the table; Esc clears it."""
-
-    # Input re-sets ``virtual_size`` on every keystroke, and as a layout reactive that reflows
-    # (and repaints) the whole screen per key. This line's size never depends on it.
-    virtual_size = Reactive(Size(0, 0), layout=False)
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.clear_filter", "Clear filter"),
-        Binding("enter,down", "app.focus_table", "To table", show=False),
-    ]
 
 
 class ModelDeckApp(App[None]):
@@ -102,11 +74,10 @@ class ModelDeckApp(App[None]):
     Args:
         services: the service container (inventory, catalog, downloads, runtime, sampler).
         sampler: replaces ``services.sampler`` (tests inject fixed readings).
-        clock: the clock of the downloads' progress bars (tests: ``MockClock()``).
-        now: wall-clock source for "last used" (tests: a fixed time).
+        now: wall-clock source for "last used" and finished jobs' age (tests: a fixed time).
         cursor_blink: blink input cursors (off for snapshots; default from ``CURSOR_BLINK``).
         start_sampler: start the resource sampler worker on mount.
-        watch_downloads: start the download-events worker on mount.
+        watch_downloads: the downloads panel follows (and runs) the download service.
         watch_changes: follow what other processes change in the inventory (jobs, models).
         watch_folders: scan on start, then follow the managed folders (discovery).
         check_updates: ask the Hub for newer commits of Hub models in a thread, at start and
@@ -132,6 +103,11 @@ class ModelDeckApp(App[None]):
         Binding("ctrl+f", "hub_search", "Hub search"),
         Binding("L", "load_with", "Load with…", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
+        # The panel's keys, on the job of the table's row (cancel and retry ask first).
+        Binding("p", "download_key('pause')", "Pause download", show=False),
+        Binding("r", "download_key('resume')", "Resume download", show=False),
+        Binding("c", "download_key('cancel')", "Cancel download", show=False),
+        Binding("R", "download_key('retry')", "Retry download", show=False),
     ]
 
     show_sidebar: reactive[bool] = reactive(True)
@@ -143,7 +119,6 @@ class ModelDeckApp(App[None]):
         services: Services,
         *,
         sampler: SamplerLike | None = None,
-        clock: Clock | None = None,
         now: Callable[[], float] | None = None,
         cursor_blink: bool | None = None,
         start_sampler: bool = True,
@@ -157,7 +132,6 @@ class ModelDeckApp(App[None]):
         self.services = services
         self.settings = services.settings
         self._sampler = sampler
-        self._clock = clock
         self._now = now or time.time
         self._start_sampler = start_sampler
         self._watch_downloads = watch_downloads
@@ -171,16 +145,11 @@ class ModelDeckApp(App[None]):
             self.animation_level = "none"
         self.theme = THEMES.get(self.settings.theme, "textual-dark")
         self.models_ready = asyncio.Event()
-        self._job_states: dict[str, str] = {}
-        self._job_warnings: set[tuple[str, str]] = set()  # (job id, warning) already shown
-        self._job_applied: dict[str, float] = {}  # job id -> monotonic time of last redraw
-        self._job_pending: dict[str, JobView] = {}
-        self._job_timer: Any = None
         self._closing = False
         self._background_started = False
         self._active_model: str | None = None  # model id answering in the console
+        self._console_model: str | None = None  # model id the console's label names
         self._runtime_unsubscribe: Callable[[], None] | None = None
-        self._entries: dict[str, Any] = {}  # catalog entries by id (read with the rows)
         self._loaded_with: dict[str, Any] = {}  # model id -> LoadOptions of its last load
         # LoadOptions for loads of models with none remembered (None: runtime defaults)
         self.load_options: Any = None
@@ -190,24 +159,24 @@ class ModelDeckApp(App[None]):
     # -- layout ----------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        ascii = self.settings.ascii
+        settings = self.settings
         yield ResourceLine("", id="resource-line")
         with Horizontal(id="body"):
             with Vertical(id="main"):
-                filter_input = FilterInput(placeholder="Filter models (Esc clears)", id="filter")
-                filter_input.cursor_blink = self.cursor_blink
-                yield filter_input
-                used_refresh = (
-                    USED_REFRESH_LOW_REDRAW_S if self.settings.low_redraw else USED_REFRESH_S
-                )
-                yield ModelTable(now=self._now, used_refresh=used_refresh, id="models")
-                yield Static("", id="table-status", markup=False)
-                yield DownloadsPanel(clock=self._clock, ascii=ascii, id="downloads")
+                yield ModelBrowser(
+                    self.services, now=self._now, cursor_blink=self.cursor_blink,
+                    used_refresh=USED_REFRESH_LOW_REDRAW_S if settings.low_redraw
+                    else USED_REFRESH_S,
+                    prime_changes=self._watch_changes, compute_fit=self._compute_fit,
+                    id="browser")
+                yield DownloadsPanel(self.services, ascii=settings.ascii, now=self._now,
+                                     low_redraw=settings.low_redraw, id="downloads")
                 yield PromptConsole(
                     cursor_blink=self.cursor_blink, runtime=lambda: self.services.runtime,
                     chats=self.chat_store, params=lambda: self.gen_params, id="console",
                 )
-            yield ResourceSidebar(ascii=ascii, id="sidebar")
+            yield ResourceSidebar(ascii=settings.ascii, low_redraw=settings.low_redraw,
+                                  id="sidebar")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -215,7 +184,12 @@ class ModelDeckApp(App[None]):
         self.set_class(self.settings.low_redraw, "-low-redraw")
         self._apply_visibility()
         self.model_table.focus()
-        self._load_rows()
+        self.browser.load_rows()
+
+    @property
+    def browser(self) -> ModelBrowser:
+        """The filter, the model table and its status line."""
+        return self.query_one("#browser", ModelBrowser)
 
     @property
     def model_table(self) -> ModelTable:
@@ -238,6 +212,11 @@ class ModelDeckApp(App[None]):
         return self.query_one("#console", PromptConsole)
 
     @property
+    def catalog_entries(self) -> Mapping[str, Any]:
+        """The catalog entries by id, as read with the rows (quant sizes for the pickers)."""
+        return self.browser.entries
+
+    @property
     def sampler(self) -> SamplerLike:
         """The injected sampler, else ``services.sampler``."""
         if self._sampler is None:
@@ -245,12 +224,13 @@ class ModelDeckApp(App[None]):
         return self._sampler
 
     def _ui_alive(self) -> bool:
-        """False once the app is shutting down (late service events are then dropped)."""
+        """False before the widgets are composed and once the app is shutting down (late
+        service events are then dropped)."""
         if self._closing:
             return False
         try:
             self.query_one("#models", ModelTable)
-        except NoMatches:
+        except (NoMatches, ScreenStackError):
             return False
         return True
 
@@ -270,86 +250,63 @@ class ModelDeckApp(App[None]):
         self.query_one("#downloads").set_class(not self.show_downloads, "-hidden")
         self.query_one("#console").set_class(not self.show_console, "-hidden")
 
+    # ``App.is_mounted`` is a method (is *a widget* mounted), always true as a condition: the
+    # watchers ask whether the widgets exist yet.
+
     def watch_show_sidebar(self) -> None:
-        if self.is_mounted:
+        if self._ui_alive():
             self._apply_visibility()
 
-    def watch_show_downloads(self) -> None:
-        if self.is_mounted:
+    def watch_show_downloads(self, show: bool) -> None:
+        if self._ui_alive():
             self._apply_visibility()
+            if not show and self.downloads_panel.has_focus:
+                self._focus_now(self.model_table)
 
     def watch_show_console(self, show: bool) -> None:
-        if self.is_mounted:
+        if self._ui_alive():
             self._apply_visibility()
             if show:
                 self._focus_now(self.prompt_console.prompt_input)
             elif self.prompt_console.has_focus_within:
                 self._focus_now(self.model_table)
 
-    # -- workers ---------------------------------------------------------------------------
+    @on(events.DescendantFocus)
+    def _input_focused(self, event: events.DescendantFocus) -> None:
+        """No input cursor blinks when ``cursor_blink`` is off (low redraw), in dialogs too."""
+        if not self.cursor_blink and isinstance(event.widget, Input):
+            event.widget.cursor_blink = False
 
-    @work(thread=True, exclusive=True, group="rows", exit_on_error=False)
-    def _load_rows(self) -> None:
-        """Read catalog + inventory (blocking SQLite) and post the rows."""
-        if self._watch_changes:  # what changes after this read is reported by the feed
-            wiring.prime_changes(self.services)
-        entries = {e.id: e for e in self.services.catalog.entries()}
-        self.post_message(ModelsLoaded(wiring.load_rows(self.services), entries))
+    # -- lifecycle -------------------------------------------------------------------------
 
-    @work(exclusive=True, group="sampler", exit_on_error=False)
-    async def _run_sampler(self) -> None:
-        """Run the resource sampler; each snapshot is posted as a message."""
-        # Building the real sampler imports psutil and probes NVML: not on the event loop.
-        sampler = await asyncio.to_thread(lambda: self.sampler)
-        if self.settings.low_redraw:
-            sampler.interval = max(sampler.interval, 3.0)
-
-        def report(snapshot: Snapshot) -> None:
-            names = ["cpu", "ram", *(f"gpu{g.index}.util" for g in snapshot.gpus)]
-            history = {name: sampler.history_of(name) for name in names}
-            self.post_message(ResourcesSampled(snapshot, history))
-
-        await sampler.run(report)
-
-    @work(exclusive=True, group="download-events", exit_on_error=False)
-    async def _run_download_watch(self) -> None:
-        """Follow the download service; quietly ends while it is not wired."""
-        try:
-            await wiring.watch_downloads(self.services, self.post_job)
-        except (wiring.NotWired, ImportError) as exc:
-            self.log.warning(f"downloads panel idle: {exc}")
-
-    @work(thread=True, exclusive=True, group="update-check", exit_on_error=False)
-    def _run_update_check(self) -> None:
-        """Ask the Hub for newer commits (network: in a thread); an outdated model's row then
-        shows ``update avail.``. Offline: tried again later."""
-        try:
-            outdated = wiring.check_updates(self.services)
-        except ModelDeckError as exc:
-            self.log.warning(f"update check: {exc}")
+    def _start_background(self) -> None:
+        """Sampler, downloads, change feed, discovery and update checks: started once the
+        rows are on screen (none of them delays the first frame)."""
+        if self._background_started:
             return
-        self.call_from_thread(self._mark_updates, outdated)
+        self._background_started = True
+        if self._start_sampler:
+            self.sidebar.follow(lambda: self.sampler)
+        self.downloads_panel.follow(downloads=self._watch_downloads, changes=self._watch_changes)
+        if self._watch_folders:
+            self._start_discovery()
+        if self._check_updates:
+            self.browser.check_updates()
+            self.set_interval(UPDATE_CHECK_S, self.browser.check_updates, name="update-check")
 
-    def _mark_updates(self, outdated: set[str]) -> None:
-        """Set or clear each row's update marker in place (download states stay as they are)."""
-        if not self._ui_alive():
-            return
-        table = self.model_table
-        changed = []
-        for row in table.all_rows.values():
-            wanted = row.model_id in outdated
-            if row.update != wanted:
-                row.update = wanted
-                changed.append(row)
-        if changed:
-            table.update_rows(changed)
+    @work(thread=True, group="discovery", exit_on_error=False)
+    def _start_discovery(self) -> None:
+        """Scan the managed folders, then follow them (the watcher's own thread; building it
+        imports the metadata readers: not on the event loop)."""
+        if not self._closing:
+            wiring.watch_folders(self.services, lambda lines: self.post_message(LiveProblem(lines)))
+        if self._closing:  # the app ended meanwhile: on_unmount may have missed it
+            wiring.stop_live(self.services)
 
     async def on_unmount(self) -> None:
         """Stop the download queue (running jobs stay queued for the next start) and the
         runtime (unloads every model)."""
         self._closing = True
-        if self._job_timer is not None:
-            self._job_timer.stop()
         if self._runtime_unsubscribe is not None:
             self._runtime_unsubscribe()
         await asyncio.to_thread(wiring.stop_live, self.services)
@@ -363,10 +320,6 @@ class ModelDeckApp(App[None]):
         except Exception as exc:
             self.log.error(f"closing the runtime failed: {exc!r}")
 
-    def post_job(self, view: JobView) -> None:
-        """Thread-safe entry point for job updates (coalesced per job)."""
-        self.post_message(JobUpdated(view))
-
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
         if event.state != WorkerState.ERROR or event.worker.error is None:
@@ -378,169 +331,6 @@ class ModelDeckApp(App[None]):
             self.notify(str(error), title="Error", severity="error")
         else:
             self.notify(f"{type(error).__name__}: {error}", title="Error", severity="error")
-
-    # -- message handlers ------------------------------------------------------------------
-
-    def _start_background(self) -> None:
-        """Sampler and download queue: started once the rows are on screen."""
-        if self._background_started:
-            return
-        self._background_started = True
-        if self._start_sampler:
-            self._run_sampler()
-        if self._watch_downloads:
-            self._run_download_watch()
-        if self._watch_changes:
-            wiring.follow_changes(
-                self.services, emit_job=self.post_job,
-                drop_job=lambda job_id: self.post_message(JobRemoved(job_id)),
-                models_changed=lambda: self.post_message(InventoryChanged()),
-                failed=lambda line: self.post_message(LiveProblem([line], "error")),
-            )
-        if self._watch_folders:
-            wiring.watch_folders(self.services, lambda lines: self.post_message(
-                LiveProblem(lines)))
-        if self._check_updates:
-            self._run_update_check()
-            self.set_interval(UPDATE_CHECK_S, self._run_update_check, name="update-check")
-
-    @on(ModelsLoaded)
-    def _models_loaded(self, message: ModelsLoaded) -> None:
-        if not self._ui_alive():
-            return
-        self.call_after_refresh(self._start_background)
-        if message.entries is not None:
-            self._entries = dict(message.entries)
-        table = self.model_table
-        rows = []  # keep known Fit verdicts until they are recomputed (no blank flash)
-        for row in message.rows:
-            old = table.get_model_row(row.key)
-            if old is not None and old.fit and not row.fit:
-                row = dataclasses.replace(row, fit=old.fit)
-            rows.append(row)
-        table.set_rows(rows)
-        for view in self.downloads_panel.jobs.values():  # rows read again: jobs still going
-            if view.active:
-                self._mirror_job(view)
-        self._update_table_status()
-        for row in message.rows:
-            if row.status == "loaded":
-                self.prompt_console.set_model(row.name)
-        self._mark_loaded_rows()
-        self.models_ready.set()
-        if self._compute_fit:
-            self._fill_fit(list(self.model_table.all_rows.values()))
-
-    def _mark_loaded_rows(self) -> None:
-        """Rows of models the runtime holds show "loaded" (after a reload from the inventory)."""
-        if not wiring.runtime_built(self.services):
-            return
-        table = self.model_table
-        for row in list(table.all_rows.values()):
-            loaded = row.model_id and self.services.runtime.is_loaded(row.model_id)
-            if loaded and row.status != "loaded":
-                table.update_row(dataclasses.replace(row, status="loaded"))
-
-    @work(exclusive=True, group="fit", exit_on_error=False)
-    async def _fill_fit(self, rows: list[ModelRow]) -> None:
-        """Fill the Fit column (the runtime reads headers and memory in its threads)."""
-        changed = await wiring.fit_for(self.services, rows)
-        if changed:
-            self.post_message(RowsChanged(changed))
-
-    @on(RowsChanged)
-    def _rows_changed(self, message: RowsChanged) -> None:
-        if not self._ui_alive():
-            return
-        table = self.model_table
-        # Merge the changed fields into the current rows (the status may have moved on).
-        current = []
-        for row in message.rows:
-            now = table.get_model_row(row.key)
-            current.append(dataclasses.replace(now, fit=row.fit) if now is not None else row)
-        table.update_rows(current)
-
-    @on(ResourcesSampled)
-    def _resources_sampled(self, message: ResourcesSampled) -> None:
-        self.sidebar.update_snapshot(message.snapshot, message.history)
-        self.query_one("#resource-line", ResourceLine).update_snapshot(message.snapshot)
-
-    @on(JobUpdated)
-    def _job_updated(self, message: JobUpdated) -> None:
-        """Apply job updates: state changes at once, progress at most every
-        :data:`JOB_REDRAW_S` per job (the latest one wins)."""
-        view = message.view
-        if not self._ui_alive():
-            return
-        last = self._job_applied.get(view.job_id)
-        now = time.monotonic()
-        same_state = self._job_states.get(view.job_id) == view.state
-        if same_state and last is not None and now - last < JOB_REDRAW_S:
-            self._job_pending[view.job_id] = view
-            if self._job_timer is None:
-                self._job_timer = self.set_timer(JOB_REDRAW_S - (now - last),
-                                                 self._flush_jobs)
-            return
-        self._job_pending.pop(view.job_id, None)
-        self._job_applied[view.job_id] = now
-        self.apply_job(view)
-
-    @on(JobRemoved)
-    def _job_removed(self, message: JobRemoved) -> None:
-        if not self._ui_alive():
-            return
-        self._job_pending.pop(message.job_id, None)
-        self._job_states.pop(message.job_id, None)
-        self.downloads_panel.remove_job(message.job_id)
-
-    @on(InventoryChanged)
-    def _inventory_changed(self) -> None:
-        if self._ui_alive():
-            self._load_rows()
-
-    @on(LiveProblem)
-    def _live_problem(self, message: LiveProblem) -> None:
-        title = "Inventory" if message.severity == "error" else "Discovery"
-        for line in message.lines[:5]:
-            self.notify(line, title=title, severity=message.severity, timeout=15)
-
-    def _flush_jobs(self) -> None:
-        self._job_timer = None
-        if not self._ui_alive():
-            return
-        pending, self._job_pending = self._job_pending, {}
-        now = time.monotonic()
-        with self.batch_update():
-            for view in pending.values():
-                self._job_applied[view.job_id] = now
-                self.apply_job(view)
-
-    def apply_job(self, view: JobView) -> None:
-        """Show a job in the panel, mirror it on its table row, alert on transitions."""
-        self.downloads_panel.update_job(view)
-        self._mirror_job(view)
-        if view.warning and (view.job_id, view.warning) not in self._job_warnings:
-            self._job_warnings.add((view.job_id, view.warning))
-            self.notify(f"{view.name}: {view.warning}", title="Download warning",
-                        severity="warning", timeout=15)
-        before = self._job_states.get(view.job_id)
-        self._job_states[view.job_id] = view.state
-        if before != view.state and before is not None:
-            if view.state == "done":
-                self.alert(f"{view.name} downloaded", title="Download finished")
-                self._load_rows()
-            elif view.state == "failed":
-                self.alert(f"{view.name}: {view.error or 'failed'}", "Download failed", "error")
-            elif view.state == "stalled":
-                self.alert(f"{view.name} stalled; retrying", "Download stalled", "warning")
-
-    def _mirror_job(self, view: JobView) -> None:
-        """Show a job's state on its catalog row (not over an installed model's)."""
-        table = self.model_table
-        row = table.get_model_row(view.row_key) if view.row_key else None
-        if row is not None and not (row.installed and view.state != "done"):
-            status = row_status_for_job(view)
-            table.update_row(dataclasses.replace(row, status=status, progress=view.fraction))
 
     def notify(  # type: ignore[override]
         self,
@@ -563,23 +353,49 @@ class ModelDeckApp(App[None]):
         if self.settings.bell:
             self.bell()
 
-    @on(ModelTable.ViewChanged, "#models")
-    def _view_changed(self, message: ModelTable.ViewChanged) -> None:
+    # -- rows ------------------------------------------------------------------------------
+
+    @on(ModelsLoaded)
+    def _models_loaded(self, message: ModelsLoaded) -> None:
+        """The browser showed a new set of rows: mark on them what the runtime and the
+        downloads know, and start the background work after the first frame."""
         if not self._ui_alive():
             return
-        self._update_table_status(message.shown, message.total, message.description)
+        self.call_after_refresh(self._start_background)
+        for view in self.downloads_panel.jobs.values():  # rows read again: jobs still going
+            if view.active:
+                self._mirror_job(view)
+        for row in message.rows:
+            if row.status == "loaded":
+                self.prompt_console.set_model(row.name)
+        self._mark_loaded_rows()
+        self.models_ready.set()
 
-    def _update_table_status(
-        self, shown: int | None = None, total: int | None = None, description: str | None = None
-    ) -> None:
+    def _mark_loaded_rows(self) -> None:
+        """Rows of models the runtime holds show "loaded" (after a reload from the inventory)."""
+        if not wiring.runtime_built(self.services):
+            return
         table = self.model_table
-        shown = len(table.visible_keys) if shown is None else shown
-        total = len(table.all_rows) if total is None else total
-        description = table.describe() if description is None else description
-        text = f"{shown} of {total} models"
-        self.query_one("#table-status", Static).update(
-            f"{text} | {clean_line(description)}" if description else text, layout=False
-        )
+        for row in list(table.all_rows.values()):
+            loaded = row.model_id and self.services.runtime.is_loaded(row.model_id)
+            if loaded and row.status != "loaded":
+                table.update_row(dataclasses.replace(row, status="loaded"))
+
+    @on(ResourcesSampled)
+    def _resources_sampled(self, message: ResourcesSampled) -> None:
+        """A sample the sidebar showed, bubbled up: the one-line form shows it too."""
+        self.query_one("#resource-line", ResourceLine).update_snapshot(message.snapshot)
+
+    @on(InventoryChanged)
+    def _inventory_changed(self) -> None:
+        if self._ui_alive():
+            self.browser.load_rows()
+
+    @on(LiveProblem)
+    def _live_problem(self, message: LiveProblem) -> None:
+        title = "Inventory" if message.severity == "error" else "Discovery"
+        for line in message.lines[:5]:
+            self.notify(line, title=title, severity=message.severity, timeout=15)
 
     @on(ModelTable.Activated, "#models")
     def _row_activated(self, message: ModelTable.Activated) -> None:
@@ -592,6 +408,63 @@ class ModelDeckApp(App[None]):
             self.pick_quant(row)
         else:
             self.download_row(row, row.quant)
+
+    # -- downloads: the panel's messages, and the table's download keys ----------------------
+
+    @on(DownloadsPanel.JobChanged)
+    def _job_changed(self, message: DownloadsPanel.JobChanged) -> None:
+        """A job's view, bubbled up from the panel that showed it: mirror it on its row."""
+        if self._ui_alive():
+            self._mirror_job(message.view)
+
+    def _mirror_job(self, view: JobView) -> None:
+        """Show a job's state on its catalog row (not over an installed model's)."""
+        table = self.model_table
+        row = table.get_model_row(view.row_key) if view.row_key else None
+        if row is not None and not (row.installed and view.state != "done"):
+            status = row_status_for_job(view)
+            table.update_row(dataclasses.replace(row, status=status, progress=view.fraction))
+
+    @on(DownloadsPanel.JobFinished)
+    @on(DownloadsPanel.JobFailed)
+    @on(DownloadsPanel.JobStalled)
+    @on(DownloadsPanel.JobWarned)
+    def _job_transition(self, message: DownloadsPanel.JobMessage) -> None:
+        """What a job did, told by the panel: alert (a finished download: rows read again)."""
+        view = message.view
+        if isinstance(message, DownloadsPanel.JobFinished):
+            self.alert(f"{view.name} downloaded", title="Download finished")
+            self.browser.load_rows()
+        elif isinstance(message, DownloadsPanel.JobFailed):
+            self.alert(f"{view.name}: {view.error or 'failed'}", "Download failed", "error")
+        elif isinstance(message, DownloadsPanel.JobStalled):
+            self.alert(f"{view.name} stalled; retrying", "Download stalled", "warning")
+        else:
+            self.notify(f"{view.name}: {view.warning}", title="Download warning",
+                        severity="warning", timeout=15)
+
+    def action_download_key(self, action: str) -> None:
+        """A download key outside the panel: the same action on the job of the table's
+        selected row. Cancel and retry ask first (a letter typed on the table by mistake
+        must not cost a download)."""
+        row = self.model_table.current_row()
+        job = self.downloads_panel.job_for_row(row.key) if row is not None else None
+        if job is None:
+            name = f" of {row.name}" if row is not None else ""
+            self.notify(f"No download{name} to {action}", severity="warning")
+            return
+        self.downloads_panel.request(job.job_id, action, ask=action == "retry")
+
+    def pick_quant(self, row: ModelRow) -> None:
+        """A palette of the entry's quants with their sizes; picking one queues it."""
+        self.search_commands(quant_choices(self, row),
+                             placeholder=f"Which quant of {clean_line(row.name)}?")
+
+    def download_row(self, row: ModelRow, quant: str | None) -> None:
+        """Queue a download of a catalog row (the panel runs it)."""
+        if row.entry_id is not None:
+            self.notify(f"Queued {row.name} {quant or ''}".rstrip())
+            self.downloads_panel.start_download(row.entry_id, quant)
 
     # -- runtime ---------------------------------------------------------------------------
 
@@ -607,23 +480,38 @@ class ModelDeckApp(App[None]):
             (r for r in self.model_table.all_rows.values() if r.model_id == model_id), None
         )
 
+    def _model_name(self, model_id: str | None) -> str | None:
+        row = self._row_of_model(model_id) if model_id else None
+        return row.name if row is not None else model_id
+
     def load_row(self, row: ModelRow, force: bool = False, options: Any = None) -> None:
         """Load an installed model (an async worker; the runtime loads in its threads) with
-        ``options``, else those remembered for it ("Load with…"), else :attr:`load_options`."""
+        ``options``, else those remembered for it ("Load with…"), else :attr:`load_options`.
+        The console's own answer is stopped first, as ``u`` does."""
         if row.model_id is None:
             return
         if row.status == "loaded" and row.model_id == self._active_model and options is None:
             self.notify(f"{row.name} is already loaded")
             self.show_console = True
             return
+        answering = self._active_model if self.prompt_console.streaming else None
+        if answering is not None:
+            self.prompt_console.cancel_answer()
         self._follow_runtime()
-        self._load_model(row, force, options)
+        self._load_model(row, force, options, settle=answering)
 
     @work(exclusive=True, group="load", exit_on_error=False)
-    async def _load_model(self, row: ModelRow, force: bool, options: Any = None) -> None:
-        from tui.runtime.errors import WontFitError
+    async def _load_model(self, row: ModelRow, force: bool, options: Any = None,
+                          settle: str | None = None, stop_busy: bool = False) -> None:
+        """Load ``row``: after the console's cancelled answer on ``settle`` ends, and, with
+        ``stop_busy``, once the busy models are unloaded (their answers stopped)."""
+        from tui.runtime.errors import ModelBusyError, WontFitError
 
         assert row.model_id is not None
+        if settle is not None:
+            await wiring.settle(self.services, settle)
+        if stop_busy:
+            await wiring.unload_busy(self.services)
         if options is None:
             options = await asyncio.to_thread(self.remembered_options, row.model_id)
         options = options or self.load_options
@@ -634,10 +522,13 @@ class ModelDeckApp(App[None]):
             # The message without the CLI's "--force" hint: the dialog offers "Load anyway".
             self.post_message(LoadRefused(row, " ".join(exc.message.split())))
             return
+        except ModelBusyError as exc:
+            self.post_message(ModelBusy(row.model_id, " ".join(exc.message.split()), row))
+            return
         self._model_loaded(row.model_id, name)
 
     def _model_loaded(self, model_id: str, name: str) -> None:
-        self._active_model = model_id
+        self._active_model = self._console_model = model_id
         self.prompt_console.use_model(model_id, name, self._load_text(model_id))
         self.notify(f"{name} loaded")
 
@@ -685,8 +576,31 @@ class ModelDeckApp(App[None]):
         question = f"{clean_line(row.name)} won't fit in free memory.\nLoad anyway?"
         self.push_screen(ConfirmScreen(question, yes="Load anyway", no="Cancel"), answered)
 
+    @on(ModelBusy)
+    def _model_busy(self, message: ModelBusy) -> None:
+        """Other clients are answering: stopping them is the user's call."""
+        reason = clean_line(message.reason.split(";")[0])
+        row = message.row
+        if row is None:
+            name = clean_line(self._model_name(message.model_id) or message.model_id)
+            question = f"{reason}.\nUnload {name} anyway? Those answers will be stopped."
+            yes = "Unload anyway"
+        else:
+            question = (f"{reason}.\nLoad {clean_line(row.name)} anyway? The answers in "
+                        "progress will be stopped.")
+            yes = "Load anyway"
+
+        def answered(stop: bool | None) -> None:
+            if stop and row is None:
+                self._unload_model(message.model_id, force=True)
+            elif stop and row is not None:
+                self._load_model(row, False, stop_busy=True)
+
+        self.push_screen(ConfirmScreen(question, yes=yes, no="Cancel"), answered)
+
     @on(RuntimeChanged)
     def _runtime_changed(self, message: RuntimeChanged) -> None:
+        """Rows and the console's label follow the runtime's events (never display text)."""
         if not self._ui_alive():
             return
         event = message.event
@@ -699,21 +613,28 @@ class ModelDeckApp(App[None]):
         name = row.name if row is not None else event.model_id
         console = self.prompt_console
         if state == "loading":
+            self._console_model = event.model_id
             console.use_model(None, f"{name} (loading…)")
         elif state == "loaded":
-            self._active_model = event.model_id
+            self._active_model = self._console_model = event.model_id
             console.use_model(event.model_id, name, self._load_text(event.model_id))
-        elif state in ("unloaded", "failed") and self._active_model == event.model_id:
-            self._active_model = None
-            console.set_model(None)
-        elif state == "failed" and console.model_name and "loading" in console.model_name:
-            console.set_model(None)
+        elif state in ("unloaded", "failed"):
+            if self._active_model == event.model_id:
+                self._active_model = None
+            if self._console_model == event.model_id:  # back to the model that answers
+                self._console_model = self._active_model
+                if self._active_model is None:
+                    console.set_model(None)
+                else:
+                    console.use_model(self._active_model, self._model_name(self._active_model),
+                                      self._load_text(self._active_model))
         # A failed load is reported by the load worker (won't fit → the force question).
         if state == "unloaded" and event.message not in ("unload all",):
             self.notify(f"{name} unloaded ({event.message})")
 
     def action_unload(self) -> None:
-        """Unload the model under the cursor (or the one answering in the console)."""
+        """Unload the model under the cursor (or the one answering in the console); the
+        console's own answer is stopped first, others' only if the user says so."""
         row = self.model_table.current_row()
         model_id = row.model_id if row is not None and row.status == "loaded" else None
         model_id = model_id or self._active_model
@@ -724,40 +645,13 @@ class ModelDeckApp(App[None]):
         self._unload_model(model_id)
 
     @work(group="unload", exit_on_error=False)
-    async def _unload_model(self, model_id: str) -> None:
-        await wiring.unload_model(self.services, model_id)
+    async def _unload_model(self, model_id: str, force: bool = False) -> None:
+        from tui.runtime.errors import ModelBusyError
 
-    # -- downloads -------------------------------------------------------------------------
-
-    def pick_quant(self, row: ModelRow) -> None:
-        """A palette of the entry's quants with their sizes; picking one queues it."""
-        entry = self._entries.get(row.entry_id) if row.entry_id else None
-        choices = []
-        for quant in row.quants:
-            size = entry.size_for(quant) if entry is not None else None
-            choices.append((literal(f"Download {row.name} {quant}"),
-                            partial(self.download_row, row, quant), format_size(size)))
-        self.search_commands(choices, placeholder=f"Which quant of {clean_line(row.name)}?")
-
-    def download_row(self, row: ModelRow, quant: str | None) -> None:
-        """Queue a download of a catalog row."""
-        if row.entry_id is None:
-            return
-        self.notify(f"Queued {row.name} {quant or ''}".rstrip())
-        self._start_download(row.entry_id, quant)
-
-    @work(group="download-actions", exit_on_error=False)
-    async def _start_download(self, entry_id: str, quant: str | None) -> None:
-        # On the loop: enqueue is one small SQLite write and wakes the service's scheduler.
-        wiring.start_download(self.services, entry_id, quant)
-
-    @on(DownloadsPanel.ActionRequested, "#downloads")
-    def _download_action(self, message: DownloadsPanel.ActionRequested) -> None:
-        self._run_download_action(message.job_id, message.action)
-
-    @work(group="download-actions", exit_on_error=False)
-    async def _run_download_action(self, job_id: str, action: str) -> None:
-        await wiring.download_action(self.services, job_id, action)
+        try:
+            await wiring.unload_model(self.services, model_id, force)
+        except ModelBusyError as exc:
+            self.post_message(ModelBusy(model_id, " ".join(exc.message.split())))
 
     # -- delete ----------------------------------------------------------------------------
 
@@ -803,7 +697,7 @@ class ModelDeckApp(App[None]):
     def _delete_model(self, model_id: str, name: str) -> None:
         freed, kept = wiring.delete_model(self.services, model_id)
         self.post_message(ModelDeleted(name, freed, kept))
-        self.post_message(ModelsLoaded(wiring.load_rows(self.services)))
+        self.browser.load_rows()
 
     @on(ModelDeleted)
     def _model_deleted(self, message: ModelDeleted) -> None:
@@ -816,16 +710,18 @@ class ModelDeckApp(App[None]):
 
     def action_add_model(self, repo: str | None = None) -> None:
         """The add-custom-model modal (Hub repo, URL or local path)."""
+        from tui.app.screens.add_model import AddModelScreen
 
         def done(entry_ids: list[str] | None) -> None:
             if entry_ids:
                 self.notify(f"Added {', '.join(entry_ids)}")
-                self._load_rows()
+                self.browser.load_rows()
 
         self.push_screen(AddModelScreen(self.services, repo=repo), done)
 
     def action_hub_search(self) -> None:
         """Search the Hub for GGUF repos; picking one opens the add modal on it."""
+        from tui.app.screens.hub_search import HubSearchScreen
 
         def picked(repo: str | None) -> None:
             if repo:
@@ -887,6 +783,8 @@ class ModelDeckApp(App[None]):
                 self._open_chat(conversation_id)
 
         name = self.prompt_console.model_name or model_id
+        from tui.app.screens import ChatListScreen
+
         self.push_screen(ChatListScreen(name, chats, self.chat_store, now=self._now), picked)
 
     @work(thread=True, group="chats", exit_on_error=False)
@@ -922,6 +820,8 @@ class ModelDeckApp(App[None]):
         self.call_from_thread(self._show_load_options, row, current)
 
     def _show_load_options(self, row: ModelRow, current: Any) -> None:
+        from tui.app.screens import LoadOptionsScreen
+
         if not self._ui_alive() or isinstance(self.screen, LoadOptionsScreen):
             return
 
@@ -985,49 +885,24 @@ class ModelDeckApp(App[None]):
 
         self.push_screen(ConfirmScreen(question, yes="Quit", no="Stay"), answered)
 
-    def help_sections(self) -> list[tuple[str, Sequence[BindingType]]]:
-        """Binding groups shown by the help screen (read from the classes' ``BINDINGS``)."""
-        palette = Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "Command palette")
-        return [
-            ("Global", [*type(self).BINDINGS, palette, *App.BINDINGS]),
-            ("Model table", ModelTable.BINDINGS),
-            ("Filter", FilterInput.BINDINGS),
-            ("Downloads", DownloadsPanel.BINDINGS),
-            ("Console", [*PromptConsole.BINDINGS, *PromptInput.BINDINGS]),
-            ("Dialogs", ConfirmScreen.BINDINGS),
-            ("Parameters", GenParamsScreen.BINDINGS),
-            ("Load with", LoadOptionsScreen.BINDINGS),
-            ("Saved chats", ChatListScreen.BINDINGS),
-        ]
-
     def action_help(self) -> None:
-        """Show every binding."""
-        self.push_screen(HelpScreen(binding_rows(self, self.help_sections())))
+        """Show every binding (scrollable, and it says how)."""
+        from tui.app.screens.help import HelpScreen, binding_rows, help_sections
+
+        rows = binding_rows(self, help_sections(self))
+        self.push_screen(HelpScreen(rows, ascii=self.settings.ascii))
 
     def action_filter(self) -> None:
         """Show and focus the filter line."""
-        filter_input = self.query_one("#filter", FilterInput)
-        filter_input.add_class("-active")
-        self._focus_now(filter_input)
+        self.browser.show_filter()
 
     def action_clear_filter(self) -> None:
         """Clear and hide the filter, back to the table."""
-        filter_input = self.query_one("#filter", FilterInput)
-        filter_input.value = ""
-        filter_input.remove_class("-active")
-        self.model_table.filter_text = ""
-        self._focus_now(self.model_table)
+        self.browser.leave_filter(clear=True)
 
     def action_focus_table(self) -> None:
-        """Back to the table, keeping the filter."""
-        filter_input = self.query_one("#filter", FilterInput)
-        if not filter_input.value:
-            filter_input.remove_class("-active")
+        """Back to the table (Esc in the downloads panel), keeping the filter."""
         self._focus_now(self.model_table)
-
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.model_table.filter_text = event.value
 
     def action_toggle_sidebar(self) -> None:
         """Show/hide the resource sidebar."""
@@ -1047,15 +922,11 @@ class ModelDeckApp(App[None]):
 
     def action_pick_model(self) -> None:
         """Quick-switch: a palette of installed models."""
-        rows = [r for r in self.model_table.all_rows.values() if r.installed]
-        if not rows:
+        choices = model_choices(self)
+        if not choices:
             self.notify("No installed models yet", severity="warning")
             return
-        self.search_commands(
-            [(literal(f"Load {r.name}"), partial(self.load_row, r), literal(r.quant or ""))
-             for r in rows],
-            placeholder="Load which model?",
-        )
+        self.search_commands(choices, placeholder="Load which model?")
 
     def get_key_display(self, binding: Binding) -> str:
         """Key names for the footer and help; plain ASCII in ASCII mode."""
@@ -1066,38 +937,3 @@ class ModelDeckApp(App[None]):
             keys = [k.strip() for k in binding.key.split(",")]
             display = ", ".join(names.get(k, k.replace("ctrl+", "^")) for k in keys)
         return display
-
-    def palette_commands(self) -> list[tuple[str, Callable[[], object], str]]:
-        """Everything the command palette offers."""
-        commands: list[tuple[str, Callable[[], object], str]] = [
-            ("Toggle sidebar", self.action_toggle_sidebar, "Show/hide resources"),
-            ("Toggle downloads", self.action_toggle_downloads, "Show/hide the downloads panel"),
-            ("Toggle console", self.action_toggle_console, "Show/hide the prompt console"),
-            ("Switch theme", self.action_toggle_theme, "Dark / light"),
-            ("Installed only", self.model_table.action_toggle_installed, "Status filter"),
-            ("Help", self.action_help, "All key bindings"),
-            ("Add model", self.action_add_model, "Hub repo, URL or local file"),
-            ("Search the Hub", self.action_hub_search, "GGUF repos on Hugging Face"),
-            ("Unload model", self.action_unload, "Free the loaded model's memory"),
-            ("Generation parameters" + ("..." if self.settings.ascii else "…"),
-             self.action_edit_gen_params, "Temperature, top_p, max tokens, seed, stop"),
-            ("New chat", self.action_new_chat, "A new conversation in the console"),
-            ("Clear chat", self.action_clear_chat, "Empty the console's conversation"),
-            ("Open chat" + ("..." if self.settings.ascii else "…"), self.action_open_chat,
-             "Saved conversations with the loaded model"),
-            ("Load with" + ("..." if self.settings.ascii else "…"), self.action_load_with,
-             "Context length, GPU layers, threads (remembered per model)"),
-        ]
-        for row in self.model_table.all_rows.values():
-            if row.installed:
-                commands.append(
-                    (literal(f"Load {row.name}"), partial(self.load_row, row), "Load model")
-                )
-            elif row.entry_id is not None:
-                entry = self._entries.get(row.entry_id)
-                for quant in row.quants or (row.quant,):
-                    label = literal(f"Download {row.name} {quant or ''}".rstrip())
-                    size = format_size(entry.size_for(quant) if entry and quant else None)
-                    size = size or (format_size(row.size_bytes) if quant == row.quant else "")
-                    commands.append((label, partial(self.download_row, row, quant), size))
-        return commands

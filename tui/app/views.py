@@ -347,6 +347,7 @@ class JobView:
     retry: str | None = None  # ``try 3, connection refused`` while requests keep failing
     wait_for: str | None = None  # what a waiting job waits for ("the Hub's rate limit")
     wait_s: int | None = None  # … and how many more seconds
+    updated_at: float | None = None  # wall-clock time these facts were true (finished jobs: when)
 
     @property
     def active(self) -> bool:

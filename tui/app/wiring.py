@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from tui.app.views import JobView, ModelRow, build_rows
 
 if TYPE_CHECKING:
+    from tui.download.jobs import JobRecord
+    from tui.download.progress import DownloadEvent
     from tui.services import Services
 
 
@@ -144,7 +146,7 @@ def search_hub(query: str, limit: int = 30) -> list[Any]:
     return HubClient().search_gguf(query.strip() or None, limit)
 
 
-# -- downloads (drafted against tui.download.service as of today; LEAD: confirm) --------------
+# -- downloads ---------------------------------------------------------------------------------
 
 
 def _downloads(services: Services) -> Any:
@@ -155,76 +157,91 @@ def _downloads(services: Services) -> Any:
         raise NotWired(f"download service unavailable: {exc}") from exc
 
 
-def job_view_from(job: Any, row_key: str | None = None) -> JobView:
-    """A :class:`JobView` from a ``DownloadEvent`` or a ``JobRecord`` (duck-typed)."""
-
-    def pick(*names: str, default: Any = None) -> Any:
-        for name in names:
-            value = getattr(job, name, None)
-            if value is not None:
-                return value
-        return default
-
-    if row_key is None:
-        spec = getattr(job, "spec", None)
-        catalog_id = getattr(spec, "catalog_id", None) or pick("catalog_id", "entry_id")
-        row_key = f"entry:{catalog_id}" if catalog_id else None
+def job_view_from(event: DownloadEvent, row_key: str | None = None) -> JobView:
+    """The panel's view of one service event (``row_key``: the table row the job feeds)."""
     return JobView(
-        job_id=str(pick("job_id", "id")),
-        name=str(pick("name", default="download")),
-        state=str(pick("state", default="queued")),
-        done_bytes=int(pick("done_bytes", default=0)),
-        total_bytes=pick("total_bytes"),
-        speed_bps=pick("speed", "speed_bps"),
-        eta_s=pick("eta", "eta_s"),
-        error=pick("error"),
-        row_key=row_key,
-        warning=pick("warning"),
-        retry=_retry_text(pick("attempt"), pick("detail")),
-        wait_for=pick("wait_for"),
-        wait_s=pick("wait_s"),
+        job_id=event.job_id, name=event.name, state=event.state, done_bytes=event.done_bytes,
+        total_bytes=event.total_bytes, speed_bps=event.speed, eta_s=event.eta,
+        error=event.error, row_key=row_key, warning=event.warning,
+        retry=_retry_text(event.attempt, event.detail), wait_for=event.wait_for,
+        wait_s=event.wait_s, updated_at=event.timestamp,
     )
 
 
-def _retry_text(attempt: Any, detail: Any) -> str | None:
+def job_view_from_record(job: JobRecord) -> JobView:
+    """The panel's view of a job as persisted (before the service sends events about it)."""
+    return JobView(
+        job_id=job.id, name=job.name, state=job.state, done_bytes=job.done_bytes,
+        total_bytes=job.total_bytes, error=job.error, row_key=_row_key(job.spec.catalog_id),
+        updated_at=job.updated_at or None,
+    )
+
+
+def _row_key(catalog_id: str | None) -> str | None:
+    return f"entry:{catalog_id}" if catalog_id else None
+
+
+def _retry_text(attempt: int | None, detail: str | None) -> str | None:
     """``try 3, connection refused`` while a job's requests keep failing."""
-    if not isinstance(attempt, int):
+    if attempt is None:
         return None
-    return f"try {attempt}, {detail}" if isinstance(detail, str) else f"try {attempt}"
+    return f"try {attempt}, {detail}" if detail else f"try {attempt}"
 
 
-async def watch_downloads(services: Services, emit: Callable[[JobView], None]) -> None:
-    """Show every job, run the download queue, and ``emit`` each progress event until
-    cancelled. The App owns the service's start/stop: it calls :func:`stop_downloads` when it
-    exits (unfinished jobs stay queued and resume at the next start).
+def _row_key_of(downloads: Any, job_id: str) -> str | None:
+    """The table row of a job the listing did not have (one SQLite read: call in a thread)."""
+    try:
+        return _row_key(downloads.get_job(job_id).spec.catalog_id)
+    except Exception:  # an unknown or deleted job: no table row to mirror
+        return None
+
+
+async def follow_downloads(
+    services: Services, emit: Callable[[JobView], None], *, event_rate: float | None = None
+) -> None:
+    """Show every job, run the download queue, and ``emit`` a view of each progress event,
+    until cancelled. ``event_rate`` sets the service's progress events per second per job
+    (its ``EventThrottle``, the one rate limit). SQLite is read in threads, never on the loop.
+    The App owns the service's stop: it calls :func:`stop_downloads` when it exits
+    (unfinished jobs stay queued and resume at the next start).
     """
     # The first use imports the download stack (httpx, huggingface_hub): keep it off the loop.
     downloads = await asyncio.to_thread(_downloads, services)
-    row_keys: dict[str, str | None] = {}
-
-    def row_key_of(job_id: str) -> str | None:
-        if job_id not in row_keys:
-            try:
-                spec = downloads.get_job(job_id).spec
-            except Exception:  # an unknown or deleted job: no table row to mirror
-                spec = None
-            catalog_id = getattr(spec, "catalog_id", None)
-            row_keys[job_id] = f"entry:{catalog_id}" if catalog_id else None
-        return row_keys[job_id]
-
-    for job in downloads.list_jobs():
-        if job.state != "cancelled":
-            view = job_view_from(job)
-            row_keys[view.job_id] = view.row_key
-            emit(view)
-    unsubscribe = downloads.subscribe(
-        lambda event: emit(job_view_from(event, row_key_of(event.job_id)))
-    )
+    if event_rate is not None:
+        downloads.event_rate = event_rate
+    events: asyncio.Queue[DownloadEvent] = asyncio.Queue()
+    unsubscribe = downloads.subscribe(events.put_nowait)  # before the listing: nothing missed
     try:
+        row_keys: dict[str, str | None] = {}
+        for job in await asyncio.to_thread(downloads.list_jobs):
+            view = job_view_from_record(job)
+            row_keys[job.id] = view.row_key
+            emit(view)
         await downloads.start()
-        await asyncio.Event().wait()  # until the worker is cancelled
+        while True:
+            event = await events.get()
+            if event.job_id not in row_keys:
+                row_keys[event.job_id] = await asyncio.to_thread(
+                    _row_key_of, downloads, event.job_id)
+            emit(job_view_from(event, row_keys[event.job_id]))
     finally:
         unsubscribe()
+
+
+def job_record(services: Services, job_id: str) -> JobRecord | None:
+    """A job as persisted, with its spec and files (blocking); None if it is gone."""
+    from tui.download.jobs import JobStore
+
+    return JobStore(services.db).get(job_id)
+
+
+def clear_finished(services: Services) -> list[str]:
+    """Forget the finished jobs (done, cancelled: nothing of theirs is on disk but installed
+    models, which stay); the ids cleared. ``modeldeck jobs clear --done --cancelled``."""
+    from tui.maintenance import clear_jobs
+
+    cleared, _freed = clear_jobs(_downloads(services), ("done", "cancelled"))
+    return [job.id for job in cleared]
 
 
 # -- the live picture: other processes' changes, and the folders --------------------------
@@ -256,7 +273,7 @@ class ForeignJobs:
         return JobView(
             job_id=job.id, name=job.name, state=job.state, done_bytes=job.done_bytes,
             total_bytes=job.total_bytes, speed_bps=speed if running else None, eta_s=eta,
-            error=job.error, row_key=f"entry:{job.catalog_id}" if job.catalog_id else None,
+            error=job.error, row_key=_row_key(job.catalog_id), updated_at=job.updated_at or None,
         )
 
     def forget(self, job_id: str) -> None:
@@ -377,11 +394,35 @@ async def load_model(
     return info.name
 
 
-async def unload_model(services: Services, model_id: str) -> bool:
-    """Unload a model; False when it was not loaded."""
+async def unload_model(services: Services, model_id: str, force: bool = False) -> bool:
+    """Unload a model; False when it was not loaded. A model answering other clients raises
+    ``ModelBusyError`` unless ``force`` (their answers are stopped, saying why)."""
     if not runtime_built(services):
         return False
-    return await services.runtime.unload(model_id, "requested")
+    return await services.runtime.unload(model_id, "requested", force=force)
+
+
+def busy_models(services: Services) -> list[str]:
+    """Loaded models with answers running or queued (stopping or not)."""
+    if not runtime_built(services):
+        return []
+    return [s.model_id for s in services.runtime.stats() if s.running or s.queued]
+
+
+async def settle(services: Services, model_id: str, timeout: float = 3.0) -> None:
+    """Wait (at most ``timeout`` s) until ``model_id`` answers nothing: the console's answer
+    was just cancelled and its thread is stopping (a load right after must not take it for
+    another client's). Still busy after that: others are answering."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while model_id in busy_models(services) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def unload_busy(services: Services) -> None:
+    """Unload every model answering requests, stopping those answers (the user said so)."""
+    for model_id in busy_models(services):
+        await unload_model(services, model_id, force=True)
 
 
 def subscribe_runtime(services: Services, callback: Callable[[Any], None]) -> Callable[[], None]:
@@ -406,15 +447,19 @@ async def fit_for(services: Services, rows: list[ModelRow]) -> list[ModelRow]:
     from tui.errors import ModelDeckError
     from tui.runtime.fit import check_fit, estimate_from_catalog
 
-    runtime = services.runtime
+    runtime = await asyncio.to_thread(lambda: services.runtime)  # its first use imports it
     snapshot = await asyncio.to_thread(runtime.memory_probe)
     verdicts: dict[str, str] = {}
+
+    # The slots a load would give the model (as ``runtime.fit`` counts for installed rows).
+    slots = services.settings.parallel_requests
 
     def catalog_verdicts() -> None:  # pure arithmetic, but 10,000 rows: not on the loop
         for row in rows:
             if not row.installed and row.parameters:
                 estimate = estimate_from_catalog(
-                    row.parameters, quantization=row.quant, weights_bytes=row.size_bytes
+                    row.parameters, quantization=row.quant, weights_bytes=row.size_bytes,
+                    parallel=slots if row.format == "gguf" else 1,
                 )
                 verdicts[row.key] = check_fit(estimate, snapshot).verdict
 

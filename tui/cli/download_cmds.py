@@ -285,12 +285,10 @@ def _clear_jobs(ctx: Any, args: argparse.Namespace, service: Any) -> int:
     if args.job_id:
         raise InvalidInputError("jobs clear takes no job id",
                                 hint="pick jobs with --done, --failed, --cancelled or --all")
+    from tui.maintenance import clear_jobs
+
     states = tuple(args.clear or CLEARABLE) + (("paused",) if args.all else ())
-    cleared, freed = [], 0
-    for job in service.live_jobs():
-        if job.state in states and not job.interrupted:
-            freed += service.forget(job.id)
-            cleared.append(job)
+    cleared, freed = clear_jobs(service, states)
     if args.json:
         ctx.print_json({"cleared": [j.id for j in cleared], "freed_bytes": freed})
         return 0

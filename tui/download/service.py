@@ -109,14 +109,14 @@ class _Stop(Exception):
 class _Runtime:
     """In-memory state of one running job: counters, speed, throttle."""
 
-    def __init__(self, job: JobRecord) -> None:
+    def __init__(self, job: JobRecord, event_rate: float = 10.0) -> None:
         self.job = job
         self.state = "queued"
         self.error: str | None = None
         self.wait: tuple[str, int] | None = None  # a "waiting" job: (what for, seconds left)
         self.warning: str | None = None
         self.meter = SpeedMeter()
-        self.throttle = EventThrottle()
+        self.throttle = EventThrottle(event_rate)
         self.stop_reason: str | None = None  # paused | cancelled | queued (shutdown) | failed
         self.attempt: int | None = None  # the try under way while requests keep failing
         self.detail: str | None = None  # why the last try failed
@@ -143,6 +143,10 @@ class DownloadService:
     # Seconds between persisting state, progress and segment offsets (only when they changed):
     # what a kill -9 can lose, and how soon another process sees progress.
     flush_interval = 0.5
+    # Progress events per second of a job while its state stays the same (a change of state
+    # always goes out at once): the one rate limit between the engine and what shows progress
+    # (the dashboard lowers it). Read when a job starts running.
+    event_rate = 10.0
 
     def __init__(
         self, settings: Settings, db: Database, inventory: Inventory, catalog: Any = None
@@ -338,7 +342,7 @@ class DownloadService:
                 if job is None or job.state not in ACTIVE_STATES:
                     await self._notify()
                     continue
-                rt = _Runtime(job)
+                rt = _Runtime(job, self.event_rate)
                 self._runtimes[job_id] = rt
                 rt.task = asyncio.create_task(self._run(rt), name=f"download-{job_id}")
                 rt.task.add_done_callback(self._runner_done(job_id))

@@ -12,6 +12,31 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 
+def help_sections(app: App[object]) -> list[tuple[str, Sequence[BindingType]]]:
+    """The binding groups the help screen lists, read from the classes' ``BINDINGS``."""
+    from tui.app.screens.chat_list import ChatListScreen
+    from tui.app.screens.confirm import ConfirmScreen
+    from tui.app.screens.gen_params import GenParamsScreen
+    from tui.app.screens.job_detail import JobDetailScreen
+    from tui.app.screens.load_options import LoadOptionsScreen
+    from tui.app.widgets import DownloadsPanel, ModelTable, PromptConsole, PromptInput
+    from tui.app.widgets.model_browser import FilterInput
+
+    palette = Binding(app.COMMAND_PALETTE_BINDING, "command_palette", "Command palette")
+    return [
+        ("Global", [*type(app).BINDINGS, palette, *App.BINDINGS]),
+        ("Model table", ModelTable.BINDINGS),
+        ("Filter", FilterInput.BINDINGS),
+        ("Downloads", DownloadsPanel.BINDINGS),
+        ("Download details", JobDetailScreen.BINDINGS),
+        ("Console", [*PromptConsole.BINDINGS, *PromptInput.BINDINGS]),
+        ("Dialogs", ConfirmScreen.BINDINGS),
+        ("Parameters", GenParamsScreen.BINDINGS),
+        ("Load with", LoadOptionsScreen.BINDINGS),
+        ("Saved chats", ChatListScreen.BINDINGS),
+    ]
+
+
 def binding_rows(
     app: App[object], sections: Sequence[tuple[str, Iterable[BindingType]]]
 ) -> list[tuple[str, str, str]]:
@@ -29,20 +54,38 @@ def binding_rows(
     return rows
 
 
+class HelpTable(DataTable[str]):
+    """The bindings table: Home/End go to the first/last row (a row cursor has no columns to
+    move along), PageUp/PageDown a page."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home", "scroll_top", "Top", show=False),
+        Binding("end", "scroll_bottom", "Bottom", show=False),
+    ]
+
+
 class HelpScreen(ModalScreen[None]):
-    """A table of all bindings; Esc, q or ? closes it."""
+    """A table of all bindings; scrolls with the arrows, PageUp/PageDown and Home/End (and
+    says so); Esc, q or ? closes it."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "dismiss", "Close")]
 
-    def __init__(self, rows: Sequence[tuple[str, str, str]]) -> None:
+    def __init__(self, rows: Sequence[tuple[str, str, str]], *, ascii: bool = False) -> None:
         super().__init__()
         self.rows = rows
+        self.ascii = ascii
+
+    @property
+    def hint(self) -> str:
+        """What the keys do here."""
+        arrows, sep = ("up/down", "|") if self.ascii else ("↑↓", "·")
+        return f"{arrows} PgUp PgDn Home End scroll {sep} Esc closes {sep} ctrl+p all commands"
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help-dialog", classes="dialog"):
             yield Static("ModelDeck keys", id="help-title")
-            table: DataTable[str] = DataTable(id="help-table", cursor_type="row")
+            table: HelpTable = HelpTable(id="help-table", cursor_type="row")
             table.add_columns("Where", "Key", "Action")
             table.add_rows(self.rows)
             yield table
-            yield Static("Esc to close | ctrl+p for all commands", classes="dialog-hint")
+            yield Static(self.hint, id="help-hint", classes="dialog-hint", markup=False)

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Sparkline
 
+from tui.app.messages import ResourcesSampled
 from tui.app.views import ascii_sparkline, format_size, percent, text_bar
 from tui.app.widgets.line import Line
 from tui.resources.types import STATUS_OK, GpuReading, Snapshot
 
 BAR_WIDTH = 8
 SPARK_WIDTH = 24
+
+
+class SamplerLike(Protocol):
+    """What the sidebar needs from :class:`~tui.resources.ResourceSampler` (fakes in tests)."""
+
+    interval: float
+
+    async def run(self, callback: Callable[[Snapshot], object]) -> None: ...
+
+    def history_of(self, name: str) -> list[float]: ...
+
+
+LOW_REDRAW_INTERVAL = 3.0  # seconds between samples at least, with ``low_redraw``
 
 
 def _pct(fraction: float | None) -> str:
@@ -82,13 +99,17 @@ class GpuBox(Vertical):
 
 
 class ResourceSidebar(VerticalScroll):
-    """Feed with :meth:`update_snapshot` (from the sampler worker's message)."""
+    """Resources, fed by its own sampler worker (:meth:`follow`). With ``low_redraw`` the
+    samples are at least :data:`LOW_REDRAW_INTERVAL` apart and the history lines stand still
+    (hidden: each sample would redraw them whole)."""
 
     def __init__(
-        self, *, ascii: bool = False, id: str | None = None, classes: str | None = None
+        self, *, ascii: bool = False, low_redraw: bool = False, id: str | None = None,
+        classes: str | None = None,
     ) -> None:
         super().__init__(id=id, classes=classes)
         self.ascii = ascii
+        self.low_redraw = low_redraw
         self.border_title = "Resources"
         self._cpu = Line("CPU  waiting for first sample", id="res-cpu")
         self._cpu_spark = Spark(ascii)
@@ -112,6 +133,26 @@ class ResourceSidebar(VerticalScroll):
         yield self._disk
         yield self._disk_bar
 
+    @work(exclusive=True, group="sampler", exit_on_error=False)
+    async def follow(self, make_sampler: Callable[[], SamplerLike]) -> None:
+        """Run the sampler ``make_sampler`` builds (in a thread: the real one imports psutil
+        and probes NVML); each snapshot is posted as :class:`ResourcesSampled`, shown here and
+        bubbled on (the App feeds the one-line form)."""
+        sampler = await asyncio.to_thread(make_sampler)
+        if self.low_redraw:
+            sampler.interval = max(sampler.interval, LOW_REDRAW_INTERVAL)
+
+        def report(snapshot: Snapshot) -> None:
+            names = ["cpu", "ram", *(f"gpu{g.index}.util" for g in snapshot.gpus)]
+            history = {name: sampler.history_of(name) for name in names}
+            self.post_message(ResourcesSampled(snapshot, history))
+
+        await sampler.run(report)
+
+    @on(ResourcesSampled)
+    def _sampled(self, message: ResourcesSampled) -> None:
+        self.update_snapshot(message.snapshot, message.history)
+
     def gpu_boxes(self) -> list[GpuBox]:
         """The per-GPU widgets, in index order."""
         return list(self._boxes)
@@ -120,6 +161,8 @@ class ResourceSidebar(VerticalScroll):
         """Show a snapshot; GPU boxes are created once and then updated in place."""
         cpu = snap.cpu_percent / 100
         self._cpu.set(f"CPU  {text_bar(cpu, BAR_WIDTH, self.ascii)} {_pct(cpu)}")
+        if self.low_redraw:
+            history = {}
         self._cpu_spark.set_data(history.get("cpu", ()))
         ram = percent(snap.ram_used, snap.ram_total)
         self._ram.set(

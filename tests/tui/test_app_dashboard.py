@@ -584,7 +584,7 @@ async def test_delete_asks_with_space_freed_and_calls_wiring(services, monkeypat
         await pilot.press("d")
         assert isinstance(app.screen, ConfirmScreen)
         assert "frees 4.6 GiB" in app.screen.question
-        await pilot.press("y")
+        await pilot.press("left", "enter")
         status = lambda: str(app.model_table.get_cell(LLAMA, "status"))  # noqa: E731
         await wait_for(pilot, lambda: status() == "available")
         assert deleted == ["llama-3.1-8b-q4"]

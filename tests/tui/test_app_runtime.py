@@ -362,11 +362,32 @@ async def test_delete_confirms_space_freed_and_refuses_while_loaded(
         assert target.exists()
         await pilot.press("d")
         assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
-        await pilot.press("y")
+        await pilot.press("y")  # a letter never confirms a delete
+        assert isinstance(app.screen, ConfirmScreen) and target.exists()
+        await pilot.press("left", "enter")
         assert await wait_for(pilot, lambda: row.key not in app.model_table.all_rows, 10)
         assert not target.exists()
         assert services.inventory.get_model("tiny") is None
         assert any(f"freed {formatting.size(size)}" in n for n in notices(app))
+
+
+async def test_a_word_typed_on_the_table_deletes_nothing(
+    services: Services, tmp_path: Path
+) -> None:
+    """"deploy" typed at the table: ``d`` opens the delete dialog, its ``y`` must not answer."""
+    target = services.settings.models_dir / "tiny.gguf"
+    shutil.copy(tiny_gguf(), target)
+    register_model(services.inventory, "tiny", target, "gguf")
+    app = make_app(services, sampler=no_gpu_sampler())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        await focus_row(app, pilot, row_by_model(app, "tiny").key)
+        await pilot.press(*"deploy")
+        await pilot.pause(0.3)
+        assert target.is_file() and services.inventory.get_model("tiny") is not None
+        if isinstance(app.screen, ConfirmScreen):  # the dialog is still asking
+            await pilot.press("escape")
+        assert target.is_file()
 
 
 # -- (e) add modal errors -------------------------------------------------------------------

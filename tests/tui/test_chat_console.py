@@ -256,7 +256,7 @@ async def test_a_saved_chat_can_be_deleted_from_the_list(tmp_path: Path) -> None
         assert await wait_for(pilot, lambda: isinstance(app.screen, ChatListScreen), 10)
         await pilot.press("d")
         assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
-        await pilot.press("y")
+        await pilot.press("left", "enter")
         assert await wait_for(pilot, lambda: not isinstance(
             app.screen, ChatListScreen | ConfirmScreen), 10)
         assert app.chat_store().list("tiny") == []

@@ -170,7 +170,9 @@ async def test_cancel_asks_and_no_keeps_the_partial(hub: FakeHub, tmp_path: Path
         await pilot.press("n")
         await pilot.pause(0.3)
         assert state() == "downloading" and part.exists()
-        await pilot.press("c", "y")
+        await pilot.press("c", "y")  # a letter never confirms a cancel (it deletes)
+        assert part.exists()
+        await pilot.press("left", "enter")
         assert await wait_for(pilot, lambda: panel.jobs[job_id].state == "cancelled", 30)
         assert not part.exists()
     services.close()
@@ -245,7 +247,7 @@ async def test_letters_typed_on_the_table_never_destroy_without_asking(services)
         assert store.get(failed.id).state == "cancelled"  # type: ignore[union-attr]
         assert services.inventory.get_model("llama-3.1-8b-q4") is not None
         await on_row(QWEN, "c")
-        await pilot.press("y")
+        await pilot.press("left", "enter")
         assert await wait_for(pilot, lambda: store.get(running.id).state == "cancelled")
 
 

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from textual import events, on, work
 from textual.app import App, ComposeResult, ScreenStackError
@@ -62,6 +62,7 @@ from tui.terminal_text import clean, clean_line
 if TYPE_CHECKING:
     from tui.services import Services
 
+WidgetT = TypeVar("WidgetT", bound=Widget)
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
 USED_REFRESH_S = 30.0  # "Used" times on screen are re-formatted this often
 USED_REFRESH_LOW_REDRAW_S = 120.0  # … and this often with ``low_redraw``
@@ -189,27 +190,27 @@ class ModelDeckApp(App[None]):
     @property
     def browser(self) -> ModelBrowser:
         """The filter, the model table and its status line."""
-        return self.query_one("#browser", ModelBrowser)
+        return self._main("#browser", ModelBrowser)
 
     @property
     def model_table(self) -> ModelTable:
         """The model table."""
-        return self.query_one("#models", ModelTable)
+        return self._main("#models", ModelTable)
 
     @property
     def downloads_panel(self) -> DownloadsPanel:
         """The downloads panel."""
-        return self.query_one("#downloads", DownloadsPanel)
+        return self._main("#downloads", DownloadsPanel)
 
     @property
     def sidebar(self) -> ResourceSidebar:
         """The resource sidebar."""
-        return self.query_one("#sidebar", ResourceSidebar)
+        return self._main("#sidebar", ResourceSidebar)
 
     @property
     def prompt_console(self) -> PromptConsole:
         """The prompt console."""
-        return self.query_one("#console", PromptConsole)
+        return self._main("#console", PromptConsole)
 
     @property
     def catalog_entries(self) -> Mapping[str, Any]:
@@ -223,13 +224,20 @@ class ModelDeckApp(App[None]):
             self._sampler = self.services.sampler
         return self._sampler
 
+    def _main(self, selector: str, expect_type: type[WidgetT] = Widget) -> WidgetT:
+        """A widget of the dashboard itself, found even while a dialog is on top (``query_one``
+        on the app searches only the active screen)."""
+        if not self.screen_stack:
+            raise NoMatches(f"No nodes match {selector!r}: no screen yet")
+        return self.screen_stack[0].query_one(selector, expect_type)
+
     def _ui_alive(self) -> bool:
         """False before the widgets are composed and once the app is shutting down (late
         service events are then dropped)."""
         if self._closing:
             return False
         try:
-            self.query_one("#models", ModelTable)
+            self._main("#models", ModelTable)
         except (NoMatches, ScreenStackError):
             return False
         return True
@@ -245,10 +253,10 @@ class ModelDeckApp(App[None]):
             widget.focus()
 
     def _apply_visibility(self) -> None:
-        self.query_one("#sidebar").set_class(not self.show_sidebar, "-hidden")
-        self.query_one("#resource-line").set_class(not self.show_sidebar, "-hidden")
-        self.query_one("#downloads").set_class(not self.show_downloads, "-hidden")
-        self.query_one("#console").set_class(not self.show_console, "-hidden")
+        self._main("#sidebar").set_class(not self.show_sidebar, "-hidden")
+        self._main("#resource-line").set_class(not self.show_sidebar, "-hidden")
+        self._main("#downloads").set_class(not self.show_downloads, "-hidden")
+        self._main("#console").set_class(not self.show_console, "-hidden")
 
     # ``App.is_mounted`` is a method (is *a widget* mounted), always true as a condition: the
     # watchers ask whether the widgets exist yet.
@@ -384,7 +392,8 @@ class ModelDeckApp(App[None]):
     @on(ResourcesSampled)
     def _resources_sampled(self, message: ResourcesSampled) -> None:
         """A sample the sidebar showed, bubbled up: the one-line form shows it too."""
-        self.query_one("#resource-line", ResourceLine).update_snapshot(message.snapshot)
+        if self._ui_alive():
+            self._main("#resource-line", ResourceLine).update_snapshot(message.snapshot)
 
     @on(InventoryChanged)
     def _inventory_changed(self) -> None:
@@ -431,6 +440,8 @@ class ModelDeckApp(App[None]):
     @on(DownloadsPanel.JobWarned)
     def _job_transition(self, message: DownloadsPanel.JobMessage) -> None:
         """What a job did, told by the panel: alert (a finished download: rows read again)."""
+        if not self._ui_alive():  # told while the app shuts down
+            return
         view = message.view
         if isinstance(message, DownloadsPanel.JobFinished):
             self.alert(f"{view.name} downloaded", title="Download finished")
@@ -690,7 +701,8 @@ class ModelDeckApp(App[None]):
                 self._delete_model(row.model_id, row.name)
 
         self.push_screen(
-            ConfirmScreen(question, yes="Delete", no="Keep", details=message.lines), answered
+            ConfirmScreen(question, yes="Delete", no="Keep", details=message.lines,
+                          destructive=True), answered
         )
 
     @work(thread=True, group="delete", exit_on_error=False)
@@ -735,7 +747,7 @@ class ModelDeckApp(App[None]):
     def _answer_done(self, message: PromptConsole.AnswerDone) -> None:
         """Show the answer's speed in the model's row."""
         speed = message.metrics.tokens_per_s
-        row = self._row_of_model(message.model_id) if speed else None
+        row = self._row_of_model(message.model_id) if speed and self._ui_alive() else None
         if row is not None:
             self.model_table.update_row(dataclasses.replace(row, tokens_per_s=speed))
 

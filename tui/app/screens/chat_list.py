@@ -84,7 +84,7 @@ class ChatListScreen(ModalScreen[str | None]):
 
         title = clean_line(chat.title) or "(untitled)"
         self.app.push_screen(ConfirmScreen(f"Delete the chat {title}?", yes="Delete",
-                                           no="Keep"), answered)
+                                           no="Keep", destructive=True), answered)
 
     @work(thread=True, exit_on_error=False)
     def _delete(self, chat_id: str) -> None:

@@ -521,7 +521,9 @@ class DownloadsPanel(VerticalScroll, can_focus=True):
 
         labels = {"cancel": ("Cancel download", "Keep"), "retry": ("Retry", "No")}
         yes, no = labels.get(action, (action.capitalize(), "No"))
-        self.app.push_screen(ConfirmScreen(question, yes=yes, no=no), answered)
+        # Cancelling deletes the partial: no typed letter confirms it.
+        self.app.push_screen(ConfirmScreen(question, yes=yes, no=no,
+                                           destructive=action == "cancel"), answered)
 
     @work(group="download-actions", exit_on_error=False)
     async def start_download(self, entry_id: str, quant: str | None) -> None:

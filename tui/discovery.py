@@ -30,6 +30,7 @@ from tui.metadata.types import IGNORED_KEY, ModelMetadata, sanitize
 from tui.registration import (
     MLPACKAGE,
     ONNX_DATA_SUFFIXES,
+    UNPAIRED_KEY,
     WEIGHT_SUFFIXES,
     build_record,
     display_name,
@@ -464,6 +465,7 @@ class Scanner:
                 if cached["metadata"]
                 else None
             )
+            _note_unpaired(report, item, meta)
             if prior is not None and prior.status == "installed" and prior.path == key:
                 return prior
         else:
@@ -487,6 +489,7 @@ class Scanner:
             ignored = meta.extra.get(IGNORED_KEY)
             if ignored:
                 report.warnings.append((key, _ignored_text(ignored)))
+            _note_unpaired(report, item, meta)
         if meta is not None and meta.kind == kinds.TOKENIZER and prior is None:
             report.warnings.append((key, TOKENIZER_NOTE))  # downloaded ones stay recorded
             return None
@@ -664,6 +667,14 @@ def _unchanged(prior: ModelRecord | None, key: str, item: _Found,
                 f.mtime_ns != st.st_mtime_ns):
             return False
     return weights > 0
+
+
+def _note_unpaired(report: ScanReport, item: _Found, meta: ModelMetadata | None) -> None:
+    """A file named like a projector beside a model that is not one (hostile, corrupt, or
+    another kind): one line each; the model is registered without it."""
+    unpaired = meta.extra.get(UNPAIRED_KEY) if meta is not None else None
+    for name, why in (unpaired.items() if isinstance(unpaired, dict) else ()):
+        report.errors.append((str(item.main.parent / name), _one_line(MetadataError(why))))
 
 
 def _ignored_text(ignored: dict[str, str]) -> str:

@@ -30,6 +30,7 @@ FOLDER_MARKERS = ("config.json", "adapter_config.json", "model_index.json")
 _INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
 _SHARD_NAME = re.compile(r"-\d{5}-of-\d{5}\.(?:safetensors|bin)$", re.IGNORECASE)
 _MAX_PACKAGE_FILES = 10_000  # files recorded for one .mlpackage
+UNPAIRED_KEY = "unpaired_projectors"  # file name -> why it is not the model's projector
 
 # Files that belong to a safetensors model sitting at the top of a managed root. Anything else
 # there (notes, other tools' files) is the user's, so it is never recorded as the model's.
@@ -135,20 +136,31 @@ def _read_gguf_model(path: Path, members: list[Path]) -> ModelMetadata:
     """A GGUF model (one file or a split set) and the vision projectors recorded with it: a
     projector confirmed by its header makes the model a VLM."""
     from tui import kinds
+    from tui.errors import MetadataError
     from tui.metadata.gguf import read_gguf, read_gguf_set
 
     projectors = [m for m in members if m != path and is_projector_name(m)]
     shards = [m for m in members if m not in projectors]
     meta = read_gguf_set(shards) if len(shards) > 1 else read_gguf(path)
     found = []
+    unpaired: dict[str, str] = {}
     for proj in sorted(projectors):
-        pmeta = read_gguf(proj)
-        if pmeta.kind == kinds.PROJECTOR:
+        try:
+            pmeta = read_gguf(proj)
+        except MetadataError as exc:  # the model stands without it; the file is not recorded
+            unpaired[proj.name] = str(exc)
+            continue
+        if pmeta.kind != kinds.PROJECTOR:
+            unpaired[proj.name] = f"{proj}: named like a projector, but its header says " \
+                                  f"{pmeta.kind}"
+        else:
             found.append({
                 "file": proj.name, "parameters": pmeta.parameters,
                 "projector_type": pmeta.extra.get("projector_type"),
                 "quantization": pmeta.quantization,
             })
+    if unpaired:
+        meta.extra[UNPAIRED_KEY] = unpaired
     if found:
         meta.extra["projector"] = found[0]
         if len(found) > 1:
@@ -213,8 +225,9 @@ def display_name(path: Path, fmt: str) -> str:
         name = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
         parts = split_parts(path.name)
         return parts[0] if parts else name
-    if path.name.lower().endswith((*PICKLE_SUFFIXES, *ONNX_SUFFIXES, ".tflite", ".mlmodel",
-                                   MLPACKAGE)):
+    if path.name.lower().endswith(MLPACKAGE):
+        return path.name[: -len(MLPACKAGE)]
+    if path.name.lower().endswith((*PICKLE_SUFFIXES, *ONNX_SUFFIXES, ".tflite", ".mlmodel")):
         return path.name.rsplit(".", 1)[0] if is_single_file(path) else path.parent.name
     if path.name.lower().endswith(".safetensors") and is_single_file(path):
         return path.name[: -len(".safetensors")]
@@ -250,6 +263,9 @@ def build_record(
     from tui.metadata.kinds import kind_of
 
     meta = metadata
+    unpaired = meta.extra.get(UNPAIRED_KEY) if meta is not None else None
+    if isinstance(unpaired, dict) and unpaired:  # never record a file that is not the model's
+        files = [f for f in files if Path(f.path).name not in unpaired or Path(f.path) == path]
     return ModelRecord(
         id=model_id,
         name=name or (meta.name if meta and meta.name else None) or display_name(path, fmt),
@@ -542,12 +558,14 @@ def register_download(
 
     ``files`` are (absolute path, size, sha256); ``verified`` maps paths to how each was
     checked (see :class:`ModelFile`); ``tracked`` is the branch or tag a Hub download follows
-    (what ``modeldeck outdated`` compares with). Every GGUF file (or split set) becomes a
-    model; safetensors folders become one model each. Returns the records written.
+    (what ``modeldeck outdated`` compares with). The files group as a scan groups them
+    (:func:`group_model_files`, all from one repo: a projector goes with every GGUF model of
+    its folder); a vocabulary-only GGUF is recorded too (kind tokenizer), so ModelDeck can
+    delete what it downloaded. Returns the records written.
     Raises :class:`tui.errors.MetadataError` if a file's header is corrupt (nothing written).
     """
     info = {Path(p): (size, sha) for p, size, sha in files}
-    groups = group_model_files(info)
+    groups = group_model_files(info, same_repo=True)  # one download: one repo (or one URL)
     taken = inventory.model_ids()
     records: list[ModelRecord] = []
     base = _id_base(catalog_id, source_ref, groups)

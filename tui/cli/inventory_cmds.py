@@ -296,7 +296,8 @@ def _print_info(data: dict[str, Any]) -> None:
         ("embedding size", meta.get("embedding_size")),
         ("vocab size", meta.get("vocab_size")),
         ("ignored values", _ignored(meta)),
-        ("chat template", "yes" if meta.get("has_chat_template") else ("no" if meta else None)),
+        ("chat template", "yes" if meta.get("has_chat_template") else (
+            "no" if meta and data.get("kind") in (*RUNNABLE, None) else None)),
         ("size", fmt.size(data.get("size_bytes")) if data.get("size_bytes") else None),
         ("gated", "yes" if data.get("gated") else None),
         ("license", data.get("license")),
@@ -323,7 +324,7 @@ def _print_info(data: dict[str, Any]) -> None:
 def _kind_lines(data: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, Any]]:
     """What kind of model it is and the details that go with it (LoRA rank and family, ONNX
     opset, a VLM's projector, an unsafe pickle, the cached revisions, the set of shards)."""
-    from tui.metadata.kinds import describe, not_runnable
+    from tui.metadata.kinds import FORMAT_LABELS, describe, not_runnable
     from tui.metadata.types import ModelMetadata
 
     kind = data.get("kind")
@@ -331,14 +332,16 @@ def _kind_lines(data: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, A
         return []
     extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
     record = ModelMetadata.from_dict({**meta, "kind": kind}) if meta else None
-    why = not_runnable(str(data.get("id") or data.get("name") or "it"),
-                       str(data.get("format") or ""), record)
-    lines: list[tuple[str, Any]] = [
-        ("kind", describe(kind, extra) + ("" if kind in RUNNABLE and why is None
-                                          else "; managed, not runnable here")),
-    ]
-    if why and kind in RUNNABLE:
-        lines.append(("runs here", f"no ({why.split(': ', 1)[0]})"))
+    fmt_name = str(data.get("format") or "")
+    if kind == "tokenizer":
+        note = "; not a model"
+    elif not_runnable("it", fmt_name, record) is None:
+        note = ""
+    elif kind in RUNNABLE:
+        note = f" ({FORMAT_LABELS.get(fmt_name, fmt_name)}); managed, not runnable here"
+    else:
+        note = "; managed, not runnable here"
+    lines: list[tuple[str, Any]] = [("kind", describe(kind, extra) + note)]
     if extra.get("unsafe_format") is True:
         lines.append(("warning", UNSAFE_NOTE))
         suspicious = extra.get("suspicious_imports")

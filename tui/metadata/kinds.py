@@ -441,18 +441,15 @@ def kind_of(meta: ModelMetadata | None, fmt: str = "") -> str:
 
 
 def details(kind: str, extra: dict[str, Any] | None) -> list[str]:
-    """The details worth showing with a kind: base family, rank, projector."""
+    """The details worth showing with a kind: base family, LoRA rank."""
     extra = extra if isinstance(extra, dict) else {}
     out = []
     family = extra.get("base_family")
-    if isinstance(family, str) and family:
+    if isinstance(family, str) and family and kind in (K.LORA, K.DIFFUSION, K.CONTROLNET):
         out.append(FAMILY_LABELS.get(family, family))
     rank = extra.get("lora_rank")
     if kind == K.LORA and isinstance(rank, int) and not isinstance(rank, bool):
         out.append(f"rank {rank}")
-    projector = extra.get("projector")
-    if kind == K.VLM and isinstance(projector, dict) and isinstance(projector.get("file"), str):
-        out.append(f"projector {projector['file']}")
     return out
 
 

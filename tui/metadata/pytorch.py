@@ -51,6 +51,7 @@ _WEIGHT_NAME = re.compile(
     r"(?:-\d{5}-of-\d{5})?\.(?:bin|pt|pth|ckpt)$", re.IGNORECASE,
 )
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+_PICKLE_OPCODES = frozenset(op.code for op in pickletools.opcodes)  # a pickle's first byte
 
 # Bytes per element of each storage type (UntypedStorage counts bytes).
 STORAGE_BYTES: dict[str, int] = {
@@ -395,7 +396,7 @@ def inspect_pickle_file(path: Path) -> tuple[PickleSummary, dict[str, Any]]:
                 raise MetadataError(
                     f"{label}: an old {_GGML_MAGICS[head[:4]]} file (from before GGUF); "
                     "convert it to GGUF with llama.cpp to use it")
-            elif head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]", b"c"):
+            elif head[:1].decode("latin-1") in _PICKLE_OPCODES:
                 summary, notes = _read_pickles(fp, size, label)
             else:
                 raise MetadataError(f"{label}: not a PyTorch checkpoint (neither a zip archive "

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui import __version__
+from tui import formatting as fmt
 from tui.settings import Settings
 from tui.store.health import inspect, open_readonly, store_error
 
@@ -83,7 +84,7 @@ def gpu_check() -> Check:
         reader.close()
     if not gpus:
         return Check("gpu", "warn", status)
-    parts = [f"#{g.index} {g.name} {g.mem_total / 2**30:.0f} GiB" for g in gpus]
+    parts = [f"#{g.index} {g.name} {fmt.size(g.mem_total)}" for g in gpus]
     return Check("gpu", "ok", "; ".join(parts))
 
 
@@ -130,7 +131,7 @@ def run_checks(settings: Settings) -> list[Check]:
         Check(
             "models volume",
             "ok" if free_gib >= 10 else "warn",
-            f"{settings.models_dir}: {free_gib:.1f} GiB free of {usage.total / 2**30:.1f} GiB",
+            f"{settings.models_dir}: {fmt.size(usage.free)} free of {fmt.size(usage.total)}",
         )
     )
     state = _existing_parent(settings.state_dir)

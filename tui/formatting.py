@@ -1,19 +1,96 @@
-"""Human-readable numbers shared by the CLI and the dashboard (no Textual here)."""
+"""One vocabulary for numbers shown to people, shared by the CLI and the dashboard (no
+Textual here).
+
+Sizes are binary (1 GiB = 2**30 bytes, as ``free -h`` and ``nvidia-smi`` count RAM and VRAM)
+and read the same everywhere: one decimal below 10, whole numbers from 10 to 999, then the
+next unit (``512 B``, ``4.6 GiB``, ``182 MiB``). :func:`size` is the text form; the
+dashboard's narrow cells use :func:`size_compact`, the same digits with ``free -h``'s unit
+letters (``4.6Gi``, ``182Mi``). Rates are sizes per second, durations ``42s`` / ``5m20s`` /
+``1h02m``, past times ``5m ago``.
+"""
 
 from __future__ import annotations
 
+import math
 import time
-
-import humanize
 
 from tui.terminal_text import clean_line
 
+UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+COMPACT_UNITS = ("B", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+UNKNOWN = "-"
 
-def size(n: int | None) -> str:
-    """``4.4 GiB`` style sizes; ``-`` for unknown."""
-    if n is None:
-        return "-"
-    return humanize.naturalsize(n, binary=True, format="%.1f")
+
+def _scaled(n: float) -> tuple[str, int] | None:
+    """``n`` bytes as (digits, unit index); None when ``n`` is not a finite number."""
+    try:
+        value = float(n)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not math.isfinite(value):
+        return None
+    sign, value = ("-" if value < 0 else ""), abs(value)
+    unit = 0
+    while value >= 999.5 and unit < len(UNITS) - 1:  # 999.5 would round to "1000"
+        value /= 1024
+        unit += 1
+    digits = f"{value:.1f}" if unit and value < 9.95 else f"{value:.0f}"
+    return sign + digits, unit
+
+
+def size(n: float | None) -> str:
+    """``512 B``, ``4.6 GiB``, ``182 MiB``; ``-`` when unknown."""
+    scaled = _scaled(n) if n is not None else None
+    if scaled is None:
+        return UNKNOWN
+    return f"{scaled[0]} {UNITS[scaled[1]]}"
+
+
+def size_compact(n: float | None) -> str:
+    """:func:`size` for narrow cells, at most 5 characters below 1000 EiB: ``512B``,
+    ``4.6Gi``, ``182Mi`` (the unit letters ``free -h`` prints); ``-`` when unknown."""
+    scaled = _scaled(n) if n is not None else None
+    if scaled is None:
+        return UNKNOWN
+    return f"{scaled[0]}{COMPACT_UNITS[scaled[1]]}"
+
+
+def rate(bytes_per_s: float | None) -> str:
+    """``35 MiB/s``; ``-`` when unknown."""
+    text = size(bytes_per_s)
+    return text if text == UNKNOWN else f"{text}/s"
+
+
+def rate_compact(bytes_per_s: float | None) -> str:
+    """``35Mi/s``; ``-`` when unknown."""
+    text = size_compact(bytes_per_s)
+    return text if text == UNKNOWN else f"{text}/s"
+
+
+def duration(seconds: float | None) -> str:
+    """``42s``, ``5m20s``, ``1h02m`` (ETAs, waits); ``-`` when unknown or negative."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return UNKNOWN
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def ago(ts: float | None, now: float | None = None) -> str:
+    """``now`` (under a minute), ``5m ago``, ``3h ago``, ``12d ago``; ``never`` when unset."""
+    if not ts:
+        return "never"
+    delta = max(0.0, (now if now is not None else time.time()) - ts)
+    if delta < 60:
+        return "now"
+    if delta < 3600:
+        return f"{int(delta // 60)}m ago"
+    if delta < 86400:
+        return f"{int(delta // 3600)}h ago"
+    return f"{int(delta // 86400)}d ago"
 
 
 def params(n: int | None) -> str:
@@ -25,20 +102,6 @@ def params(n: int | None) -> str:
             value = n / div
             return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
     return str(n)
-
-
-def ago(ts: float | None, now: float | None = None) -> str:
-    """``3 minutes ago`` style times; ``never`` when unset."""
-    if not ts:
-        return "never"
-    return humanize.naturaltime((now if now is not None else time.time()) - ts)
-
-
-def rate(bytes_per_s: float | None) -> str:
-    """``35.2 MiB/s`` style transfer rates."""
-    if not bytes_per_s:
-        return "-"
-    return humanize.naturalsize(bytes_per_s, binary=True, format="%.1f") + "/s"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

@@ -92,7 +92,7 @@ def plan_prune(services: Any) -> list[PruneItem]:
     used |= {j.spec.catalog_id for j in jobs.list() if j.spec.catalog_id}
     for entry in services.catalog.custom():
         if entry.id not in used:
-            items.append(PruneItem("custom entry", f"{entry.id} ({entry.kind})", key=entry.id))
+            items.append(PruneItem("custom entry", f"{entry.id} ({entry.source})", key=entry.id))
     return items
 
 

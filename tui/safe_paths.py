@@ -116,17 +116,28 @@ def _slug_char(ch: str) -> str:
     return ch if unicodedata.category(ch)[0] in "LNM" else "-"
 
 
+def _is_mark(ch: str) -> bool:
+    return unicodedata.category(ch)[0] == "M"
+
+
 def slugify(text: str, max_length: int = 80, fallback: str = "model") -> str:
     """A lowercase id from ``text`` (used for model and entry ids).
 
-    NFKC-normalised and case-folded; letters and digits of any script are kept (a Chinese or
-    Cyrillic name stays readable, never hex), everything else but ``. _ -`` becomes ``-``.
-    ``fallback`` (itself slugified) when no letter or digit is left.
+    NFKC-normalised and lowercased (``ＱＷＥＮ２．５`` → ``qwen2.5``); letters, digits and
+    accents of any script are kept (``通义千问-7b`` stays readable, never hex), everything
+    else but ``. _ -`` becomes ``-``; at most ``max_length`` characters, never cutting a
+    letter from its accents. ``fallback`` (itself slugified) when no letter or digit is left.
     """
-    folded = unicodedata.normalize("NFKC", text).lower()
-    slug = "".join(_slug_char(c) for c in folded).strip("-.")
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).lower())
+    slug = "".join(_slug_char(c) for c in folded)
     slug = re.sub(r"-{2,}", "-", slug)
-    slug = slug[:max_length].rstrip("-.")
+    start = 0  # no leading separator, nor an accent with no letter to sit on
+    while start < len(slug) and (slug[start] in "-." or _is_mark(slug[start])):
+        start += 1
+    end = min(len(slug), start + max_length)
+    while start < end < len(slug) and _is_mark(slug[end]):  # never cut a letter from its
+        end -= 1  # accents: cut before the letter
+    slug = slug[start:end].rstrip("-.")
     if not any(unicodedata.category(c)[0] in "LN" for c in slug):
         return slugify(fallback, max_length) if fallback != text else "model"
     return slug

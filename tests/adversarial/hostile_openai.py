@@ -15,6 +15,8 @@ millions of entries, generated lazily), ``silentlist`` (headers, then nothing). 
 ``errorecho`` HTTP 500 whose body echoes the key and escapes
 ``sseerror``  an SSE error event echoing the key and escapes
 
+Any other model gets vLLM's 404 "model does not exist", echoing the name, the key and escapes.
+
 Each handler records how many bytes it wrote and whether the client left
 (:attr:`HostileServer.stats`).
 """
@@ -37,6 +39,8 @@ HOSTILE = (
 ESCAPE_PIECES = ["hello ", "\x1b", "]52;c;SGVsbG8=", "\x07 ", "\x1b[", "2J", " \x9b", "31m",
                  " [bold]x[/] \u202eevil", "\r\n", "end"]
 GB = 1 << 30
+NAMES = [f"shown{HOSTILE}", f"key {KEY}", "escapes", "echo", "endless", "hugeline", "silent",
+         "drip", "bigbody", "errorecho", "sseerror"]
 
 
 def event(text: str | None = None, finish: str | None = None) -> bytes:
@@ -119,9 +123,7 @@ class HostileServer:
             resp = await self._stream(request, "application/json")
             await asyncio.sleep(3600)
             return resp
-        names = [f"shown{HOSTILE}", f"key {KEY}", "escapes", "echo", "endless", "hugeline",
-                 "silent", "drip", "bigbody", "errorecho", "sseerror"]
-        return web.json_response({"object": "list", "data": [{"id": n} for n in names]})
+        return web.json_response({"object": "list", "data": [{"id": n} for n in NAMES]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -132,6 +134,10 @@ class HostileServer:
             return web.Response(status=401, text=f"Authorization: Bearer {KEY} {HOSTILE}")
         if model == "errorecho":
             return web.Response(status=500, text=f"upstream failed for {KEY[:20]} {HOSTILE}")
+        if model not in NAMES:
+            error = {"object": "error", "message": f"The model `{name}` does not exist. {KEY} "
+                     f"{HOSTILE}", "type": "NotFoundError", "param": None, "code": 404}
+            return web.json_response(error, status=404)
         resp = await self._stream(request, "text/event-stream")
         if model == "escapes":
             for piece in ESCAPE_PIECES:

@@ -87,7 +87,7 @@ def test_key_echoed_in_streamed_text(server: HostileServer, cli) -> None:
     assert out.strip() == "your key is *** or Bearer *** done"
 
 
-def test_hostile_model_names_in_a_load_error(server: HostileServer, cli) -> None:
+def test_hostile_model_names_in_a_model_error(server: HostileServer, cli) -> None:
     code, _out, err = cli("--endpoint", server.url(), "--model", "not-served")
     line = error_line(err)
     assert code == 1 and "does not serve 'not-served'" in line

@@ -1,22 +1,42 @@
-"""Catalog: built-in entries, search, custom entries that persist and validate."""
+"""Catalog: built-in entries, search, kinds, custom entries that persist and validate, and
+``modeldeck catalog --kind`` / ``modeldeck fit`` on entries ModelDeck does not run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from tui.catalog import Catalog
+from tui.cli import main
 from tui.errors import InvalidInputError, NotFoundError
+from tui.kinds import RUNNABLE
 from tui.services import build_services
 
 from tests.support.gguf import write_gguf
 from tests.support.safetensors import write_safetensors_folder
 
 
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """The real CLI in-process on empty folders: ``cli(*args) -> (code, stdout, stderr)``."""
+    monkeypatch.setenv("MODELDECK_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("MODELDECK_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MODELDECK_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("MODELDECK_SCAN_HF_CACHE", "false")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 def test_builtin_entries_and_search(services) -> None:
     cat = services.catalog
-    assert 20 <= len(cat.builtin) <= 40
+    assert 50 <= len(cat.builtin) <= 100
     gguf = cat.search(format="gguf")
     assert gguf and all(e.format == "gguf" for e in gguf)
     qwen = cat.search(text="qwen coder")
@@ -32,7 +52,9 @@ def test_builtin_entries_and_search(services) -> None:
 def test_custom_entries_persist_across_instances(services, settings) -> None:
     cat = services.catalog
     e = cat.add_hf("someone/Tiny-GGUF", quant="Q4_K_M")
-    assert e.kind == "hf" and e.format == "gguf" and not e.builtin
+    assert e.source == "hf" and e.format == "gguf" and not e.builtin
+    # nobody has looked inside a custom entry yet: its kind is unknown, the runtime decides
+    assert e.kind == "unknown" and e.runnable
     cat.add_url("http://127.0.0.1:9/files/x.gguf", sha256="A" * 64, entry_id="xurl")
     again = build_services(settings)
     try:
@@ -69,7 +91,7 @@ def test_add_local(services, tmp_path: Path) -> None:
     cat: Catalog = services.catalog
     g = write_gguf(tmp_path / "x" / "my-model.Q8_0.gguf")
     e = cat.add_local(g)
-    assert e.kind == "local" and e.format == "gguf" and e.local_path == str(g.resolve())
+    assert e.source == "local" and e.format == "gguf" and e.local_path == str(g.resolve())
     st = write_safetensors_folder(tmp_path / "st")
     assert cat.add_local(st).format == "safetensors"
     with pytest.raises(InvalidInputError, match="taken"):
@@ -79,3 +101,75 @@ def test_add_local(services, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInputError, match="neither"):
         cat.add_local(tmp_path / "empty")
+
+
+def test_builtin_kinds_and_search_by_kind(services) -> None:
+    cat = services.catalog
+    kinds = {e.kind for e in cat.builtin}
+    assert {"llm", "vlm", "embedding", "diffusion", "lora", "vae"} <= kinds
+    for kind in kinds:
+        found = cat.search(kind=kind)
+        assert found and all(e.kind == kind for e in found)
+        assert all(e.runnable == (kind in RUNNABLE) for e in found)
+    # kind and base model are searchable words too
+    assert {e.id for e in cat.search(text="lora sdxl")} == {
+        e.id for e in cat.builtin if e.kind == "lora" and e.base_model == "sdxl"}
+    vlm = cat.require("qwen2.5-vl-3b-instruct-gguf")
+    projector = vlm.default_quant.projector
+    assert projector is not None and projector.path.startswith("mmproj-")
+    assert projector in vlm.files_for() and len(vlm.files_for()) == 2
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "lora", "vae", "embedding", "vlm"])
+def test_catalog_kind_filter(cli, kind: str) -> None:
+    code, out, err = cli("catalog", "--kind", kind, "--json")
+    entries = json.loads(out)
+    assert code == 0 and err == "" and entries
+    assert all(e["kind"] == kind and e["runnable"] == (kind in RUNNABLE) for e in entries)
+    for e in entries:
+        files = [f for q in e["quants"] for f in q["files"]] + e["files"]
+        assert files and all(f["size"] > 0 for f in files)
+        if kind in ("lora", "vae"):
+            assert e["base_model"] in ("sdxl", "flux1")
+        if kind == "vlm":
+            assert all(any(f.get("role") == "projector" for f in q["files"])
+                       for q in e["quants"])
+    code, out, _ = cli("catalog", "--kind", kind)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:3] == ["ID", "KIND", "FORMAT"]
+    rows = [line.split() for line in lines[1:len(entries) + 1]]
+    assert [r[0] for r in rows] == [e["id"] for e in entries]
+    assert all(r[1] == kind for r in rows)
+    if kind in RUNNABLE:
+        assert "Not runnable here" not in out
+    else:
+        assert lines[-1] == f"Not runnable here (downloaded, sized and deleted only): {kind}."
+
+
+def test_catalog_bad_kind_is_refused(cli) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli("catalog", "--kind", "spaceship")
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("entry_id", ["flux.1-dev", "sdxl-base-1.0-diffusers", "lcm-lora-sdxl"])
+def test_fit_on_an_entry_modeldeck_does_not_run_is_one_line(cli, services, entry_id) -> None:
+    entry = services.catalog.require(entry_id)
+    code, out, err = cli("fit", entry_id)
+    assert code == 0 and err == ""
+    (line,) = out.splitlines()
+    assert line.startswith(f"{entry.name} ({entry.kind}) is not runnable here; needs ")
+    assert " on disk (" in line and " free in " in line
+    code, out, _ = cli("fit", entry_id, "--json")
+    data = json.loads(out)
+    assert code == 0 and data["runnable"] is False and data["kind"] == entry.kind
+    assert data["disk_bytes"] == entry.size_for() > 0 and isinstance(data["fits_on_disk"], bool)
+
+
+def test_fit_by_size_takes_the_quant(cli, services) -> None:
+    entry = services.catalog.require("nomic-embed-text-v1.5-gguf")
+    code, out, _ = cli("fit", entry.id, "--quant", "Q4_K_M", "--json")
+    assert code == 0 and json.loads(out)["disk_bytes"] == entry.quant("Q4_K_M").size
+    code, out, err = cli("fit", entry.id, "--quant", "Q9_Z")
+    assert code != 0 and out == "" and len(err.strip().splitlines()) == 1
+    assert "has no quant 'Q9_Z'" in err and "Traceback" not in err

@@ -118,7 +118,7 @@ def test_add_entries_and_local_registration(cli, tmp_path: Path) -> None:
     assert cli("add", "url", "http://127.0.0.1:1/files/m.gguf", "--id", "m-url")[0] == 0
     g = write_gguf(tmp_path / "mine" / "mine.gguf")
     code, out, _ = cli("add", "local", str(g), "--json")
-    assert code == 0 and json.loads(out)["kind"] == "local"
+    assert code == 0 and json.loads(out)["source"] == "local"
     code, out, _ = cli("catalog", "--custom", "--json")
     assert {e["id"] for e in json.loads(out)} == {"tiny-gguf-q4_k_m", "m-url", "mine"}
     code, out, _ = cli("ls", "--json")

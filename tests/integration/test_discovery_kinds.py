@@ -280,15 +280,15 @@ async def test_a_pulled_repo_registers_its_kinds(hub: FakeHub, service, tmp_path
 # -- an inventory from before kinds -------------------------------------------------------------
 
 
-def test_migration_7_gives_old_rows_a_kind_and_the_next_scan_reads_files_again(
+def test_migration_8_gives_old_rows_a_kind_and_the_next_scan_reads_files_again(
         settings: Settings) -> None:
     path = write_gguf(settings.models_dir / "old-Q4_K_M.gguf")
     settings.state_dir.mkdir(parents=True)
     conn = sqlite3.connect(settings.db_path)
-    for script in MIGRATIONS[:6]:
+    for script in MIGRATIONS[:7]:
         for statement in split_sql(script):
             conn.execute(statement)
-    conn.execute("PRAGMA user_version = 6")
+    conn.execute("PRAGMA user_version = 7")
     meta = {"format": "gguf", "architecture": "llama", "parameters": 3}  # no kind then
     conn.execute(
         "INSERT INTO models (id, name, format, path, source, status, size_bytes, metadata, "
@@ -304,7 +304,7 @@ def test_migration_7_gives_old_rows_a_kind_and_the_next_scan_reads_files_again(
 
     inventory = Inventory(Database(settings.db_path))
     try:
-        assert inventory.db.schema_version == len(MIGRATIONS) == 7
+        assert inventory.db.schema_version == len(MIGRATIONS) == 8
         assert inventory.get_model("old").kind == "llm"  # from its metadata meanwhile
         assert inventory.scan_cache_all() == {}
         report = Scanner(settings, inventory).scan()

@@ -3,7 +3,7 @@
 The server's behaviour is picked by the requested model name: ``tiny`` streams five tokens,
 ``endless`` streams until the client goes away, ``drop`` breaks the connection mid-answer,
 ``garbage`` answers with non-SSE text, ``badjson`` with SSE whose data is not JSON,
-``empty`` ends at once (no text).
+``empty`` ends at once (no text); any other name gets vLLM's 404 "model does not exist".
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tui.runtime import EndpointError, GenParams, LoadError, ModelSpec
+from tui.runtime import EndpointError, GenParams, ModelSpec
 from tui.runtime.backends.openai import list_models
 from tui.runtime.service import RuntimeService
 
@@ -53,6 +53,10 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     model = body["model"]
     request.app[BODIES].append(body)
+    if model not in MODELS:
+        error = {"object": "error", "message": f"The model `{model}` does not exist.",
+                 "type": "NotFoundError", "param": None, "code": 404}
+        return web.json_response(error, status=404)
     if model == "garbage":
         return web.Response(text="<html>\nnot an event stream\n</html>\n")
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -187,8 +191,10 @@ async def test_wrong_key_and_unknown_model(server, runtime: RuntimeService) -> N
     with pytest.raises(EndpointError, match="HTTP 401") as info:
         await runtime.load(ModelSpec.endpoint(url, "tiny", wrong))
     assert wrong not in str(info.value)
-    with pytest.raises(LoadError, match="does not serve 'nope'"):
-        await runtime.load(ModelSpec.endpoint(url, "nope", KEY))
+    # not refused locally: the server's 404 becomes one line with what it serves
+    with pytest.raises(EndpointError, match=r"does not serve 'nope' \(HTTP 404\) "
+                       r"\(it serves: tiny, endless, drop"):
+        await answer(runtime, ModelSpec.endpoint(url, "nope", KEY))
     creds = url.replace("http://", f"http://user:{wrong}@")
     spec = ModelSpec.endpoint(creds, "tiny", None)
     assert wrong not in spec.id
@@ -199,8 +205,8 @@ async def test_wrong_key_and_unknown_model(server, runtime: RuntimeService) -> N
 
 async def test_not_an_openai_server(server, runtime: RuntimeService) -> None:
     url, _ = server
-    with pytest.raises(EndpointError, match=r"HTTP 404|model list"):
-        await runtime.load(ModelSpec.endpoint(url + "/elsewhere", "tiny", KEY))
+    with pytest.raises(EndpointError, match=r"HTTP 404.*base URL"):
+        await answer(runtime, ModelSpec.endpoint(url + "/elsewhere", "tiny", KEY))
 
 
 def test_cli_run_against_endpoint(server, tmp_path: Path, monkeypatch, capsys) -> None:

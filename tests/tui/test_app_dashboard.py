@@ -161,7 +161,7 @@ async def test_narrow_terminal_collapses_sidebar_to_a_line(services) -> None:
         assert not app.query_one("#sidebar").display
         line = app.query_one("#resource-line")
         assert line.display
-        assert "GPU0 20.5G/24.0G 87%" in text_of(line)
+        assert "GPU0 20Gi/24Gi 87%" in text_of(line)
 
 
 def shown_columns(table: ModelTable) -> list[str]:
@@ -408,10 +408,10 @@ async def test_sidebar_with_two_gpus(services) -> None:
         assert [b.index for b in boxes] == [0, 1]
         box0 = "\n".join(text_of(w) for w in boxes[0].query(Static))
         assert "GPU0 NVIDIA RTX 4090" in box0
-        assert "20.5G/24.0G" in box0 and "87%" in box0
+        assert "20Gi/24Gi" in box0 and "87%" in box0
         assert "temp 71C" in box0 and "power 320W/450W" in box0
-        assert "5.5G" in text_of(sidebar.query_one("#res-own"))
-        assert "200G free / 500G" in text_of(sidebar.query_one("#res-disk"))
+        assert "5.5Gi" in text_of(sidebar.query_one("#res-own"))
+        assert "200Gi free / 500Gi" in text_of(sidebar.query_one("#res-disk"))
         assert "23%" in text_of(sidebar.query_one("#res-cpu"))
         assert not sidebar.query_one("#res-gpu-status").display
         assert len(sidebar.query("Sparkline")) == 4  # cpu, ram, two GPUs
@@ -468,7 +468,7 @@ async def test_downloads_panel_updates_rows_in_place(services) -> None:
         assert row.query_one("ProgressBar") is bar
         assert bar.progress == 3_000 and bar.total == 4_000
         assert text_of(row.query_one(".job-state")) == "downloading"
-        assert text_of(row.query_one(".job-speed")) == "977K/s ETA 10s"
+        assert text_of(row.query_one(".job-speed")) == "977Ki/s ETA 10s"
         assert str(table.get_cell(QWEN, "status")) == "downloading 75%"
         assert cleared == []  # the table was updated in place, never rebuilt
         assert len(panel.query(".download-row")) == 1
@@ -537,46 +537,8 @@ async def test_console_streams_tokens_and_esc_cancels(services) -> None:
         assert console.prompt_input.has_focus
         await pilot.press("escape")
         await pilot.pause()
-        assert any(isinstance(m, PromptConsole.CancelRequested) for m in seen)
         assert not console.streaming
         assert "cancelled" in text_of(console.metrics_line)
-
-
-async def test_console_submit_streams_from_wiring(services, monkeypatch) -> None:
-    conversations: list[list[dict[str, str]]] = []
-
-    async def fake_generate(_s: Any, model_id: Any, messages: Any, emit: Any,
-                            params: Any = None):
-        conversations.append(list(messages))
-        for token in ["The ", "answer ", "is ", "42."]:
-            emit(token)
-        return MetricsView(ttft_ms=50, tokens_per_s=80.0, tokens=4)
-
-    monkeypatch.setattr(wiring, "generate", fake_generate)
-    app = make_app(services)
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_ready(app, pilot)
-        app._active_model = "llama-3.1-8b-q4"
-        app.prompt_console.set_system_prompt("Be brief.")
-        await pilot.press("e")
-        await pilot.press(*"question", "enter")
-        await wait_for(pilot, lambda: not app.prompt_console.streaming)
-        console = app.prompt_console
-        assert "The answer is 42." in console.output.lines
-        assert "80.0 tok/s" in text_of(console.metrics_line)
-        # history: up recalls the prompt
-        await pilot.press("up")
-        assert console.prompt_input.value == "question"
-        # The conversation goes on: system prompt, the first turn and its answer.
-        await pilot.press("ctrl+u", *"more", "enter")
-        await wait_for(pilot, lambda: len(conversations) == 2 and not console.streaming)
-        assert conversations[1] == [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "question"},
-            {"role": "assistant", "content": "The answer is 42."},
-            {"role": "user", "content": "more"},
-        ]
-        assert str(app.model_table.get_cell(LLAMA, "tps")) == "80.0"
 
 
 async def test_delete_asks_with_space_freed_and_calls_wiring(services, monkeypatch) -> None:
@@ -589,7 +551,7 @@ async def test_delete_asks_with_space_freed_and_calls_wiring(services, monkeypat
 
     monkeypatch.setattr(wiring, "delete_model", fake_delete)
     monkeypatch.setattr(
-        wiring, "plan_delete", lambda _s, _id: (4_920_000_000, False, ["a.gguf  4.6G"])
+        wiring, "plan_delete", lambda _s, _id: (4_920_000_000, False, ["a.gguf  4.6 GiB"])
     )
     app = make_app(services)
     async with app.run_test(size=SIZE) as pilot:
@@ -597,7 +559,7 @@ async def test_delete_asks_with_space_freed_and_calls_wiring(services, monkeypat
         app.model_table.move_cursor(row=0)
         await pilot.press("d")
         assert isinstance(app.screen, ConfirmScreen)
-        assert "frees 4.6G" in app.screen.question
+        assert "frees 4.6 GiB" in app.screen.question
         await pilot.press("y")
         status = lambda: str(app.model_table.get_cell(LLAMA, "status"))  # noqa: E731
         await wait_for(pilot, lambda: status() == "available")

@@ -18,9 +18,10 @@ from rich.console import Console
 from textual.geometry import Region
 from textual.widgets import Button, DataTable, SelectionList, Static
 
+from tui import formatting
 from tui.app.app import ModelDeckApp
 from tui.app.screens import AddModelScreen, ConfirmScreen, HubSearchScreen
-from tui.app.views import MetricsView, format_size
+from tui.app.views import MetricsView
 from tui.app.widgets.prompt_console import wrap_line
 from tui.runtime.service import RuntimeService
 from tui.runtime.types import GenParams, LoadOptions
@@ -187,7 +188,7 @@ async def test_escape_cancels_a_long_generation_quickly(services: Services) -> N
         assert not console.streaming
         assert "cancelled" in text_of(console.metrics_line)
         # The partial answer is kept in the conversation and the model answers again.
-        history = app._conversations["tiny-long"]
+        history = console.session.turns
         assert [m["role"] for m in history] == ["user", "assistant"]
         app.gen_params = GenParams(temperature=0, max_tokens=8)
         await pilot.press(*"Again", "enter")
@@ -286,17 +287,16 @@ async def test_streamed_answer_wraps_while_streaming_after_esc_and_at_the_end(
         assert await wait_for(pilot, lambda: not services.runtime.generating, timeout=3)
         await pilot.pause()
         assert "cancelled" in text_of(console.metrics_line)
-        assert_wrapped(app, app._conversations["tiny-long"][-1]["content"])
+        assert_wrapped(app, console.session.turns[-1]["content"])
 
-        log.clear()
-        app._conversations.clear()
+        console.new_chat()
         app.gen_params = GenParams(temperature=0, max_tokens=300)
         await pilot.press(*"Hello", "enter")
         assert await wait_for(pilot, lambda: not console.streaming, 30)
         await pilot.pause()
         assert "tok/s" in text_of(console.metrics_line)
         assert len(log.lines) > 3
-        assert_wrapped(app, app._conversations["tiny-long"][-1]["content"])
+        assert_wrapped(app, console.session.turns[-1]["content"])
 
 
 # -- (c) won't fit --------------------------------------------------------------------------
@@ -357,7 +357,7 @@ async def test_delete_confirms_space_freed_and_refuses_while_loaded(
         # Unloaded: asks with the space freed; "Keep" keeps.
         await pilot.press("d")
         assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
-        assert f"frees {format_size(size)}" in app.screen.question
+        assert f"frees {formatting.size(size)}" in app.screen.question
         await pilot.press("n")
         assert target.exists()
         await pilot.press("d")
@@ -366,7 +366,7 @@ async def test_delete_confirms_space_freed_and_refuses_while_loaded(
         assert await wait_for(pilot, lambda: row.key not in app.model_table.all_rows, 10)
         assert not target.exists()
         assert services.inventory.get_model("tiny") is None
-        assert any(f"freed {format_size(size)}" in n for n in notices(app))
+        assert any(f"freed {formatting.size(size)}" in n for n in notices(app))
 
 
 # -- (e) add modal errors -------------------------------------------------------------------
@@ -621,7 +621,8 @@ async def test_parameters_modal_sets_greedy_and_max_tokens_for_answers(
         summary = "temperature 0 | top_p 0.95 | max 8 tokens"
         assert f"Parameters: {summary}" in [n.message for n in app._notifications]
         console = app.prompt_console
-        assert text_of(console.query_one("#console-model")) == f"Model: tiny | {summary}"
+        assert text_of(console.query_one("#console-model")) == (
+            f"Model: tiny | ctx 512 | cpu | {summary}")
 
         # The focus is back on the prompt line: ask; the answer stops at 8 tokens.
         assert app.focused is console.prompt_input

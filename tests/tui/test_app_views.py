@@ -62,9 +62,9 @@ def test_uncatalogued_and_second_install_get_own_rows() -> None:
 def test_cells_and_formatters() -> None:
     row = build_rows(fixed_entries(), [installed_record()])[0]
     cells = row_cells(row, NOW)
-    assert cells == ("installed", "Llama 3.1 8B Instruct", "gguf", "Q4_K_M", "8.0B", "4.6G", "",
+    assert cells == ("installed", "Llama 3.1 8B Instruct", "gguf", "Q4_K_M", "8.0B", "4.6Gi", "",
                      "41.7", "3h ago")
-    assert format_size(0) == "" and format_size(512) == "512B" and format_size(1 << 30) == "1.0G"
+    assert format_size(0) == "" and format_size(512) == "512B" and format_size(1 << 30) == "1.0Gi"
     assert format_params(494_000_000) == "494M"
     assert format_ago(None, NOW) == "" and format_ago(NOW - 30, NOW) == "now"
     assert format_ago(NOW - 3 * 86400, NOW) == "3d ago"
@@ -109,7 +109,7 @@ def test_select_rows_filters_and_sorts() -> None:
 def test_job_and_metrics_text() -> None:
     view = JobView("j", "x", "downloading", 50, 100, 2_000_000, 125)
     assert view.fraction == 0.5 and view.active
-    assert job_speed_text(view) == "1.9M/s ETA 2m05s"
+    assert job_speed_text(view) == "1.9Mi/s ETA 2m05s"
     assert job_speed_text(JobView("j", "x", "failed", error="disk full")) == "disk full"
     assert row_status_for_job(JobView("j", "x", "stalled")) == "downloading"
     assert row_status_for_job(JobView("j", "x", "done")) == "installed"

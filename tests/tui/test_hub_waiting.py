@@ -21,7 +21,7 @@ async def test_a_waiting_job_shows_what_it_waits_for_and_the_seconds(services) -
             await pilot.pause()
         panel = app.downloads_panel
         assert await wait_for(pilot, lambda: panel.row_for("j1") is not None and _text(
-            panel.row_for("j1"), ".job-state") == "waiting 41 s")
+            panel.row_for("j1"), ".job-state") == "waiting 41s")
         row = panel.row_for("j1")
         assert row.has_class("-waiting")
         assert _text(row, ".job-speed") == "the Hub's rate limit"

@@ -13,7 +13,7 @@ import pytest
 from tui.download import verify
 from tui.download.engine import MIN_SEGMENT, is_strong, plan_pieces
 from tui.download.errors import DiskFullError, redact
-from tui.download.http import RetryPolicy, make_transport, parse_retry_after
+from tui.download.http import RetryPolicy, parse_retry_after
 from tui.download.preflight import DestLock, check_free_space, fs_type, network_fs_warning
 from tui.download.progress import EventThrottle, SpeedMeter
 from tui.download.ratelimit import TokenBucket
@@ -170,13 +170,6 @@ def test_retry_policy_and_retry_after() -> None:
     assert policy.delay(1, retry_after=10 ** 6) == policy.max_retry_after
     assert parse_retry_after("2") == 2 and parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
-
-
-def test_fast_backend_installed() -> None:
-    from tui.download.netbackend import AsyncioBackend
-
-    transport = make_transport(4)
-    assert isinstance(transport._pool._network_backend, AsyncioBackend)
 
 
 def test_redact_tokens() -> None:

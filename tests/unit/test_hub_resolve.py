@@ -123,13 +123,13 @@ def test_give_up_after_setting() -> None:
 def test_the_waiting_state_reaches_the_dashboard_row() -> None:
     event = DownloadEvent(job_id="j", name="acme/x", state="waiting", done_bytes=0,
                           total_bytes=None, speed=0.0, eta=None,
-                          detail="waiting for the Hub's rate limit, 42 s",
+                          detail="waiting for the Hub's rate limit, 42s",
                           wait_for="the Hub's rate limit", wait_s=42)
     view = job_view_from(event)
     assert view.active
-    assert job_state_text(view) == "waiting 42 s"  # fits the state column (13)
+    assert job_state_text(view) == "waiting 42s"  # fits the state column (13)
     assert job_speed_text(view) == "the Hub's rate limit"  # fits the speed column (20)
-    assert event.to_dict()["detail"] == "waiting for the Hub's rate limit, 42 s"
+    assert event.to_dict()["detail"] == "waiting for the Hub's rate limit, 42s"
     assert event.to_dict()["wait_s"] == 42
     other = JobView("j", "x", "downloading", wait_for="stale", wait_s=3)
     assert job_speed_text(other) == "" and job_state_text(other) == "downloading"

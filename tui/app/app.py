@@ -21,11 +21,10 @@ from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
+from tui import formatting
 from tui.app import wiring
 from tui.app.commands import ModelDeckCommands, literal
 from tui.app.messages import (
-    AnswerFinished,
-    AnswerStarted,
     DeletePlanned,
     InventoryChanged,
     JobRemoved,
@@ -37,20 +36,21 @@ from tui.app.messages import (
     ResourcesSampled,
     RowsChanged,
     RuntimeChanged,
-    TokensArrived,
 )
 from tui.app.paths import styles_dir
 from tui.app.screens import (
     AddModelScreen,
+    ChatListScreen,
     ConfirmScreen,
     GenParamsScreen,
     HelpScreen,
     HubSearchScreen,
+    LoadOptionsScreen,
     TextPromptScreen,
     binding_rows,
     describe_params,
 )
-from tui.app.views import JobView, MetricsView, ModelRow, format_size, row_status_for_job
+from tui.app.views import JobView, ModelRow, format_size, row_status_for_job
 from tui.app.widgets import (
     DownloadsPanel,
     ModelTable,
@@ -67,7 +67,6 @@ if TYPE_CHECKING:
     from tui.services import Services
 
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
-TOKEN_FLUSH_S = 1 / 30  # console redraw rate while streaming
 JOB_REDRAW_S = 0.5  # progress redraws per job while its state stays the same
 USED_REFRESH_S = 30.0  # "Used" times on screen are re-formatted this often
 USED_REFRESH_LOW_REDRAW_S = 120.0  # … and this often with ``low_redraw``
@@ -131,6 +130,7 @@ class ModelDeckApp(App[None]):
         Binding("u", "unload", "Unload"),
         Binding("a", "add_model", "Add model"),
         Binding("ctrl+f", "hub_search", "Hub search"),
+        Binding("L", "load_with", "Load with…", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
     ]
 
@@ -177,15 +177,13 @@ class ModelDeckApp(App[None]):
         self._job_pending: dict[str, JobView] = {}
         self._job_timer: Any = None
         self._closing = False
-        self._pending_tokens: list[str] = []
-        self._flush_timer: Any = None
         self._background_started = False
         self._active_model: str | None = None  # model id answering in the console
-        self._conversations: dict[str, list[dict[str, str]]] = {}
-        self._answer: list[str] = []
         self._runtime_unsubscribe: Callable[[], None] | None = None
         self._entries: dict[str, Any] = {}  # catalog entries by id (read with the rows)
-        self.load_options: Any = None  # LoadOptions for loads (None: runtime defaults)
+        self._loaded_with: dict[str, Any] = {}  # model id -> LoadOptions of its last load
+        # LoadOptions for loads of models with none remembered (None: runtime defaults)
+        self.load_options: Any = None
         # GenParams for answers (None: runtime defaults); set with F3, kept for the session.
         self.gen_params: Any = None
 
@@ -205,7 +203,10 @@ class ModelDeckApp(App[None]):
                 yield ModelTable(now=self._now, used_refresh=used_refresh, id="models")
                 yield Static("", id="table-status", markup=False)
                 yield DownloadsPanel(clock=self._clock, ascii=ascii, id="downloads")
-                yield PromptConsole(cursor_blink=self.cursor_blink, id="console")
+                yield PromptConsole(
+                    cursor_blink=self.cursor_blink, runtime=lambda: self.services.runtime,
+                    chats=self.chat_store, params=lambda: self.gen_params, id="console",
+                )
             yield ResourceSidebar(ascii=ascii, id="sidebar")
         yield Footer(compact=True)
 
@@ -606,24 +607,29 @@ class ModelDeckApp(App[None]):
             (r for r in self.model_table.all_rows.values() if r.model_id == model_id), None
         )
 
-    def load_row(self, row: ModelRow, force: bool = False) -> None:
-        """Load an installed model (an async worker; the runtime loads in its threads)."""
+    def load_row(self, row: ModelRow, force: bool = False, options: Any = None) -> None:
+        """Load an installed model (an async worker; the runtime loads in its threads) with
+        ``options``, else those remembered for it ("Load with…"), else :attr:`load_options`."""
         if row.model_id is None:
             return
-        if row.status == "loaded" and row.model_id == self._active_model:
+        if row.status == "loaded" and row.model_id == self._active_model and options is None:
             self.notify(f"{row.name} is already loaded")
             self.show_console = True
             return
         self._follow_runtime()
-        self._load_model(row, force)
+        self._load_model(row, force, options)
 
     @work(exclusive=True, group="load", exit_on_error=False)
-    async def _load_model(self, row: ModelRow, force: bool) -> None:
+    async def _load_model(self, row: ModelRow, force: bool, options: Any = None) -> None:
         from tui.runtime.errors import WontFitError
 
         assert row.model_id is not None
+        if options is None:
+            options = await asyncio.to_thread(self.remembered_options, row.model_id)
+        options = options or self.load_options
+        self._loaded_with[row.model_id] = options
         try:
-            name = await wiring.load_model(self.services, row.model_id, force, self.load_options)
+            name = await wiring.load_model(self.services, row.model_id, force, options)
         except WontFitError as exc:
             # The message without the CLI's "--force" hint: the dialog offers "Load anyway".
             self.post_message(LoadRefused(row, " ".join(exc.message.split())))
@@ -632,8 +638,40 @@ class ModelDeckApp(App[None]):
 
     def _model_loaded(self, model_id: str, name: str) -> None:
         self._active_model = model_id
-        self.prompt_console.set_model(name)
+        self.prompt_console.use_model(model_id, name, self._load_text(model_id))
         self.notify(f"{name} loaded")
+
+    def _load_text(self, model_id: str) -> str:
+        """How the model was loaded, for the console's model line: ``ctx 4,096 | gpu all``,
+        plus threads and parallel answers when they were set."""
+        info = next((m for m in self.services.runtime.loaded() if m.id == model_id), None)
+        if info is None:
+            return ""
+        parts = [f"ctx {info.context_length:,}"] if info.context_length else []
+        if info.kind == "gguf":
+            layers = info.gpu_layers
+            parts.append("cpu" if layers == 0 else "gpu all" if layers < 0
+                         else f"gpu {layers} layers")
+        options = self._loaded_with.get(model_id)
+        if options is not None and options.threads:
+            parts.append(f"{options.threads} threads")
+        if options is not None and options.parallel:
+            parts.append(f"{info.slots} parallel")
+        return " | ".join(parts)
+
+    def chat_store(self) -> Any:
+        """The conversations and remembered load options (in the inventory's SQLite)."""
+        from tui.chat import ChatStore
+
+        return ChatStore(self.services.db)
+
+    def remembered_options(self, model_id: str) -> Any:
+        """The load options remembered for ``model_id`` (None: none; blocking SQLite)."""
+        try:
+            return self.chat_store().load_options(model_id)
+        except ModelDeckError as exc:
+            self.log.warning(f"load options of {model_id}: {exc}")
+            return None
 
     @on(LoadRefused)
     def _load_refused(self, message: LoadRefused) -> None:
@@ -661,10 +699,10 @@ class ModelDeckApp(App[None]):
         name = row.name if row is not None else event.model_id
         console = self.prompt_console
         if state == "loading":
-            console.set_model(f"{name} (loading…)")
+            console.use_model(None, f"{name} (loading…)")
         elif state == "loaded":
             self._active_model = event.model_id
-            console.set_model(name)
+            console.use_model(event.model_id, name, self._load_text(event.model_id))
         elif state in ("unloaded", "failed") and self._active_model == event.model_id:
             self._active_model = None
             console.set_model(None)
@@ -682,8 +720,7 @@ class ModelDeckApp(App[None]):
         if model_id is None:
             self.notify("No model is loaded", severity="warning")
             return
-        if self.prompt_console.streaming:
-            self._cancel_answer()
+        self.prompt_console.cancel_answer()
         self._unload_model(model_id)
 
     @work(group="unload", exit_on_error=False)
@@ -751,7 +788,7 @@ class ModelDeckApp(App[None]):
             question = (f"Forget {name}?\nIts files are outside the models folder "
                         "and stay on disk.")
         else:
-            size = format_size(message.freed_bytes) or "0B"
+            size = formatting.size(message.freed_bytes)
             question = f"Delete {name}?\nThis frees {size} on the models volume."
 
         def answered(yes: bool | None) -> None:
@@ -770,7 +807,7 @@ class ModelDeckApp(App[None]):
 
     @on(ModelDeleted)
     def _model_deleted(self, message: ModelDeleted) -> None:
-        self.notify(f"Deleted {message.name}, freed {format_size(message.freed_bytes) or '0B'}",
+        self.notify(f"Deleted {message.name}, freed {formatting.size(message.freed_bytes)}",
                     markup=False)
         for line in message.kept:
             self.notify(line, severity="warning", markup=False)
@@ -798,98 +835,108 @@ class ModelDeckApp(App[None]):
 
     # -- console ---------------------------------------------------------------------------
 
-    @on(PromptConsole.Submitted, "#console")
-    def _prompt_submitted(self, message: PromptConsole.Submitted) -> None:
-        console = self.prompt_console
-        console.start_answer(message.prompt)
-        model_id = self._active_model
-        if model_id is None:
-            console.finish_answer(MetricsView(), error="no model loaded (enter or ctrl+o)")
-            return
-        history = self._conversations.setdefault(model_id, [])
-        history.append({"role": "user", "content": message.prompt})
-        system = [{"role": "system", "content": message.system_prompt}]
-        messages = (system if message.system_prompt else []) + list(history)
-        self._answer = []
-        self._generate(model_id, messages)
-
-    @work(exclusive=True, group="generate", exit_on_error=False)
-    async def _generate(self, model_id: str, messages: list[dict[str, str]]) -> None:
-        """Stream an answer; tokens are batched to :data:`TOKEN_FLUSH_S`."""
-        self.post_message(AnswerStarted())
-        try:
-            metrics = await wiring.generate(
-                self.services, model_id, messages, self._queue_tokens, self.gen_params
-            )
-        except (wiring.NotWired, ModelDeckError) as exc:
-            self._flush_tokens()
-            self.post_message(AnswerFinished(MetricsView(), error=str(exc)))
-            return
-        self._flush_tokens()
-        self._remember_answer(model_id)
-        self.post_message(AnswerFinished(metrics))
-        if metrics.tokens_per_s:
-            row = self._row_of_model(model_id)
-            if row is not None:
-                self.model_table.update_row(
-                    dataclasses.replace(row, tokens_per_s=metrics.tokens_per_s)
-                )
-
-    def _remember_answer(self, model_id: str) -> None:
-        """Append the streamed answer to the model's conversation."""
-        text = "".join(self._answer)
-        self._answer = []
-        if text:
-            self._conversations.setdefault(model_id, []).append(
-                {"role": "assistant", "content": text}
-            )
-
-    def _queue_tokens(self, text: str) -> None:
-        """Collect tokens; one :class:`TokensArrived` per flush interval."""
-        self._pending_tokens.append(text)
-        self._answer.append(text)
-        if self._flush_timer is None:
-            self._flush_timer = self.set_timer(TOKEN_FLUSH_S, self._flush_tokens)
-
-    def _flush_tokens(self, show_now: bool = False) -> None:
-        """Send the collected tokens to the console (``show_now``: directly, not posted)."""
-        if self._flush_timer is not None:
-            self._flush_timer.stop()
-        self._flush_timer = None
-        if self._pending_tokens:
-            text = "".join(self._pending_tokens)
-            self._pending_tokens.clear()
-            if not show_now:
-                self.post_message(TokensArrived(text))
-            elif self.prompt_console.streaming:
-                self.prompt_console.append_tokens(text)
-
-    @on(TokensArrived)
-    def _tokens_arrived(self, message: TokensArrived) -> None:
-        if self.prompt_console.streaming:
-            self.prompt_console.append_tokens(message.text)
-
-    @on(AnswerFinished)
-    def _answer_finished(self, message: AnswerFinished) -> None:
-        if self.prompt_console.streaming:
-            self.prompt_console.finish_answer(message.metrics, message.error)
-
-    @on(PromptConsole.CancelRequested, "#console")
-    def _cancel_requested(self) -> None:
-        self._cancel_answer()
+    @on(PromptConsole.AnswerDone, "#console")
+    def _answer_done(self, message: PromptConsole.AnswerDone) -> None:
+        """Show the answer's speed in the model's row."""
+        speed = message.metrics.tokens_per_s
+        row = self._row_of_model(message.model_id) if speed else None
+        if row is not None:
+            self.model_table.update_row(dataclasses.replace(row, tokens_per_s=speed))
 
     @on(PromptConsole.LeaveRequested, "#console")
     def _leave_console(self) -> None:
         self._focus_now(self.model_table)
 
-    def _cancel_answer(self) -> None:
-        """Stop the answer: the runtime thread first, then the worker; keep what came."""
-        wiring.cancel_generation(self.services)
-        self.workers.cancel_group(self, "generate")
-        self._flush_tokens(show_now=True)  # posted, it would arrive after the answer ended
-        if self._active_model is not None:
-            self._remember_answer(self._active_model)
-        self.prompt_console.finish_answer(MetricsView(cancelled=True))
+    def _to_console(self) -> PromptConsole:
+        """Show the console with the focus on its prompt line."""
+        self.show_console = True
+        console = self.prompt_console
+        self._focus_now(console.prompt_input)
+        return console
+
+    def action_new_chat(self) -> None:
+        """A new conversation in the console (the current one stays saved)."""
+        self._to_console().new_chat()
+
+    def action_clear_chat(self) -> None:
+        """Empty the console's conversation."""
+        self._to_console().clear_chat()
+
+    def action_open_chat(self) -> None:
+        """The saved conversations with the loaded model, newest first; one reopens."""
+        model_id = self.prompt_console.model_id
+        if model_id is None:
+            self.notify("Load a model first: its saved chats are listed", severity="warning")
+            return
+        self._list_chats(model_id)
+
+    @work(thread=True, group="chats", exit_on_error=False)
+    def _list_chats(self, model_id: str) -> None:
+        chats = self.chat_store().list(model_id)
+        self.call_from_thread(self._show_chats, model_id, chats)
+
+    def _show_chats(self, model_id: str, chats: list[Any]) -> None:
+        if not self._ui_alive():
+            return
+        if not chats:
+            self.notify("No saved chats with this model yet")
+            return
+
+        def picked(conversation_id: str | None) -> None:
+            if conversation_id:
+                self._open_chat(conversation_id)
+
+        name = self.prompt_console.model_name or model_id
+        self.push_screen(ChatListScreen(name, chats, self.chat_store, now=self._now), picked)
+
+    @work(thread=True, group="chats", exit_on_error=False)
+    def _open_chat(self, conversation_id: str) -> None:
+        session = self.chat_store().open(conversation_id)
+        self.call_from_thread(self._chat_opened, session)
+
+    def _chat_opened(self, session: Any) -> None:
+        console = self.prompt_console
+        if session is None:
+            self.notify("That chat was deleted meanwhile", severity="warning")
+        elif session.model_id != console.model_id:
+            self.notify("That chat belongs to a model no longer loaded", severity="warning")
+        else:
+            self._to_console().open_session(session)
+
+    def action_load_with(self) -> None:
+        """The "Load with…" modal for the model under the cursor (or the loaded one): context
+        length, GPU layers, threads, parallel answers; saved, they are remembered for that
+        model and it is loaded with them."""
+        row = self.model_table.current_row()
+        if row is None or not row.installed or row.model_id is None:
+            row = self._row_of_model(self._active_model) if self._active_model else None
+        if row is None or row.model_id is None:
+            self.notify("Select an installed model first", severity="warning")
+            return
+        self._ask_load_options(row)
+
+    @work(thread=True, group="chats", exit_on_error=False)
+    def _ask_load_options(self, row: ModelRow) -> None:
+        assert row.model_id is not None
+        current = self.remembered_options(row.model_id)
+        self.call_from_thread(self._show_load_options, row, current)
+
+    def _show_load_options(self, row: ModelRow, current: Any) -> None:
+        if not self._ui_alive() or isinstance(self.screen, LoadOptionsScreen):
+            return
+
+        def done(options: Any) -> None:
+            if options is not None:
+                self._remember_and_load(row, options)
+
+        parallel = self.settings.parallel_requests
+        self.push_screen(LoadOptionsScreen(row.name, current, parallel_default=parallel), done)
+
+    @work(group="chats", exit_on_error=False)
+    async def _remember_and_load(self, row: ModelRow, options: Any) -> None:
+        assert row.model_id is not None
+        await asyncio.to_thread(self.chat_store().set_load_options, row.model_id, options)
+        self.load_row(row, options=options)
 
     @on(PromptConsole.SystemPromptRequested, "#console")
     def _edit_system_prompt(self, message: PromptConsole.SystemPromptRequested) -> None:
@@ -949,6 +996,8 @@ class ModelDeckApp(App[None]):
             ("Console", [*PromptConsole.BINDINGS, *PromptInput.BINDINGS]),
             ("Dialogs", ConfirmScreen.BINDINGS),
             ("Parameters", GenParamsScreen.BINDINGS),
+            ("Load with", LoadOptionsScreen.BINDINGS),
+            ("Saved chats", ChatListScreen.BINDINGS),
         ]
 
     def action_help(self) -> None:
@@ -1032,6 +1081,12 @@ class ModelDeckApp(App[None]):
             ("Unload model", self.action_unload, "Free the loaded model's memory"),
             ("Generation parameters" + ("..." if self.settings.ascii else "…"),
              self.action_edit_gen_params, "Temperature, top_p, max tokens, seed, stop"),
+            ("New chat", self.action_new_chat, "A new conversation in the console"),
+            ("Clear chat", self.action_clear_chat, "Empty the console's conversation"),
+            ("Open chat" + ("..." if self.settings.ascii else "…"), self.action_open_chat,
+             "Saved conversations with the loaded model"),
+            ("Load with" + ("..." if self.settings.ascii else "…"), self.action_load_with,
+             "Context length, GPU layers, threads (remembered per model)"),
         ]
         for row in self.model_table.all_rows.values():
             if row.installed:

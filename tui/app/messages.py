@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from tui.app.views import JobView, MetricsView, ModelRow
+    from tui.app.views import JobView, ModelRow
     from tui.resources.types import Snapshot
     from tui.runtime.types import RuntimeEvent
 
@@ -62,27 +62,6 @@ class JobUpdated(Message):
             and message.view.job_id == self.view.job_id
             and message.view.state == self.view.state
         )
-
-
-class AnswerStarted(Message):
-    """The runtime started answering a prompt."""
-
-
-class TokensArrived(Message):
-    """A chunk of generated text (the wiring batches tokens before posting)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-
-class AnswerFinished(Message):
-    """The answer ended (finished, cancelled or failed) with its metrics."""
-
-    def __init__(self, metrics: MetricsView, error: str | None = None) -> None:
-        super().__init__()
-        self.metrics = metrics
-        self.error = error
 
 
 class ModelDeleted(Message):

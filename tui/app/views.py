@@ -191,17 +191,9 @@ def build_rows(entries: Iterable[CatalogEntry], records: Iterable[ModelRecord]) 
 
 
 def format_size(n: int | float | None) -> str:
-    """``4.9G``, ``512M``, ``12K``; blank when unknown."""
-    if not n:
-        return ""
-    value = float(n)
-    for unit in ("B", "K", "M", "G", "T", "P"):
-        if value < 1000 or unit == "P":
-            if unit == "B":
-                return f"{int(value)}B"
-            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
-        value /= 1024
-    return ""  # pragma: no cover
+    """A size in a narrow cell (:func:`tui.formatting.size_compact`: ``4.6Gi``, ``512Mi``);
+    blank when unknown."""
+    return formatting.size_compact(n) if n else ""
 
 
 def format_params(n: int | None) -> str:
@@ -210,36 +202,19 @@ def format_params(n: int | None) -> str:
 
 
 def format_rate(bytes_per_s: float | None) -> str:
-    """``12.3M/s``; blank when unknown."""
-    if not bytes_per_s:
-        return ""
-    return f"{format_size(bytes_per_s)}/s"
+    """``12Mi/s`` (:func:`tui.formatting.rate_compact`); blank when unknown."""
+    return formatting.rate_compact(bytes_per_s) if bytes_per_s else ""
 
 
 def format_duration(seconds: float | None) -> str:
-    """``45s``, ``3m05s``, ``2h10m``; blank when unknown."""
-    if seconds is None or seconds < 0:
-        return ""
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    """``45s``, ``3m05s``, ``2h10m`` (:func:`tui.formatting.duration`); blank when unknown."""
+    return "" if seconds is None or seconds < 0 else formatting.duration(seconds)
 
 
 def format_ago(when: float | None, now: float) -> str:
-    """``just now``, ``5m ago``, ``3h ago``, ``12d ago``; blank when never."""
-    if not when:
-        return ""
-    delta = max(0.0, now - when)
-    if delta < 60:
-        return "now"
-    if delta < 3600:
-        return f"{int(delta // 60)}m ago"
-    if delta < 86400:
-        return f"{int(delta // 3600)}h ago"
-    return f"{int(delta // 86400)}d ago"
+    """``now``, ``5m ago``, ``3h ago``, ``12d ago`` (:func:`tui.formatting.ago`); blank when
+    never."""
+    return formatting.ago(when, now) if when else ""
 
 
 def format_tps(tps: float | None) -> str:
@@ -357,20 +332,20 @@ class JobView:
 
 
 def job_bytes_text(view: JobView) -> str:
-    """``1.2G/4.9G``."""
-    done = format_size(view.done_bytes) or "0B"
+    """``1.2Gi/4.6Gi``."""
+    done = format_size(view.done_bytes) or formatting.size_compact(0)
     return f"{done}/{format_size(view.total_bytes)}" if view.total_bytes else done
 
 
 def job_state_text(view: JobView) -> str:
-    """The state; ``waiting 42 s`` for a job waiting out a rate limit."""
+    """The state; ``waiting 42s`` for a job waiting out a rate limit."""
     if view.state == "waiting" and view.wait_s is not None:
-        return f"waiting {view.wait_s} s"
+        return f"waiting {formatting.duration(view.wait_s)}"
     return view.state
 
 
 def job_speed_text(view: JobView) -> str:
-    """``12.0M/s ETA 5m20s`` while downloading; the error for failed jobs; what a waiting
+    """``12Mi/s ETA 5m20s`` while downloading; the error for failed jobs; what a waiting
     job waits for (``the Hub's rate limit``); the try under way and why the last one failed
     while requests keep failing."""
     if view.state == "failed":

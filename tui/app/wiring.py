@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tui.app.views import JobView, MetricsView, ModelRow, build_rows
+from tui.app.views import JobView, ModelRow, build_rows
 
 if TYPE_CHECKING:
     from tui.services import Services
@@ -382,47 +382,6 @@ async def unload_model(services: Services, model_id: str) -> bool:
     if not runtime_built(services):
         return False
     return await services.runtime.unload(model_id, "requested")
-
-
-async def generate(
-    services: Services,
-    model_id: str,
-    messages: list[dict[str, str]],
-    emit: Callable[[str], None],
-    params: Any = None,
-) -> MetricsView:
-    """Stream an answer to the conversation ``messages``: ``emit(text)`` per delta.
-
-    ``params`` is a :class:`~tui.runtime.types.GenParams` (None: defaults).
-    Returns the metrics when done. Cancelled by cancelling the calling worker (the stream is
-    closed with ``aclosing``) and :func:`cancel_generation` (stops the runtime thread).
-    """
-    import contextlib
-
-    from tui.runtime.types import GenerationMetrics
-
-    metrics: GenerationMetrics | None = None
-    stream = services.runtime.generate(model_id, messages, params)
-    async with contextlib.aclosing(stream) as items:
-        async for item in items:
-            if isinstance(item, str):
-                emit(item)
-            else:
-                metrics = item
-    if metrics is None:
-        return MetricsView()
-    return MetricsView(
-        ttft_ms=metrics.ttft_ms,
-        tokens_per_s=metrics.tokens_per_s,
-        tokens=metrics.completion_tokens,
-        cancelled=metrics.finish_reason == "cancelled",
-    )
-
-
-def cancel_generation(services: Services) -> None:
-    """Stop a generation running in a runtime thread (thread-safe; no-op when idle)."""
-    if runtime_built(services):
-        services.runtime.cancel()
 
 
 def subscribe_runtime(services: Services, callback: Callable[[Any], None]) -> Callable[[], None]:

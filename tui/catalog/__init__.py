@@ -1,7 +1,11 @@
 """The model catalog: built-in entries shipped with ModelDeck plus the user's custom entries.
 
-Built-in entries come from ``builtin.json`` in this package. Custom entries (a Hub repo with
-files or a quantization, a direct URL, or a local path) are stored in the inventory database.
+Built-in entries come from ``builtin.json`` in this package (its format: ``SCHEMA.md``, where
+each size comes from: ``SOURCES.md``). Custom entries (a Hub repo with files or a quantization,
+a direct URL, or a local path) are stored in the inventory database.
+
+An entry has a ``kind`` (what the model is: :mod:`tui.kinds`) and a ``source`` (where it comes
+from: ``hf``, ``url`` or ``local``).
 """
 
 from __future__ import annotations
@@ -14,12 +18,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tui import kinds
 from tui.download.sources import url_filename
 from tui.errors import InvalidInputError, NotFoundError
 from tui.safe_paths import slugify, validate_remote_name
 from tui.store import CustomEntry, Inventory
 
-FORMATS = ("gguf", "safetensors")
+FORMATS = ("gguf", "safetensors", "diffusers")  # diffusers: a folder repo (model_index.json)
+# What a file is to its entry when it is not the main weights: a VLM's projector, the VAE or
+# text encoder shipped beside a diffusion model.
+ROLES = (kinds.PROJECTOR, kinds.VAE, kinds.TEXT_ENCODER)
+# The image-model families a LoRA, VAE, ControlNet or text encoder applies to (``base_model``).
+BASE_MODELS = ("sd1", "sd2", "sdxl", "sd3", "flux1")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -32,11 +42,22 @@ class CatalogFile:
     size: int | None = None
     sha256: str | None = None
     size_estimated: bool = False
+    role: str | None = None  # one of ROLES, or None for the weights themselves
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready representation (``role`` and ``size_estimated`` only when set)."""
+        out: dict[str, Any] = {"path": self.path, "size": self.size, "sha256": self.sha256}
+        if self.size_estimated:
+            out["size_estimated"] = True
+        if self.role:
+            out["role"] = self.role
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class CatalogQuant:
-    """One quantization of a GGUF entry and the files (shards) that make it."""
+    """One quantization of a GGUF entry and the files that make it: the model (one file or
+    the shards of a split set) and, for a VLM, its projector."""
 
     quant: str
     files: tuple[CatalogFile, ...]
@@ -47,14 +68,24 @@ class CatalogQuant:
         """Total bytes of the quant's files (0 where unknown)."""
         return sum(f.size or 0 for f in self.files)
 
+    @property
+    def projector(self) -> CatalogFile | None:
+        """The VLM projector file of this quant, if it has one."""
+        return next((f for f in self.files if f.role == kinds.PROJECTOR), None)
+
 
 @dataclass(slots=True)
 class CatalogEntry:
-    """A model that can be downloaded (or, for ``kind == "local"``, registered)."""
+    """A model that can be downloaded (or, for ``source == "local"``, registered).
+
+    ``kind`` is what the model is (:data:`tui.kinds.KINDS`), ``source`` where it comes from.
+    """
 
     id: str
     name: str
-    kind: str  # "hf" | "url" | "local"
+    source: str = "hf"  # "hf" | "url" | "local"
+    kind: str = kinds.LLM
+    base_model: str | None = None  # LoRA/VAE/ControlNet/text encoder: the family it applies to
     format: str | None = None
     repo: str | None = None
     revision: str = "main"
@@ -74,6 +105,14 @@ class CatalogEntry:
     description: str = ""
     builtin: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runnable(self) -> bool:
+        """False for kinds ModelDeck only manages (an image model, a LoRA, a VAE, …).
+
+        An ``unknown`` kind (a custom entry nobody has looked inside yet) counts as runnable,
+        so the runtime decides from the files."""
+        return self.kind in kinds.RUNNABLE or self.kind == kinds.UNKNOWN
 
     @property
     def default_quant(self) -> CatalogQuant | None:
@@ -108,6 +147,9 @@ class CatalogEntry:
             "id": self.id,
             "name": self.name,
             "kind": self.kind,
+            "base_model": self.base_model,
+            "runnable": self.runnable,
+            "source": self.source,
             "format": self.format,
             "repo": self.repo,
             "revision": self.revision,
@@ -129,11 +171,11 @@ class CatalogEntry:
                     "quant": q.quant,
                     "default": q.default,
                     "size": q.size,
-                    "files": [{"path": f.path, "size": f.size} for f in q.files],
+                    "files": [f.to_dict() for f in q.files],
                 }
                 for q in self.quants
             ],
-            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files],
+            "files": [f.to_dict() for f in self.files],
         }
 
 
@@ -144,17 +186,26 @@ def _files(items: list[dict[str, Any]]) -> tuple[CatalogFile, ...]:
             size=f.get("size"),
             sha256=f.get("sha256"),
             size_estimated=bool(f.get("size_estimated", False)),
+            role=f.get("role") if f.get("role") in ROLES else None,
         )
         for f in items
     )
 
 
 def entry_from_dict(data: dict[str, Any], *, builtin: bool) -> CatalogEntry:
-    """Build an entry from the JSON shape used by ``builtin.json`` and custom entries."""
+    """Build an entry from the JSON shape used by ``builtin.json`` and custom entries.
+
+    ``kind`` is the model's kind; without one a built-in entry is an LLM (the shape before
+    kinds existed) and a custom entry ``unknown``. ``source`` defaults to ``hf``.
+    """
+    kind = data.get("kind")
+    base = data.get("base_model")
     return CatalogEntry(
         id=data["id"],
         name=data.get("name") or data["id"],
-        kind=data.get("kind", "hf"),
+        source=data.get("source") or "hf",
+        kind=kinds.normalise(kind) if kind else (kinds.LLM if builtin else kinds.UNKNOWN),
+        base_model=base if base in BASE_MODELS else None,
         format=data.get("format"),
         repo=data.get("repo"),
         revision=data.get("revision") or "main",
@@ -201,12 +252,12 @@ class Catalog:
         """The user's entries."""
         out = []
         for c in self.inventory.list_custom():
-            data = dict(c.data, id=c.id, kind=c.kind)
+            data = dict(c.data, id=c.id, source=c.kind)
             try:
                 entry = entry_from_dict(data, builtin=False)
             except (KeyError, TypeError, ValueError, AttributeError):
                 # A damaged row stays listed (so it can be removed), with nothing to fetch.
-                entry = entry_from_dict({"id": c.id, "kind": c.kind, "description": (
+                entry = entry_from_dict({"id": c.id, "source": c.kind, "description": (
                     f"unreadable entry: remove it with 'modeldeck catalog --remove {c.id}'"
                 )}, builtin=False)
             out.append(entry)
@@ -238,19 +289,23 @@ class Catalog:
         text: str | None = None,
         format: str | None = None,
         tag: str | None = None,
+        kind: str | None = None,
         custom_only: bool = False,
     ) -> list[CatalogEntry]:
-        """Entries matching all given filters; ``text`` matches id, name, repo, family, tags."""
+        """Entries matching all given filters; ``text`` matches id, name, repo, family, kind,
+        base model, tags and quants."""
         words = (text or "").lower().split()
         out = []
         for entry in self.custom() if custom_only else self.entries():
             if format and entry.format != format:
                 continue
+            if kind and entry.kind != kind:
+                continue
             if tag and tag not in entry.tags:
                 continue
             hay = " ".join(
-                [entry.id, entry.name, entry.repo or "", entry.family or "", *entry.tags,
-                 *(q.quant for q in entry.quants)]
+                [entry.id, entry.name, entry.repo or "", entry.family or "", entry.kind,
+                 entry.base_model or "", *entry.tags, *(q.quant for q in entry.quants)]
             ).lower()
             if all(w in hay for w in words):
                 out.append(entry)
@@ -288,7 +343,9 @@ class Catalog:
         for f in files or []:
             validate_remote_name(f)
         if format is not None and format not in FORMATS:
-            raise InvalidInputError(f"unknown format {format!r}", hint="use gguf or safetensors")
+            raise InvalidInputError(
+                f"unknown format {format!r}", hint="use gguf, safetensors or diffusers"
+            )
         if format is None:
             names = [*(files or []), *(include or [])]
             if quant or any(n.lower().endswith(".gguf") for n in names):

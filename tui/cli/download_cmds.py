@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+from tui import formatting as fmt
 from tui.download.jobs import JobRecord
 from tui.download.progress import TERMINAL_STATES, DownloadEvent
 from tui.download.sources import JobSpec, parse_source
@@ -247,8 +248,8 @@ def _list_jobs(ctx: Any, args: argparse.Namespace, service: Any) -> int:
         print("no download jobs")
         return 0
     for j in jobs:
-        total = _size(j.total_bytes) if j.total_bytes is not None else "?"
-        line = f"{j.id}  {j.state:<11} {_size(j.done_bytes):>10} / {total:<10} {j.name}"
+        line = (f"{j.id}  {j.state:<11} {fmt.size(j.done_bytes):>8} / "
+                f"{fmt.size(j.total_bytes):<8} {j.name}")
         if j.interrupted:
             line += f"  (not running; `modeldeck jobs resume {j.id}` continues it)"
         elif j.error:
@@ -296,7 +297,7 @@ def _clear_jobs(ctx: Any, args: argparse.Namespace, service: Any) -> int:
     for j in cleared:
         print(clean_line(f"cleared {j.id}  {j.state:<9} {j.name}"))
     print(f"cleared {len(cleared)} job{'s' if len(cleared) != 1 else ''}"
-          + (f"; partials freed {_size(freed)}" if freed else ""))
+          + (f"; partials freed {fmt.size(freed)}" if freed else ""))
     return 0
 
 
@@ -308,25 +309,6 @@ def _report(ctx: Any, args: argparse.Namespace, job: JobRecord, text: str) -> No
 
 
 # -- renderers -------------------------------------------------------------------------------
-
-
-def _size(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 class _Renderer:
@@ -398,9 +380,9 @@ class _RichRenderer(_Renderer):
     def update(self, event: DownloadEvent) -> None:
         p = self.progress
         fields = {
-            "size": f"{_size(event.done_bytes)}/{_size(event.total_bytes)}",
-            "speed": f"{_size(event.speed)}/s",
-            "eta": f"ETA {_eta(event.eta)}",
+            "size": f"{fmt.size(event.done_bytes)}/{fmt.size(event.total_bytes)}",
+            "speed": fmt.rate(event.speed),
+            "eta": f"ETA {fmt.duration(event.eta)}",
             "state": clean_line(event.status, 60),
         }
         task = self._jobs.get(event.job_id)
@@ -413,7 +395,7 @@ class _RichRenderer(_Renderer):
             for f in event.files:
                 key = (event.job_id, f.path)
                 ftask = self._files.get(key)
-                ffields = {"size": f"{_size(f.done_bytes)}/{_size(f.total_bytes)}",
+                ffields = {"size": f"{fmt.size(f.done_bytes)}/{fmt.size(f.total_bytes)}",
                            "speed": "", "eta": "", "state": f.state}
                 if ftask is None:
                     ftask = self._files[key] = p.add_task(

@@ -20,7 +20,7 @@ UNSAFE_NOTE = ("unsafe format: a pickle can run code when it is loaded; ModelDec
                "inspects it, never loads it")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Any) -> None:
     """Add this module's sub-commands."""
     p = sub.add_parser("ls", help="list installed and discovered models")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("catalog", help="list built-in and custom catalog entries")
-    p.add_argument("--format", choices=["gguf", "safetensors"])
+    p.add_argument("--kind", choices=KINDS, help="only entries of this kind (llm, vlm, diffusion, "
+                   "lora, vae, embedding, …)")
+    p.add_argument("--format", choices=["gguf", "safetensors", "diffusers"])
     p.add_argument("--search", "-s", metavar="TEXT", help="words that must all match")
     p.add_argument("--tag", help="only entries with this tag (chat, coder, tiny, ...)")
     p.add_argument("--custom", action="store_true", help="only your custom entries")
@@ -193,7 +195,8 @@ def cmd_catalog(args: argparse.Namespace, ctx: Context) -> int:
             print(f"Removed custom entry {clean_line(args.remove)}.")
         return 0
     entries = catalog.search(
-        text=args.search, format=args.format, tag=args.tag, custom_only=args.custom
+        text=args.search, format=args.format, tag=args.tag, kind=args.kind,
+        custom_only=args.custom,
     )
     if args.json:
         ctx.print_json([e.to_dict() for e in entries])
@@ -207,11 +210,17 @@ def cmd_catalog(args: argparse.Namespace, ctx: Context) -> int:
             f"{q.quant}{'*' if q.default else ''} {fmt.size(q.size)}" for q in e.quants
         )
         size_text = quants or fmt.size(e.size_for() or None)
+        kind = e.kind + (f" ({e.base_model})" if e.base_model else "")
         rows.append([
-            e.id, e.format or "-", fmt.params(e.parameters),
-            "gated" if e.gated else "", "" if e.builtin else "custom", size_text,
+            e.id, kind, e.format or "-", fmt.params(e.parameters),
+            "gated" if e.gated else "", "built-in" if e.builtin else "custom", size_text,
         ])
-    print(fmt.table(["ID", "FORMAT", "PARAMS", "ACCESS", "KIND", "SIZES (* = default)"], rows))
+    print(fmt.table(
+        ["ID", "KIND", "FORMAT", "PARAMS", "ACCESS", "SOURCE", "SIZES (* = default)"], rows
+    ))
+    managed = sorted({e.kind for e in entries if not e.runnable})
+    if managed:
+        print(f"\nNot runnable here (downloaded, sized and deleted only): {', '.join(managed)}.")
     return 0
 
 
@@ -331,8 +340,9 @@ def _kind_lines(data: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, A
     if kind not in KINDS:
         return []
     extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
-    record = ModelMetadata.from_dict({**meta, "kind": kind}) if meta else None
     fmt_name = str(data.get("format") or "")
+    record = ModelMetadata.from_dict({**meta, "kind": kind}) if meta else ModelMetadata(
+        format=fmt_name, kind=kind)  # a catalog entry: its kind, no metadata yet
     if kind == "tokenizer":
         note = "; not a model"
     elif not_runnable("it", fmt_name, record) is None:
@@ -470,7 +480,7 @@ def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         ctx.print_json(entry.to_dict())
     else:
-        print(f"Added {entry.kind} entry {clean_line(entry.id)}.")
+        print(f"Added {entry.source} entry {clean_line(entry.id)}.")
     return 0
 
 

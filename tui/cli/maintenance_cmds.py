@@ -12,7 +12,7 @@ from tui.errors import InvalidInputError
 from tui.terminal_text import clean_line
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Any) -> None:
     """Add ``prune``, ``outdated`` and ``update``."""
     p = sub.add_parser(
         "prune", help="remove leftovers: orphan partials and locks, failed jobs, unused entries",

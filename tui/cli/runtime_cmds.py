@@ -6,13 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import sys
 from typing import Any
 
-from tui.errors import InvalidInputError, NotFoundError
+from tui.errors import InvalidInputError, ModelDeckError, NotFoundError
 from tui.terminal_text import clean, clean_line
-
-EXIT_COMMANDS = {"/exit", "/quit"}
 
 
 def _gpu_layers(text: str) -> str | int:
@@ -44,7 +43,8 @@ def register(subparsers: Any) -> None:
         "run",
         help="load a model and stream an answer (a REPL without -p)",
         description="Stream one answer to stdout (metrics on stderr). Without -p, read "
-        "prompts line by line from stdin until EOF or /exit, keeping the conversation.",
+        "prompts line by line from stdin until EOF or /exit, keeping the conversation "
+        "(trimmed to the context, oldest turns first); /new, /clear, /system TEXT, /help.",
     )
     run.add_argument("model", nargs="?", help="model id (see 'modeldeck ls'), .gguf file or folder")
     run.add_argument("-p", "--prompt", help="the prompt; omit for a REPL on stdin")
@@ -120,10 +120,13 @@ def run_command(args: argparse.Namespace, ctx: Any) -> int:
     """``modeldeck run``."""
     from tui.runtime.types import GenParams, ModelSpec
 
+    key_var = None
     if args.endpoint:
         if not args.remote_model:
             raise InvalidInputError("--endpoint needs --model NAME (the model on that server)")
-        key = os.environ.get(args.api_key_env) or os.environ.get("OPENAI_API_KEY") or None
+        key_var = next((v for v in (args.api_key_env, "OPENAI_API_KEY") if os.environ.get(v)),
+                       None)
+        key = os.environ[key_var] if key_var else None
         target: Any = ModelSpec.endpoint(args.endpoint, args.remote_model, key)
     elif args.model:
         target = args.model
@@ -136,22 +139,42 @@ def run_command(args: argparse.Namespace, ctx: Any) -> int:
         stop=tuple(args.stop),
         seed=args.seed,
     )
-    return asyncio.run(_run(ctx, target, _options(args), params, args.prompt, args.system))
+    coro = _run(ctx, target, _options(args), params, args.prompt, args.system)
+    if not args.endpoint:
+        return asyncio.run(coro)
+    from tui.runtime.backends.openai import EndpointAuthError
+
+    try:
+        return asyncio.run(coro)
+    except EndpointAuthError as exc:  # say which variable the key came from, or should
+        if key_var:
+            hint = f"check the key in ${key_var}, or name another variable with --api-key-env"
+        else:
+            hint = (f"no key was sent: put it in ${args.api_key_env} or name the variable "
+                    "with --api-key-env VAR")
+        raise EndpointAuthError(exc.message, hint=hint) from None
+
+
+REPL_HELP = (
+    "/new: a new conversation (the system prompt stays) | /clear: forget this conversation's "
+    "turns | /system TEXT: set the system prompt (/system alone removes it) | /help | /exit"
+)
+_COMMAND = re.compile(r"/([a-z]+)(?:\s+(.*))?", re.DOTALL)
 
 
 async def _run(ctx: Any, target: Any, options: Any, params: Any, prompt: str | None,
                system: str | None) -> int:
+    from tui.chat.session import ChatSession
+
     runtime = ctx.services.runtime
     try:
         info = await runtime.load(target, options)
         ctx.err(f"loaded {info.name} in {info.load_seconds:.2f}s"
                 + (f" ({info.fit_label})" if info.fit_label else ""))
-        history: list[dict[str, str]] = []
-        if system:
-            history.append({"role": "system", "content": system})
+        session = ChatSession(info.id, system or "")
         if prompt is not None:
-            history.append({"role": "user", "content": prompt})
-            await _answer(ctx, runtime, info.id, history, params)
+            session.add_user(prompt)
+            await _answer(ctx, runtime, info.id, session.messages(), params)
             return 0
         interactive = sys.stdin.isatty()
         loop = asyncio.get_running_loop()
@@ -165,32 +188,95 @@ async def _run(ctx: Any, target: Any, options: Any, params: Any, prompt: str | N
             text = line.strip()
             if not text:
                 continue
-            if text in EXIT_COMMANDS:
-                break
-            history.append({"role": "user", "content": text})
-            reply = await _answer(ctx, runtime, info.id, history, params)
-            history.append({"role": "assistant", "content": reply})
+            command = _COMMAND.fullmatch(text)
+            if command is not None:
+                if command.group(1) in ("exit", "quit"):
+                    break
+                session = _repl_command(ctx, session, command.group(1), command.group(2))
+                continue
+            session.add_user(text)
+            try:
+                messages = await _fit(ctx, runtime, info, session, params)
+                reply = await _answer(ctx, runtime, info.id, messages, params)
+            except ModelDeckError as exc:  # the conversation goes on, without this prompt
+                session.discard_last_user()
+                ctx.err(f"modeldeck: error: {exc}")
+                continue
+            session.add_assistant(reply)
         return 0
     finally:
         await runtime.aclose()
 
 
-async def _answer(ctx: Any, runtime: Any, model_id: str, history: list[dict[str, str]],
+def _repl_command(ctx: Any, session: Any, name: str, argument: str | None) -> Any:
+    """Run a REPL command; returns the conversation to go on with."""
+    from tui.chat.session import ChatSession
+
+    if name == "new":
+        ctx.err("new conversation")
+        return ChatSession(session.model_id, session.system)
+    if name == "clear":
+        session.clear()
+        ctx.err("conversation cleared")
+    elif name == "system":
+        session.system = (argument or "").strip()
+        ctx.err("system prompt set" if session.system else "system prompt removed")
+    elif name == "help":
+        ctx.err(REPL_HELP)
+    else:
+        ctx.err(f"unknown command /{name}; /help lists them")
+    return session
+
+
+async def _fit(ctx: Any, runtime: Any, info: Any, session: Any, params: Any) -> list[Any]:
+    """The conversation trimmed to the context (a note on stderr when turns are left out)."""
+    from tui.chat.session import ContextFullError, answer_reserve
+
+    context = info.context_length
+    if not context:  # an endpoint
+        return session.messages()
+
+    async def count(messages: Any) -> int:
+        tokens = await runtime.count_tokens(info.id, messages)
+        return 0 if tokens is None else tokens
+
+    try:
+        trimmed = await session.amessages_for(
+            context, count, answer_reserve(context, params.max_tokens))
+    except ContextFullError as exc:
+        raise ContextFullError(
+            exc.tokens, exc.budget, exc.context,
+            hint="shorten the prompt, /system to shorten the system prompt, lower --max-tokens, "
+            "or run with a larger --ctx",
+        ) from None
+    note = trimmed.note()
+    if note:
+        ctx.err(f"({note})")
+    return trimmed.messages
+
+
+async def _answer(ctx: Any, runtime: Any, model_id: str, messages: list[Any],
                   params: Any) -> str:
     """Stream one answer to stdout. The model's text is untrusted: each delta is cleaned
     (character by character, so an escape sequence split across deltas is caught too)."""
     parts: list[str] = []
     out = sys.stdout
-    async with contextlib.aclosing(runtime.generate(model_id, history, params)) as stream:
-        async for item in stream:
-            if isinstance(item, str):
-                parts.append(item)
-                out.write(clean(item))
-                out.flush()
-            else:
-                out.write("\n")
-                out.flush()
-                ctx.err(item.summary())
+    try:
+        async with contextlib.aclosing(runtime.generate(model_id, messages, params)) as stream:
+            async for item in stream:
+                if isinstance(item, str):
+                    parts.append(item)
+                    out.write(clean(item))
+                    out.flush()
+                else:
+                    out.write("\n")
+                    out.flush()
+                    ctx.err(item.summary())
+    except ModelDeckError:
+        if parts:  # the error line starts on a line of its own
+            out.write("\n")
+            out.flush()
+        raise
     return "".join(parts)
 
 
@@ -211,6 +297,8 @@ def fit_command(args: argparse.Namespace, ctx: Any) -> int:
                 entry = _catalog_entry(ctx, args.model)
                 if entry is None:
                     raise
+                if not entry.runnable:
+                    return entry, "by-size"
                 slots = runtime.slots_for(entry.format, options)
                 est = _catalog_estimate(entry, args.quant, args.ctx, slots)
                 memory = await asyncio.get_running_loop().run_in_executor(
@@ -221,6 +309,8 @@ def fit_command(args: argparse.Namespace, ctx: Any) -> int:
             await runtime.aclose()
 
     result, source = asyncio.run(estimate())
+    if source == "by-size":
+        return _fit_by_size(ctx, result, args.quant, args.json)
     if args.json:
         data = result.to_dict()
         data["source"] = source
@@ -229,6 +319,33 @@ def fit_command(args: argparse.Namespace, ctx: Any) -> int:
         print(clean_line(result.summary()))
         for note in result.estimate.assumptions:
             print(f"  assumption: {clean_line(note)}")
+    return 0
+
+
+def _fit_by_size(ctx: Any, entry: Any, quant: str | None, as_json: bool) -> int:
+    """A catalog entry of a kind ModelDeck does not run (an image model, a LoRA, a VAE, …):
+    one line with the disk space its files need and what the models volume has free."""
+    import shutil
+
+    from tui import formatting as fmt
+
+    size = entry.size_for(quant if quant and entry.quants else None)
+    free = None
+    folder = ctx.settings.models_dir
+    with contextlib.suppress(OSError):
+        while not folder.exists() and folder.parent != folder:
+            folder = folder.parent  # the volume the models dir will be made on
+        free = shutil.disk_usage(folder).free
+    if as_json:
+        ctx.print_json({
+            "source": "catalog", "id": entry.id, "kind": entry.kind, "runnable": False,
+            "disk_bytes": size, "free_bytes": free,
+            "fits_on_disk": None if free is None else size <= free,
+        })
+        return 0
+    where = f" ({fmt.size(free)} free in {folder})" if free is not None else ""
+    print(clean_line(f"{entry.name} ({entry.kind}) is not runnable here; needs "
+                     f"{fmt.size(size)} on disk{where}"))
     return 0
 
 

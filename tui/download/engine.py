@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tui import formatting as fmt
 from tui.download import rawfetch
 from tui.download.aio import in_thread
 from tui.download.errors import BadServerError, DiskFullError, DownloadError, failure_reason
@@ -1005,10 +1006,10 @@ def give_up_error(path: str, policy: RetryPolicy, failures: int, since: float, d
     by_tries = policy.max_tries is not None and failures >= policy.max_tries
     if asked and not by_tries:
         return DownloadError(
-            f"{path}: the server asks to wait {delay:.0f} s more ({reason}), past "
+            f"{path}: the server asks to wait {fmt.duration(delay)} more ({reason}), past "
             f"give_up_after ({policy.give_up_after / 60:g} min) without progress", hint=hint)
     return DownloadError(f"{path}: giving up after {failures} failed attempts in "
-                         f"{elapsed:.0f} s without progress ({reason})", hint=hint)
+                         f"{fmt.duration(elapsed)} without progress ({reason})", hint=hint)
 
 
 class _KeepsLying(Exception):

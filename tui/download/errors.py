@@ -76,6 +76,25 @@ _REASONS = {
 }
 
 
+def _errno(exc: BaseException) -> int | None:
+    """The errno of ``exc`` or of the error it was raised from (httpx wraps the socket's
+    ``ConnectionRefusedError`` in two other errors), or None."""
+    todo: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while todo and len(seen) < 16:
+        err = todo.pop(0)
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno is not None:
+            return err.errno
+        match = _ERRNO_RE.search(str(err))
+        if match:
+            return int(match.group(1))
+        todo += [err.__cause__, err.__context__, *getattr(err, "exceptions", ())]
+    return None
+
+
 def failure_reason(exc: BaseException) -> str:
     """Why one request failed, in a few lowercase words (``connection refused``, ``HTTP 503``,
     ``no data (stalled)``); never a URL or a secret."""
@@ -91,10 +110,7 @@ def failure_reason(exc: BaseException) -> str:
         return "connecting timed out"
     if isinstance(exc, httpx.TimeoutException):
         return "no data (stalled)"
-    code = exc.errno if isinstance(exc, OSError) and exc.errno is not None else None
-    if code is None:
-        match = _ERRNO_RE.search(str(exc))
-        code = int(match.group(1)) if match else None
+    code = _errno(exc)
     if code in _REASONS:
         return _REASONS[code]
     if isinstance(exc, httpx.RemoteProtocolError):

@@ -13,6 +13,7 @@ import random
 import re
 import ssl
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -125,23 +126,6 @@ def parse_ratelimit(value: str | None) -> tuple[int, float] | None:
     return int(match.group("r")), float(match.group("t"))
 
 
-READ_SIZE = 256 << 10
-
-
-def _tune_httpcore() -> None:
-    """Read the body in 256 KiB socket reads instead of httpcore's 64 KiB.
-
-    ``READ_NUM_BYTES`` is a class attribute of httpcore's HTTP/1.1 connection, so this is
-    process-wide; it only makes reads larger (4x fewer loop iterations per byte).
-    """
-    try:
-        from httpcore._async.http11 import AsyncHTTP11Connection
-    except ImportError:  # pragma: no cover - httpcore internals moved
-        return
-    if getattr(AsyncHTTP11Connection, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
-        AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
-
-
 def ssl_context() -> ssl.SSLContext:
     """httpx's default verifying context (certifi, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``),
     built once per process and CA setting: loading the bundle costs ~40 ms."""
@@ -153,43 +137,53 @@ def _ssl_context(_cert_file: str | None, _cert_dir: str | None) -> ssl.SSLContex
     return httpx.create_ssl_context(trust_env=True)
 
 
-def make_transport(pool_size: int, *, fast: bool = True) -> httpx.AsyncHTTPTransport:
-    """httpx's transport with a sized pool, on the lean asyncio backend when ``fast``.
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """What :func:`make_client` gave its client: the engine's own socket code
+    (:mod:`tui.download.rawfetch`) opens its connections with the same settings."""
 
-    The backend swap sets httpcore's pool ``_network_backend`` (its public constructor
-    argument is not exposed by httpx); if that attribute ever disappears the default
-    (anyio) backend is kept, which is slower but equivalent.
-    """
-    limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
-    transport = httpx.AsyncHTTPTransport(verify=ssl_context(), http2=False, limits=limits,
-                                         trust_env=True)
-    pool = getattr(transport, "_pool", None)
-    if fast and pool is not None and hasattr(pool, "_network_backend"):
-        from tui.download.netbackend import AsyncioBackend
-
-        pool._network_backend = AsyncioBackend()
-    return transport
+    user_agent: str
+    connect_timeout: float
+    stall_timeout: float
+    ssl_context: ssl.SSLContext
 
 
-def make_client(*, pool_size: int, stall_timeout: float, fast: bool = True
-                ) -> httpx.AsyncClient:
+_client_settings: weakref.WeakKeyDictionary[httpx.AsyncClient, ClientSettings] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def make_client(*, pool_size: int, stall_timeout: float) -> httpx.AsyncClient:
     """The shared client: HTTP/1.1, sized pool, read timeout = stall timeout, no total timeout.
 
-    Environment proxies (``HTTPS_PROXY``…) still apply: httpx mounts its own proxy
+    Everything is set through httpx's public constructor; nothing in httpx or httpcore is
+    patched. Environment proxies (``HTTPS_PROXY``…) still apply: httpx mounts its own proxy
     transports for them.
     """
-    _tune_httpcore()
+    settings = ClientSettings(
+        user_agent=f"modeldeck/{__version__}",
+        connect_timeout=min(30.0, max(stall_timeout, 5.0)),
+        stall_timeout=stall_timeout,
+        ssl_context=ssl_context(),
+    )
     limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         http2=False,
-        timeout=httpx.Timeout(connect=min(30.0, max(stall_timeout, 5.0)), read=stall_timeout,
+        verify=settings.ssl_context,
+        timeout=httpx.Timeout(connect=settings.connect_timeout, read=stall_timeout,
                               write=30.0, pool=None),
         limits=limits,
-        transport=make_transport(pool_size, fast=fast),
-        headers={"User-Agent": f"modeldeck/{__version__}", "Accept-Encoding": "identity"},
+        headers={"User-Agent": settings.user_agent, "Accept-Encoding": "identity"},
         follow_redirects=False,
         trust_env=True,
     )
+    _client_settings[client] = settings
+    return client
+
+
+def client_settings(client: httpx.AsyncClient) -> ClientSettings | None:
+    """The settings :func:`make_client` built ``client`` with; None for any other client."""
+    return _client_settings.get(client)
 
 
 class Transport:

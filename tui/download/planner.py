@@ -62,12 +62,12 @@ def resolve_catalog(spec: JobSpec, catalog: Any) -> JobSpec:
                             hint="see 'modeldeck catalog' for ids")
     common = {"catalog_id": entry.id, "name": spec.name or entry.name,
               "connections": spec.connections, "limit_rate": spec.limit_rate}
-    if entry.kind == "hf":
+    if entry.source == "hf":
         paths = [f.path for f in entry.files_for(spec.quant)]
         return JobSpec(kind="hf", repo=entry.repo, revision=spec.revision or entry.revision,
                        files=paths or list(spec.files), include=list(entry.include or ()),
                        quant=spec.quant, **common)
-    if entry.kind == "url":
+    if entry.source == "url":
         return JobSpec(kind="url", url=entry.url, sha256=spec.sha256 or entry.sha256, **common)
     raise InvalidInputError(f"catalog entry {entry.id} is a local model; nothing to download")
 

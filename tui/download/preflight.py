@@ -15,7 +15,9 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from tui import formatting as fmt
 from tui.download.errors import AlreadyDownloadingError, DiskFullError
 
 log = logging.getLogger(__name__)
@@ -25,19 +27,10 @@ MARGIN_FRACTION = 0.01
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "glusterfs",
               "fuse.glusterfs", "ceph", "fuse.ceph", "lustre", "fuse.s3fs", "fuse.gcsfuse"}
 
-DiskUsage = Callable[[str], "shutil._ntuple_diskusage"]
+DiskUsage = Callable[[str], Any]  # shutil.disk_usage: an object with ``free``
 # Write errors that mean "no room for these bytes" (a short or zero write is one too).
 DISK_FULL_ERRNOS = {errno.ENOSPC: "", errno.EDQUOT: " (disk quota exceeded)",
                     errno.EFBIG: " (file too large for this file system)"}
-
-
-def human(n: float) -> str:
-    """Bytes as a short human string (``1.5 GiB``)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -58,7 +51,7 @@ def disk_full_error(path: Path, needed: int | None, *, cause: BaseException | No
         amount = "unknown bytes"
     else:
         needed = max(0, needed)
-        amount = f"{human(needed)} ({needed} bytes)"
+        amount = f"{fmt.size(needed)} ({needed} bytes)"
     doing = "reserving space for" if reserving else "writing"
     error = DiskFullError(
         f"disk full{why} {doing} {path}: {amount} still needed",
@@ -86,8 +79,8 @@ def check_free_space(
     free = disk_usage(str(existing_parent(target_dir))).free
     if free < needed:
         raise DiskFullError(
-            f"not enough space in {target_dir}: need {human(needed)} ({needed} bytes incl. "
-            f"margin), {human(free)} free",
+            f"not enough space in {target_dir}: need {fmt.size(needed)} ({needed} bytes incl. "
+            f"margin), {fmt.size(free)} free",
             hint="free some space or set MODELDECK_MODELS_DIR to a bigger volume",
         )
 

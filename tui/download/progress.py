@@ -35,7 +35,7 @@ class DownloadEvent:
     and ``detail`` why the last one failed (``connection refused``); both are None again
     once bytes arrive. A ``waiting`` job waits for ``wait_for`` ("the Hub's rate limit")
     ``wait_s`` more seconds (updated each second), and ``detail`` says it in one line
-    ("waiting for the Hub's rate limit, 42 s"). ``note`` says what a finished job did when
+    ("waiting for the Hub's rate limit, 42s"). ``note`` says what a finished job did when
     that is not a download (``already installed as qwen-q4 (commit 1a2b3c4); nothing to do``).
     """
 
@@ -66,7 +66,7 @@ class DownloadEvent:
     @property
     def status(self) -> str:
         """The state as one short phrase: ``connecting, try 3, connection refused``, or what a
-        waiting job waits for (``waiting for the Hub's rate limit, 42 s``)."""
+        waiting job waits for (``waiting for the Hub's rate limit, 42s``)."""
         if self.state == "waiting" and self.detail:
             return self.detail
         if self.attempt is None:

@@ -9,7 +9,7 @@ headers, and hands the open socket back so the body can be received with ``recv_
 preallocated buffer and ``pwrite``-n from it — both release the GIL.
 
 Only used without proxies (``*_PROXY`` variables make :func:`connector_for` return None, and
-the httpx path is used) and with httpx's own HTTP transport.
+the httpx path is used) and for clients :func:`~tui.download.http.make_client` built.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from tui.download.http import MAX_REDIRECTS, HttpStatusError, origin
+from tui.download.http import MAX_REDIRECTS, HttpStatusError, client_settings, origin
 from tui.download.http import ssl_context as http_ssl_context
 from tui.download.validate import parse_length
 
@@ -346,7 +346,7 @@ _connectors: weakref.WeakKeyDictionary[httpx.AsyncClient, Connector] = (
 def connector_for(client: httpx.AsyncClient) -> Connector | None:
     """The :class:`Connector` (one per client, so its kept-alive sockets are shared by every
     transfer) matching ``client``'s timeouts, User-Agent and TLS context; None when bodies
-    must stay on httpx (proxies, mounts, a non-standard transport, opt-out)."""
+    must stay on httpx (proxies, a client not built by ``make_client``, opt-out)."""
     if os.environ.get(DISABLE_ENV) == "1" or proxies_configured():
         return None
     connector = _connectors.get(client)
@@ -365,17 +365,16 @@ def close_connector(client: httpx.AsyncClient) -> None:
 
 
 def _new_connector(client: httpx.AsyncClient) -> Connector | None:
-    transport = getattr(client, "_transport", None)
-    if type(transport) is not httpx.AsyncHTTPTransport or getattr(client, "_mounts", None):
+    """A connector with the settings :func:`~tui.download.http.make_client` gave ``client``
+    (its User-Agent, timeouts and TLS context); None for a client built any other way."""
+    settings = client_settings(client)
+    if settings is None:
         return None
-    pool = getattr(transport, "_pool", None)
-    ssl_context = getattr(pool, "_ssl_context", None)
-    timeout = client.timeout
     return Connector(
-        user_agent=client.headers.get("user-agent", "modeldeck"),
-        connect_timeout=timeout.connect,
-        stall_timeout=timeout.read,
-        ssl_context=ssl_context if isinstance(ssl_context, ssl.SSLContext) else None,
+        user_agent=settings.user_agent,
+        connect_timeout=settings.connect_timeout,
+        stall_timeout=settings.stall_timeout,
+        ssl_context=settings.ssl_context,
     )
 
 

@@ -17,7 +17,7 @@ Each file is resolved once (:mod:`tui.download.resolve`) and the answer, a signe
 a Hub LFS file, serves all its pieces; :class:`ResolveCache` keeps it (in memory only: it is a
 credential) until it nears expiry or the CDN refuses it. A ``429`` from the resolver is waited
 out (``RateLimit``'s ``t=`` or ``Retry-After``), shared by every file of that origin, with the
-job in the ``waiting`` state ("waiting for the Hub's rate limit, 42 s"); retries give up only
+job in the ``waiting`` state ("waiting for the Hub's rate limit, 42s"); retries give up only
 after ``give_up_after`` minutes without progress.
 """
 
@@ -36,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from tui import formatting as fmt
 from tui.download import engine, rawfetch
 from tui.download.aio import in_thread
 from tui.download.engine import (
@@ -988,8 +989,8 @@ def _refuse_ended(job: JobRecord, state: str) -> None:
 
 
 def _wait_text(wait: tuple[str, int] | None) -> str | None:
-    """``waiting for the Hub's rate limit, 42 s``."""
-    return f"waiting for {wait[0]}, {wait[1]} s" if wait else None
+    """``waiting for the Hub's rate limit, 42s``."""
+    return f"waiting for {wait[0]}, {fmt.duration(wait[1])}" if wait else None
 
 
 def _refuse_unreadable(job: JobRecord) -> None:

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tui import formatting as fmt
 from tui.metadata.types import ModelMetadata
 from tui.runtime.memory import MemorySnapshot
 
@@ -36,7 +37,6 @@ __all__ = [
     "check_fit",
     "estimate_from_catalog",
     "estimate_from_metadata",
-    "format_bytes",
     "kv_cache_bytes",
 ]
 
@@ -81,13 +81,6 @@ def kv_cache_bytes(
 ) -> int:
     """K and V cache for ``context`` tokens: ``2 × layers × kv_heads × head_dim × ctx × bpe``."""
     return 2 * n_layers * n_kv_heads * head_dim * context * bytes_per_element
-
-
-def format_bytes(n: float) -> str:
-    """``1536 MiB`` style: GiB with one decimal above 1 GiB, else MiB."""
-    if n >= GiB:
-        return f"{n / GiB:.1f} GiB"
-    return f"{n / MiB:.0f} MiB" if n >= MiB else f"{n / MiB:.2f} MiB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,13 +273,13 @@ class FitResult:
         e = self.estimate
         ctx = f"{e.parallel} × {e.context_length}" if e.parallel > 1 else f"{e.context_length}"
         text = (
-            f"{self.label}: needs {format_bytes(e.total_bytes)} (weights "
-            f"{format_bytes(e.weights_bytes)} + KV {format_bytes(e.kv_cache_bytes)} at "
-            f"{ctx} ctx + compute {format_bytes(e.compute_bytes)}); free RAM "
-            f"{format_bytes(self.ram_free)}"
+            f"{self.label}: needs {fmt.size(e.total_bytes)} (weights "
+            f"{fmt.size(e.weights_bytes)} + KV {fmt.size(e.kv_cache_bytes)} at "
+            f"{ctx} ctx + compute {fmt.size(e.compute_bytes)}); free RAM "
+            f"{fmt.size(self.ram_free)}"
         )
         if self.n_gpus:
-            text += f", free VRAM {format_bytes(self.vram_free)} on {self.n_gpus} GPU(s)"
+            text += f", free VRAM {fmt.size(self.vram_free)} on {self.n_gpus} GPU(s)"
         else:
             text += ", no GPU"
         if self.reason:

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui import formatting as fmt
 from tui.errors import MetadataError, ModelDeckError, NotFoundError
 from tui.metadata.kinds import not_runnable
 from tui.metadata.types import ModelMetadata
@@ -74,7 +75,6 @@ from tui.runtime.fit import (
     MemoryEstimate,
     check_fit,
     estimate_from_metadata,
-    format_bytes,
 )
 from tui.runtime.memory import GpuFree, MemoryProbe, MemorySnapshot, SystemMemoryProbe
 from tui.runtime.types import (
@@ -612,8 +612,8 @@ class RuntimeService:
         if self.memory_budget is not None:
             if estimate.total_bytes > self.memory_budget and not options.force:
                 raise WontFitError(
-                    f"{spec.name} needs {format_bytes(estimate.total_bytes)}, more than the "
-                    f"memory budget of {format_bytes(self.memory_budget)}",
+                    f"{spec.name} needs {fmt.size(estimate.total_bytes)}, more than the "
+                    f"memory budget of {fmt.size(self.memory_budget)}",
                     hint="use --force to try anyway",
                 )
             while kept and sum(e.memory_bytes for e in kept) + estimate.total_bytes > (
@@ -794,6 +794,18 @@ class RuntimeService:
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def count_tokens(self, model_id: str, messages: Sequence[Message]) -> int | None:
+        """Tokens ``messages`` make as a prompt of the loaded model (its chat template and
+        tokenizer, in a runtime thread); None when its backend cannot tell (an endpoint).
+        Raises NotLoadedError, TemplateError."""
+        entry = self._models.get(model_id)
+        if entry is None or entry.closing:
+            raise NotLoadedError(f"{model_id} is not loaded", hint="load it first")
+        count = getattr(entry.backend, "count_tokens", None)
+        if count is None:
+            return None
+        return int(await self._run(count, list(messages)))
 
     # -- generation --------------------------------------------------------------------------
 
@@ -991,6 +1003,7 @@ class RuntimeService:
             tokens_per_s=tps,
             total_s=end - started,
             finish_reason=stats.finish_reason,
+            usage=stats.usage,
         )
         return metrics
 

@@ -102,6 +102,9 @@ class GenerationMetrics:
     total_s: float  # from when the request got its slot
     finish_reason: str  # "stop", "length", "cancelled"
     queue_ms: float = 0.0  # time spent waiting for a slot (behind other requests)
+    # where the token counts come from: "counted" by a local backend, "reported" by an
+    # endpoint's ``usage``, or "estimated" from its stream's chunks (it sent no usage)
+    usage: str = "counted"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers."""
@@ -110,7 +113,8 @@ class GenerationMetrics:
     def summary(self) -> str:
         """One line for a status bar or stderr."""
         n = self.completion_tokens
-        parts = [f"{n} token" if n == 1 else f"{n} tokens"]
+        parts = [(f"{n} token" if n == 1 else f"{n} tokens")
+                 + (" (estimated)" if self.usage == "estimated" else "")]
         if self.tokens_per_s is not None:
             parts.append(f"{self.tokens_per_s:.1f} tok/s")
         if self.ttft_ms is not None:

@@ -14,7 +14,7 @@ from tui.store.schema import MIGRATIONS
 
 # Parents before children (foreign keys); the scan cache is rebuilt by the next scan.
 SALVAGE_TABLES = ("custom_entries", "models", "model_files", "model_history", "jobs",
-                  "job_files")
+                  "job_files", "conversations", "chat_messages", "load_options")
 _BATCH = 500
 
 

@@ -161,7 +161,33 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
-    # 7: each model's kind (tui.kinds: llm, vlm, lora, diffusion, ...) as read from its files.
+    # 7: chats: conversations per model and their messages (kept when the model is removed:
+    # they are the user's text), and the load options remembered per model.
+    """
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        model_id TEXT NOT NULL,
+        title TEXT NOT NULL DEFAULT '',
+        system TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX conversations_model ON conversations(model_id, updated_at);
+    CREATE TABLE chat_messages (
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (conversation_id, seq)
+    );
+    CREATE TABLE load_options (
+        model_id TEXT PRIMARY KEY,
+        options TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+    # 8: each model's kind (tui.kinds: llm, vlm, lora, diffusion, ...) as read from its files.
     # The scan cache is emptied so that the next scan reads every file once more and finds
     # its kind; records until then get theirs from their stored metadata.
     """

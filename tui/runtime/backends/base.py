@@ -20,6 +20,7 @@ class BackendStats:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop", "length", "cancelled"
+    usage: str = "counted"  # "counted" here, "reported" by a server, "estimated" from chunks
 
 
 class Backend(Protocol):

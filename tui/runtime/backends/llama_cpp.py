@@ -138,6 +138,10 @@ class LlamaCppBackend:
         add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
         return engine.tokenize(prompt.encode("utf-8"), add_special=add_bos)
 
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """How many tokens :meth:`generate` would feed for ``messages``."""
+        return len(self.prompt_tokens(messages))
+
     def generate(
         self,
         messages: Sequence[Message],

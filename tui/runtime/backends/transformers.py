@@ -210,6 +210,13 @@ class TransformersBackend:
             special_tokens=tok.special_tokens_map, cancel=cancel, **kwargs,
         )
 
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """How many tokens :meth:`generate` would feed for ``messages``."""
+        if self.tokenizer is None:
+            raise GenerationError("model is not loaded")
+        prompt = self.render_prompt(messages)
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
     def generate(
         self,
         messages: Sequence[Message],

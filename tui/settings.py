@@ -32,7 +32,7 @@ MAX_CONFIG_BYTES = 1 << 20
 # MODELDECK_* variables that are not settings but are read somewhere; others get a warning.
 OTHER_ENV_NAMES = (
     "MODELDECK_CONFIG", "MODELDECK_WORKSPACE_ROOT", "MODELDECK_HTTPX_BODY", "MODELDECK_API_KEY",
-    "MODELDECK_DEBUG",
+    "MODELDECK_DEBUG", "MODELDECK_SERVE_API_KEY",
 )
 
 
@@ -163,6 +163,45 @@ def _choice(*options: str):
     return parse
 
 
+_HOST_RE = re.compile(r"^[A-Za-z0-9.:%_-]{1,253}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.\[\]:_-]{1,253}(:\d{1,5})?$")
+
+
+def _parse_host(text: Any) -> str:
+    value = text.strip() if isinstance(text, str) else None
+    if not value or not _HOST_RE.match(value.strip("[]")):
+        raise ValueError(f"not a host name or IP address: {_show(text)}")
+    return value.strip("[]")
+
+
+def _parse_env_name(text: Any) -> str:
+    if not isinstance(text, str) or not _ENV_NAME_RE.match(text.strip()):
+        raise ValueError(f"not an environment variable name: {_show(text)}")
+    return text.strip()
+
+
+def _parse_optional_path(text: Any) -> Path | None:
+    if isinstance(text, str) and not text.strip():
+        return None
+    return _path(text)
+
+
+def _parse_origins(text: Any) -> tuple[str, ...]:
+    items = text.split(",") if isinstance(text, str) else text
+    if not isinstance(items, list):
+        raise ValueError(f"expected a list of origins, got {_show(text)}")
+    origins = []
+    for item in items:
+        value = item.strip().rstrip("/") if isinstance(item, str) else None
+        if value == "":
+            continue
+        if value != "*" and (value is None or not _ORIGIN_RE.match(value)):
+            raise ValueError(f"not an origin (http(s)://host[:port] or *): {_show(item)}")
+        origins.append(value)
+    return tuple(origins)
+
+
 def _workspace_root() -> Path | None:
     """``/workspace`` on RunPod-style pods, when it exists and is writable."""
     root = Path(os.environ.get("MODELDECK_WORKSPACE_ROOT", "/workspace"))
@@ -210,6 +249,13 @@ class Settings:
     max_loaded_models: int = 1
     parallel_requests: int = 4  # llama.cpp: answers one model decodes together
     queue_limit: int = 32  # requests waiting per model beyond those; more are refused
+    serve_host: str = "127.0.0.1"  # `modeldeck serve` binds here (another needs an API key)
+    serve_port: int = 8765
+    serve_api_key_env: str = "MODELDECK_SERVE_API_KEY"  # the variable holding the API key
+    serve_api_key_file: Path | None = None  # or a file holding it
+    serve_cors_origins: tuple[str, ...] = ()  # browser origins allowed (none: CORS off)
+    serve_max_tokens: int = 4096  # the most tokens one answer may ask for
+    serve_with_dashboard: bool = False  # the dashboard starts the server too
     theme: str = "dark"
     ascii: bool = False
     bell: bool = True
@@ -258,6 +304,13 @@ _PARSERS: dict[str, Any] = {
     "max_loaded_models": _int_between(1, 64),
     "parallel_requests": _int_between(1, 64),
     "queue_limit": _int_between(0, 100_000),
+    "serve_host": _parse_host,
+    "serve_port": _int_between(0, 65_535),
+    "serve_api_key_env": _parse_env_name,
+    "serve_api_key_file": _parse_optional_path,
+    "serve_cors_origins": _parse_origins,
+    "serve_max_tokens": _int_between(1, 1_000_000),
+    "serve_with_dashboard": _parse_bool,
     "theme": _choice("dark", "light"),
     "ascii": _parse_bool,
     "bell": _parse_bool,

@@ -9,7 +9,6 @@ import pytest
 from textual.command import CommandPalette
 from textual.message import Message
 from textual.widgets import DataTable, Static
-from textual.widgets.data_table import ColumnKey
 
 from tui.app import wiring
 from tui.app.app import ModelDeckApp
@@ -113,10 +112,7 @@ async def test_sort_cycles_and_reverses(services) -> None:
         assert table.sort_column == "size"
         assert names(app)[0] == "Gemma 2 2B it"
         # A header click sorts by that column.
-        table.post_message(
-            DataTable.HeaderSelected(table, table.columns["tps"].key, 7, table.columns["tps"].label)
-        )
-        await pilot.pause()
+        await pilot.click(table, offset=(column_x(table, "tps"), 0))
         assert table.sort_column == "tps"
         assert names(app)[0] == "Llama 3.1 8B Instruct"
 
@@ -164,28 +160,41 @@ async def test_narrow_terminal_collapses_sidebar_to_a_line(services) -> None:
         assert "GPU0 20Gi/24Gi 87%" in text_of(line)
 
 
+def column_x(table: ModelTable, column: str) -> int:
+    """A cell inside ``column`` on a line of the table."""
+    x = 0
+    for key, width in table.shown_columns:
+        if key == column:
+            return x + 1
+        x += width + 2
+    raise KeyError(column)
+
+
 def shown_columns(table: ModelTable) -> list[str]:
-    return [str(c.key.value) for c in table.ordered_columns]
+    return [key for key, _ in table.shown_columns]
 
 
 def assert_columns_fit(table: ModelTable) -> None:
-    """No horizontal scrolling, and Name takes every cell the other columns leave."""
+    """No horizontal scrolling, and ID (with Name, when shown) takes every cell the other
+    columns leave."""
     available = table.scrollable_content_region.width
-    widths = {str(c.key.value): c.get_render_width(table) for c in table.ordered_columns}
-    assert sum(widths.values()) == available
+    widths = dict(table.shown_columns)
+    assert sum(w + 2 for w in widths.values()) == available
     assert table.virtual_size.width <= available
     assert table.max_scroll_x == 0 and not table.show_horizontal_scrollbar
-    name = table.columns[ColumnKey("name")]
-    assert name.width == available - sum(w for k, w in widths.items() if k != "name") - 2
+    flexible = widths["id"] + widths.get("name", 0)
+    others = sum(w + 2 for k, w in widths.items() if k not in ("id", "name"))
+    assert flexible == available - others - 2 * len({"id", "name"} & widths.keys())
 
 
 @pytest.mark.parametrize(
     ("size", "hidden"),
     [
-        ((80, 24), {"tps", "last_used"}),
-        ((100, 30), {"params", "tps", "last_used"}),  # the sidebar shows from 100 columns
-        ((120, 40), {"last_used"}),
-        ((130, 40), set()),
+        ((80, 24), {"name", "tps", "last_used"}),
+        ((100, 30), {"name", "params", "tps", "last_used"}),  # the sidebar shows from 100
+        ((120, 40), {"name", "last_used"}),
+        ((130, 40), {"name"}),
+        ((160, 40), set()),
     ],
 )
 async def test_columns_fit_the_width(services, size: tuple[int, int], hidden: set[str]) -> None:
@@ -195,11 +204,13 @@ async def test_columns_fit_the_width(services, size: tuple[int, int], hidden: se
         table = app.model_table
         assert shown_columns(table) == [k for k in COLUMN_KEYS if k not in hidden]
         assert_columns_fit(table)
-        assert table.columns[ColumnKey("name")].width >= 24
+        assert dict(table.shown_columns)["id"] >= 24
         line = table.render_line(table.get_row_index(LLAMA) + 1).text  # below the header
-        assert "Llama 3.1 8B Instruct" in line
+        assert "llama-3.1-8b-q4" in line  # the id the CLI takes
+        assert ("Llama 3.1 8B Instruct" in line) == ("name" not in hidden)
         # Hidden columns keep their cells.
         assert str(table.get_cell(LLAMA, "last_used")) == "3h ago"
+        assert table.get_cell(LLAMA, "name") == "Llama 3.1 8B Instruct"
 
 
 async def test_columns_refit_on_resize_and_with_a_scrollbar(services) -> None:
@@ -213,7 +224,8 @@ async def test_columns_refit_on_resize_and_with_a_scrollbar(services) -> None:
         assert_columns_fit(table)
         # Enough rows for a vertical scrollbar: the columns make room for it.
         wide = table.scrollable_content_region.width
-        rows = [ModelRow(key=f"k{i}", name=f"model {i}", size_bytes=i + 1) for i in range(300)]
+        rows = [ModelRow(key=f"k{i}", name=f"model {i}", model_id=f"model-{i}", size_bytes=i + 1)
+                for i in range(300)]
         table.set_rows(rows)
         await pilot.pause()
         assert table.show_vertical_scrollbar
@@ -223,20 +235,21 @@ async def test_columns_refit_on_resize_and_with_a_scrollbar(services) -> None:
         table.move_cursor(row=100)
         await pilot.pause()
         assert table.scroll_y > 0
-        assert "model 100" in table.render_line(100 - int(table.scroll_y) + 1).text
-        await pilot.resize_terminal(130, 40)
+        assert "model-100 " in table.render_line(100 - int(table.scroll_y) + 1).text
+        await pilot.resize_terminal(160, 40)
         await pilot.pause()
         assert shown_columns(table) == list(COLUMN_KEYS)
         assert_columns_fit(table)
         await pilot.resize_terminal(124, 40)
         await pilot.pause()
-        # 94 cells less the scrollbar: all but Used (all fit without the scrollbar).
-        assert shown_columns(table) == list(COLUMN_KEYS[:-1])
+        # 94 cells less the scrollbar: all but Name and Used (all but Name fit without it).
+        without_name = [k for k in COLUMN_KEYS if k != "name"]
+        assert shown_columns(table) == without_name[:-1]
         assert_columns_fit(table)
         table.set_rows(rows[:5])
         await pilot.pause()
         assert not table.show_vertical_scrollbar
-        assert shown_columns(table) == list(COLUMN_KEYS)
+        assert shown_columns(table) == without_name
         assert_columns_fit(table)
 
 
@@ -285,13 +298,13 @@ async def test_used_refresh_touches_only_changed_cells_on_screen(tmp_path: Path)
         await pilot.pause()
         assert "last_used" in shown_columns(table)
         updated: list[str] = []
-        update_cell = table.update_cell
+        refresh_line = table.refresh_line
 
-        def spy(row_key: Any, column_key: Any, value: Any, **kwargs: Any) -> None:
-            updated.append(str(row_key))
-            update_cell(row_key, column_key, value, **kwargs)
+        def spy(y: int) -> None:  # a virtual line: the header is line 0
+            updated.append(table.visible_keys[y - 1])
+            refresh_line(y)
 
-        table.update_cell = spy  # type: ignore[method-assign]
+        table.refresh_line = spy  # type: ignore[method-assign]
         table.refresh_used()
         assert updated == []  # the clock did not move: nothing to redraw
         clock[0] += 30 * 60  # 2m -> 32m ago; 2h ago stays 2h ago
@@ -450,9 +463,14 @@ async def test_downloads_panel_updates_rows_in_place(services) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await wait_ready(app, pilot)
         table = app.model_table
-        cleared: list[int] = []
-        original_clear = table.clear
-        table.clear = lambda *a, **k: cleared.append(1) or original_clear(*a, **k)  # type: ignore[method-assign]
+        repaints: list[tuple[Any, ...]] = []
+        original_refresh = table.refresh
+
+        def spy(*regions: Any, **kwargs: Any) -> Any:
+            repaints.append(regions)
+            return original_refresh(*regions, **kwargs)
+
+        table.refresh = spy  # type: ignore[method-assign]
         first = JobView("j1", "Qwen2.5 7B Instruct", "connecting", 0, 4_000, row_key=QWEN)
         app.post_job(first)
         await pilot.pause()
@@ -470,7 +488,10 @@ async def test_downloads_panel_updates_rows_in_place(services) -> None:
         assert text_of(row.query_one(".job-state")) == "downloading"
         assert text_of(row.query_one(".job-speed")) == "977Ki/s ETA 10s"
         assert str(table.get_cell(QWEN, "status")) == "downloading 75%"
-        assert cleared == []  # the table was updated in place, never rebuilt
+        # Updated in place: only Qwen's line was repainted, never the whole table.
+        y = table.get_row_index(QWEN) + 1
+        assert repaints and all(len(r) == 1 and r[0].y == y and r[0].height == 1
+                                for r in repaints), repaints
         assert len(panel.query(".download-row")) == 1
 
 
@@ -619,14 +640,14 @@ async def test_real_sampler_fills_the_sidebar(tmp_path: Path) -> None:
     services.close()
 
 
-async def test_large_tables_page_rows_in(tmp_path: Path) -> None:
+async def test_large_tables_filter_and_sort_all_rows(tmp_path: Path) -> None:
     from tui.app.views import ModelRow
-    from tui.app.widgets import model_table
 
     services = make_services(tmp_path)
     app = make_app(services)
     rows = [
-        ModelRow(key=f"k{i}", name=f"{'llama' if i % 2 else 'qwen'} [{i}]", size_bytes=i + 1)
+        ModelRow(key=f"k{i}", name=f"{'llama' if i % 2 else 'qwen'} [{i}]", model_id=f"m[{i}]",
+                 size_bytes=i + 1)
         for i in range(2_500)
     ]
     async with app.run_test(size=SIZE) as pilot:
@@ -634,29 +655,30 @@ async def test_large_tables_page_rows_in(tmp_path: Path) -> None:
         table = app.model_table
         table.set_rows(rows)
         await pilot.pause()
-        assert len(table.visible_keys) == 2_500
-        assert table.loaded_count == table.row_count == model_table.PAGE
+        assert len(table.visible_keys) == table.row_count == 2_500
         assert str(table.get_cell("k1", "name")) == "llama [1]"  # brackets are not markup
         table.move_cursor(row=table.row_count - 1)
         await pilot.pause()
-        assert table.row_count == 2 * model_table.PAGE
-        assert table.current_row() is not None
-        # Narrowing keeps the order and reloads only a page.
+        assert table.current_row() is rows[-1]
+        bottom = table.scrollable_content_region.height - 1
+        assert "m[2499]" in table.render_line(bottom).text  # the last row, scrolled to
+        # Narrowing keeps the order.
         await pilot.press("slash", *"llama 1")
         expected = [r.key for r in rows if "llama" in r.name and "1" in r.name]
         assert table.visible_keys == expected
-        assert table.row_count == min(len(expected), model_table.PAGE)
+        assert table.row_count == len(expected)
         await pilot.press("escape")
         assert len(table.visible_keys) == 2_500
-        # Sorting sorts all rows, not just the loaded page.
+        # Sorting sorts all rows.
         table.sort_column = "size"
         table.sort_reverse = True
         assert table.visible_keys[0] == "k2499"
-        assert str(table.get_cell_at((0, 1))) == "llama [2499]"
+        await pilot.press("home")  # the cursor stayed on its row: back to the top
+        assert "m[2499]" in table.render_line(1).text
     services.close()
 
 
-async def test_in_place_update_of_a_row_not_paged_in(tmp_path: Path) -> None:
+async def test_in_place_update_of_a_row_off_screen(tmp_path: Path) -> None:
     import dataclasses
 
     from tui.app.views import ModelRow
@@ -770,51 +792,3 @@ async def test_download_wiring_feeds_panel_and_routes_actions(services) -> None:
         assert await wait_for(pilot, lambda: len(fake.calls) == 3)
         assert fake.calls[1:] == [("resume", "old"), ("pause", "new")]
     assert fake.stopped
-
-
-def _cells(strip: Any) -> list[tuple[str, Any]]:
-    """(character, style without meta) per cell of a rendered line."""
-    out = []
-    for segment in strip:
-        style = segment.style.clear_meta_and_links() if segment.style else None
-        out.extend((ch, style) for ch in segment.text)
-    return out
-
-
-@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
-async def test_fast_row_render_matches_the_stock_renderer(services, size, monkeypatch) -> None:
-    """The one-segment-per-row fast path draws exactly what DataTable's per-cell renderer
-    draws (characters and styles), for the cursor row, a hovered row and zebra rows."""
-    app = make_app(services)
-    async with app.run_test(size=size) as pilot:
-        await wait_ready(app, pilot)
-        table = app.model_table
-        table.focus()
-        table.move_cursor(row=2)
-        table.hover_coordinate = table.hover_coordinate._replace(row=4)
-        await pilot.pause()
-        height = min(table.size.height, table.row_count + 1)
-        region = table.region.reset_offset
-
-        def render() -> list[list[tuple[str, Any]]]:
-            table._row_render_cache.clear()
-            table._line_cache.clear()
-            table._cell_render_cache.clear()
-            table._styles_cache.clear()
-            return [_cells(s) for s in table.render_lines(region)[:height]]
-
-        calls: list[int] = []
-        real = ModelTable._render_line_in_row
-
-        def spy(self, *args, **kwargs):
-            calls.append(1)
-            return real(self, *args, **kwargs)
-
-        monkeypatch.setattr(ModelTable, "_render_line_in_row", spy)
-        fast = render()
-        monkeypatch.setattr(ModelTable, "_render_line_in_row",
-                            lambda self, *a, **kw: DataTable._render_line_in_row(self, *a, **kw))
-        stock = render()
-        assert calls and len(fast) == len(stock) == height
-        for y, (a, b) in enumerate(zip(fast, stock, strict=True)):
-            assert a == b, f"line {y} differs"

@@ -8,6 +8,7 @@ import sys
 from tui.app.views import (
     COLUMN_KEYS,
     COLUMNS,
+    FLEX_ENOUGH,
     FLEX_FLOOR,
     JobView,
     MetricsView,
@@ -62,8 +63,11 @@ def test_uncatalogued_and_second_install_get_own_rows() -> None:
 def test_cells_and_formatters() -> None:
     row = build_rows(fixed_entries(), [installed_record()])[0]
     cells = row_cells(row, NOW)
-    assert cells == ("installed", "Llama 3.1 8B Instruct", "gguf", "Q4_K_M", "8.0B", "4.6Gi", "",
-                     "41.7", "3h ago")
+    assert cells == ("installed", "llama-3.1-8b-q4", "Llama 3.1 8B Instruct", "gguf", "Q4_K_M",
+                     "8.0B", "4.6Gi", "", "41.7", "3h ago")
+    assert row.cli_id == "llama-3.1-8b-q4"  # the installed model's id ...
+    available = build_rows(fixed_entries(), [])[0]
+    assert row_cells(available, NOW)[1] == available.cli_id == "llama-3.1-8b-instruct-gguf"
     assert format_size(0) == "" and format_size(512) == "512B" and format_size(1 << 30) == "1.0Gi"
     assert format_params(494_000_000) == "494M"
     assert format_ago(None, NOW) == "" and format_ago(NOW - 30, NOW) == "now"
@@ -72,27 +76,28 @@ def test_cells_and_formatters() -> None:
     assert row_cells(downloading, NOW)[0] == "downloading 42%"
 
 
-def test_fit_columns_hides_by_priority_and_gives_name_the_rest() -> None:
-    full = sum(c.width + 2 for c in COLUMNS)  # every column at its width, Name at its least
+def test_fit_columns_hides_by_priority_and_gives_id_the_rest() -> None:
+    full = sum(c.width + 2 for c in COLUMNS)  # every column at its least width
     assert dict(fit_columns(full)) == {c.key: c.width for c in COLUMNS}
-    assert dict(fit_columns(full + 30))["name"] == COLUMNS[1].width + 30
+    wide = dict(fit_columns(full + 30))  # ID up to FLEX_ENOUGH, Name the rest
+    assert wide["id"] == FLEX_ENOUGH and wide["name"] == 20 + 30 - (FLEX_ENOUGH - 24)
     hidden_at: dict[str, int] = {}  # column -> widest width at which it is hidden
     for width in range(full, 30, -1):
         layout = fit_columns(width)
         keys = [key for key, _ in layout]
         assert keys == [k for k in COLUMN_KEYS if k in keys]  # table order kept
-        name = dict(layout)["name"]
+        ident = dict(layout)["id"]
         if sum(w + 2 for _, w in layout) <= width:
-            assert sum(w + 2 for _, w in layout) == width  # Name takes every free cell
-            assert name >= 24 or len(keys) == 5
+            assert sum(w + 2 for _, w in layout) == width  # ID takes every free cell
+            assert ident >= 24 or len(keys) == 5
         for key in set(COLUMN_KEYS) - set(keys):
             hidden_at.setdefault(key, width)
-    # Used goes first, then tok/s, Params, Format; the rest always stay.
+    # Name goes first (the id says which model), then Used, tok/s, Params, Format.
     order = sorted(hidden_at, key=lambda k: -hidden_at[k])
-    assert order == ["last_used", "tps", "params", "format"]
-    assert [k for k, _ in fit_columns(10)] == ["status", "name", "quant", "size", "fit"]
-    assert dict(fit_columns(10))["name"] == FLEX_FLOOR
-    narrow = {"status": 15, "name": 26, "format": 4, "quant": 6, "params": 6, "size": 5, "fit": 4}
+    assert order == ["name", "last_used", "tps", "params", "format"]
+    assert [k for k, _ in fit_columns(10)] == ["status", "id", "quant", "size", "fit"]
+    assert dict(fit_columns(10))["id"] == FLEX_FLOOR
+    narrow = {"status": 15, "id": 26, "format": 4, "quant": 6, "params": 6, "size": 5, "fit": 4}
     assert dict(fit_columns(80)) == narrow
 
 
@@ -100,6 +105,10 @@ def test_select_rows_filters_and_sorts() -> None:
     rows = build_rows(fixed_entries(), [installed_record()])
     assert [r.name for r in select_rows(rows, "qwen")] == ["Qwen2.5 7B Instruct"]
     assert [r.name for r in select_rows(rows, "q4_k_m gem")] == ["Gemma 2 2B it"]
+    # NFKC and case folding on both sides: full-width and upper case find the same rows.
+    assert [r.name for r in select_rows(rows, "ＱＷＥＮ")] == ["Qwen2.5 7B Instruct"]
+    assert [r.name for r in select_rows(rows, "ｑｗｅｎ　Ｑ４_ｋ")] == ["Qwen2.5 7B Instruct"]
+    assert [r.key for r in select_rows(rows, "llama-3.1-8b-q4")] == [rows[0].key]  # the id
     assert [r.status for r in select_rows(rows, status_filter="installed")] == ["installed"]
     by_size = [r.name for r in select_rows(rows, sort_column="size")]
     assert by_size[0] == "Gemma 2 2B it" and by_size[-1] == "Phi 3.5 mini Instruct"

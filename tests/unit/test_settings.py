@@ -57,6 +57,22 @@ def test_serving_settings(tmp_path: Path) -> None:
     assert (s.parallel_requests, s.queue_limit) == (8, 0)  # 0: no waiting, refuse at once
 
 
+def test_server_settings(tmp_path: Path) -> None:
+    s = load_settings(env={}, config_path=tmp_path / "none.toml")
+    assert (s.serve_host, s.serve_port, s.serve_api_key_env) == (
+        "127.0.0.1", 8765, "MODELDECK_SERVE_API_KEY")
+    assert s.serve_api_key_file is None and s.serve_cors_origins == ()
+    assert not s.serve_with_dashboard
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('serve_cors_origins = ["http://localhost:3000/", "https://app.example"]\n'
+                   'serve_api_key_file = "~/key"\nserve_host = "[::1]"\n')
+    env = {"MODELDECK_SERVE_PORT": "0", "MODELDECK_SERVE_API_KEY": "not-a-setting-no-warning"}
+    s = load_settings(env=env, config_path=cfg)
+    assert s.serve_cors_origins == ("http://localhost:3000", "https://app.example")
+    assert s.serve_api_key_file == Path.home() / "key" and s.serve_host == "::1"
+    assert s.serve_port == 0 and not s.warnings
+
+
 def test_config_env_var_points_at_file(tmp_path: Path) -> None:
     cfg = tmp_path / "elsewhere.toml"
     cfg.write_text("[modeldeck]\nmax_loaded_models = 2\n")
@@ -74,6 +90,12 @@ def test_config_env_var_points_at_file(tmp_path: Path) -> None:
         ({"MODELDECK_SCAN_HF_CACHE": "maybe"}, "boolean"),
         ({"MODELDECK_PARALLEL_REQUESTS": "0"}, "MODELDECK_PARALLEL_REQUESTS"),
         ({"MODELDECK_QUEUE_LIMIT": "-1"}, "MODELDECK_QUEUE_LIMIT"),
+        ({"MODELDECK_SERVE_HOST": "my host"}, "MODELDECK_SERVE_HOST"),
+        ({"MODELDECK_SERVE_PORT": "70000"}, "at most 65535"),
+        ({"MODELDECK_SERVE_API_KEY_ENV": "MY-KEY"}, "environment variable name"),
+        ({"MODELDECK_SERVE_CORS_ORIGINS": "evil.example"}, "http(s)://host"),
+        ({"MODELDECK_SERVE_MAX_TOKENS": "0"}, "MODELDECK_SERVE_MAX_TOKENS"),
+        ({"MODELDECK_SERVE_WITH_DASHBOARD": "sometimes"}, "boolean"),
     ],
 )
 def test_bad_env_values_name_the_variable(tmp_path: Path, env: dict, needle: str) -> None:

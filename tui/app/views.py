@@ -8,6 +8,7 @@ widgets show is produced by the formatters below.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -49,22 +50,28 @@ class Column:
     drop: int = 0
 
 
-FLEX_COLUMN = "name"  # takes the free width; its ``width`` is the least it gets before others hide
+FLEX_COLUMN = "id"  # takes the free width; its ``width`` is the least it gets before others hide
 FLEX_FLOOR = 8  # the flex column's width when even hiding every droppable column is not enough
+FLEX_ENOUGH = 36  # beyond this the flex column shares free cells with Name (when Name is shown)
+SHARE_COLUMN = "name"  # gets the free cells the flex column does not need
 
+# The id (what every CLI command takes) comes first; the inner name, often the same words or a
+# file's ``general.name`` shared by several files, is the first to give way.
 COLUMNS: tuple[Column, ...] = (
     Column("status", "Status", 15),
-    Column(FLEX_COLUMN, "Name", 24),  # most catalog names fit in 24
-    Column("format", "Fmt", 4, drop=4),
+    Column(FLEX_COLUMN, "ID", 24),  # most catalog ids fit in 26
+    Column("name", "Name", 20, drop=1),
+    Column("format", "Fmt", 4, drop=5),
     Column("quant", "Quant", 6),
-    Column("params", "Params", 6, drop=3),
+    Column("params", "Params", 6, drop=4),
     Column("size", "Size", 5),
     Column("fit", "Fit", 4),
-    Column("tps", "tok/s", 5, drop=2),
-    Column("last_used", "Used", 7, drop=1),
+    Column("tps", "tok/s", 5, drop=3),
+    Column("last_used", "Used", 7, drop=2),
 )
 COLUMN_KEYS: tuple[str, ...] = tuple(c.key for c in COLUMNS)
-SORTABLE: tuple[str, ...] = ("name", "status", "size", "params", "tps", "last_used", "format")
+SORTABLE: tuple[str, ...] = ("name", "status", "size", "params", "tps", "last_used", "format",
+                             "id")
 
 
 def fit_columns(
@@ -73,8 +80,10 @@ def fit_columns(
     """The columns shown in ``available`` cells, as ``(key, width)`` in table order.
 
     Droppable columns are hidden in ``drop`` order until :data:`FLEX_COLUMN` gets its
-    ``width``; it then takes every free cell (so the row fills the table exactly), never
-    less than :data:`FLEX_FLOOR`. ``padding`` is the cell padding on each side of a column.
+    ``width``; the free cells then widen it up to :data:`FLEX_ENOUGH`, and the rest go to
+    :data:`SHARE_COLUMN` if it is shown, else to the flex column too (so the row fills the
+    table exactly). The flex column never gets less than :data:`FLEX_FLOOR`. ``padding`` is
+    the cell padding on each side of a column.
     """
     shown = list(columns)
     flex = next(c for c in columns if c.key == FLEX_COLUMN)
@@ -87,7 +96,19 @@ def fit_columns(
             break
         shown.remove(column)
     flex_width = max(free(), FLEX_FLOOR)
-    return tuple((c.key, flex_width if c is flex else c.width) for c in shown)
+    widths = {c.key: c.width for c in shown}
+    widths[FLEX_COLUMN] = flex_width
+    if SHARE_COLUMN in widths and flex_width > max(FLEX_ENOUGH, flex.width):
+        extra = flex_width - max(FLEX_ENOUGH, flex.width)
+        widths[FLEX_COLUMN] -= extra
+        widths[SHARE_COLUMN] += extra
+    return tuple((c.key, widths[c.key]) for c in shown)
+
+
+def fold(text: str) -> str:
+    """``text`` as the filter compares it: NFKC-normalised and case-folded (full-width
+    ``ｑｗｅｎ`` matches ``qwen``, ``ß`` matches ``ss``)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
 _FORMAT_SHORT = {"gguf": "gguf", "safetensors": "st"}
@@ -115,16 +136,22 @@ class ModelRow:
     search_text: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        if not self.search_text:
-            self.search_text = " ".join(
-                filter(None, [self.name, self.entry_id, self.model_id, self.format, self.quant,
+        if not self.search_text:  # once per row: what the filter matches, folded
+            self.search_text = fold(" ".join(
+                filter(None, [self.model_id, self.entry_id, self.name, self.format, self.quant,
                               *self.quants])
-            ).lower()
+            ))
 
     @property
     def installed(self) -> bool:
         """True for installed or loaded models."""
         return self.status in INSTALLED_STATUSES
+
+    @property
+    def cli_id(self) -> str:
+        """The id the CLI takes for this row: the installed model's id, else the catalog
+        entry's (``pull``, ``info`` and ``fit`` take it)."""
+        return self.model_id or self.entry_id or ""
 
 
 def row_from_entry(entry: CatalogEntry) -> ModelRow:
@@ -242,6 +269,7 @@ def row_cells(row: ModelRow, now: float) -> tuple[str, ...]:
     from files and the catalog: one line each, control characters escaped)."""
     return (
         status_label(row),
+        clean_line(row.cli_id),
         clean_line(row.name),
         clean_line(_FORMAT_SHORT.get(row.format or "", row.format or "")),
         clean_line(row.quant or ""),
@@ -264,6 +292,7 @@ def sort_key(column: str) -> Callable[[ModelRow], object]:
     big = float("inf")
     keys: dict[str, Callable[[ModelRow], object]] = {
         "name": lambda r: r.name.lower(),
+        "id": lambda r: r.cli_id,
         "status": lambda r: (_STATUS_ORDER.get(r.status, 99), r.name.lower()),
         "format": lambda r: (r.format or "~", r.name.lower()),
         "quant": lambda r: (r.quant or "~", r.name.lower()),
@@ -283,8 +312,9 @@ def select_rows(
     sort_column: str | None = None,
     reverse: bool = False,
 ) -> list[ModelRow]:
-    """Rows matching every word of ``text`` and the status filter, sorted."""
-    words = text.lower().split()
+    """Rows matching every word of ``text`` and the status filter, sorted. Words match
+    anywhere in a row's id, name, format or quants, compared :func:`fold`-ed."""
+    words = fold(text).split()
     allowed = STATUS_FILTERS.get(status_filter)
     out = list(rows) if allowed is None else [r for r in rows if r.status in allowed]
     for word in words:  # one pass per word: cheaper than all(...) per row

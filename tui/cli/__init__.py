@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "tui.cli.download_cmds",
     "tui.cli.runtime_cmds",
     "tui.cli.maintenance_cmds",
+    "tui.cli.serve_cmds",
 )
 
 

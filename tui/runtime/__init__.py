@@ -7,6 +7,8 @@ torch and transformers are imported when their backend is first used.
 from tui.runtime.errors import (
     AnswerStoppedError,
     BackendMissingError,
+    ContextLengthError,
+    EmbeddingError,
     EndpointError,
     GenerationError,
     LoadError,
@@ -31,6 +33,8 @@ from tui.runtime.types import (
 __all__ = [
     "AnswerStoppedError",
     "BackendMissingError",
+    "ContextLengthError",
+    "EmbeddingError",
     "EndpointError",
     "GenParams",
     "GenerationError",

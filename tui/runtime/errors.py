@@ -29,6 +29,14 @@ class GenerationError(RuntimeError_):
     """Generation failed (backend error, endpoint down or sending garbage)."""
 
 
+class ContextLengthError(GenerationError):
+    """The prompt does not fit in the model's context (an HTTP server answers 400)."""
+
+
+class EmbeddingError(RuntimeError_):
+    """The model cannot make embeddings (a chat model in transformers, an endpoint)."""
+
+
 class EndpointError(GenerationError):
     """An OpenAI-compatible endpoint is unreachable or answered something unusable."""
 

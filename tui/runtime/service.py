@@ -31,7 +31,9 @@ Concurrency model (all public coroutines must run on one event loop):
   unloads only idle models, and ``unload`` of a busy model raises :class:`ModelBusyError`
   unless ``force`` (then each of its answers ends with :class:`AnswerStoppedError` saying
   why). Requests already cancelled are waited for, not counted.
-* Keep-alive: a model idle for ``keep_alive_minutes`` is unloaded (0 = never).
+* Keep-alive: a model idle for ``keep_alive_minutes`` is unloaded (0 = never); a request's
+  ``keep_alive`` (or :meth:`RuntimeService.set_keep_alive`) sets its model's own, as Ollama's
+  does: seconds, 0 = unload as soon as it is idle, negative = never.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +64,7 @@ from tui.runtime.channel import Channel
 from tui.runtime.errors import (
     AnswerStoppedError,
     BackendMissingError,
+    EmbeddingError,
     GenerationError,
     LoadError,
     ModelBusyError,
@@ -230,8 +233,14 @@ class _Entry:
     closing: bool = False  # being unloaded: takes no new request
     unloading: bool = False
     timer: asyncio.TimerHandle | None = None
+    keep_alive: float | None = None  # this model's own idle seconds (< 0: never; None: default)
 
-    def info(self) -> LoadedModel:
+    def info(self, default_keep_alive: float = 0.0, now: float | None = None) -> LoadedModel:
+        """``now``: the event loop's time, for how long until keep-alive unloads it."""
+        keep = _keep_alive(self.keep_alive, default_keep_alive)
+        timer = self.timer
+        unload_in = max(0.0, timer.when() - now) if timer is not None and now is not None \
+            else None
         return LoadedModel(
             id=self.spec.id,
             name=self.spec.name,
@@ -248,6 +257,8 @@ class _Entry:
             slots=self.sched.slots,
             running=len(self.sched.running),
             queued=len(self.sched.waiting),
+            keep_alive_s=keep if keep >= 0 else None,
+            unload_in_s=unload_in,
         )
 
     def stats(self) -> ServingStats:
@@ -340,7 +351,7 @@ class RuntimeService:
 
     def loaded(self) -> list[LoadedModel]:
         """Loaded models, least recently used first."""
-        return [e.info() for e in self._models.values()]
+        return [e.info(*self._info_args()) for e in self._models.values()]
 
     def is_loaded(self, model_id: str) -> bool:
         """Whether a model with this id is loaded."""
@@ -527,7 +538,7 @@ class RuntimeService:
             if entry is not None:
                 if not explicit or _same_load(entry.options, options):
                     self._touch(entry)
-                    return entry.info()
+                    return entry.info(*self._info_args())
                 if entry.sched.live() != (0, 0):
                     raise ModelBusyError(
                         f"cannot reload {spec.name} with new options: {_busy_text(entry)}",
@@ -679,7 +690,7 @@ class RuntimeService:
             await self._run(self._record_load, spec.id, seconds)
         self._emit(spec.id, ModelState.LOADED, spec.name, seconds)
         self._touch(entry)
-        return entry.info()
+        return entry.info(*self._info_args())
 
     def _make_backend(
         self, spec: ModelSpec, options: LoadOptions, n_ctx: int, gpu_layers: int, slots: int
@@ -776,21 +787,38 @@ class RuntimeService:
         self._models.move_to_end(entry.spec.id)
         self._schedule_idle(entry)
 
+    def _info_args(self) -> tuple[float, float | None]:
+        loop = self._loop
+        return self.keep_alive_seconds, (loop.time() if loop is not None else None)
+
+    def set_keep_alive(self, model_id: str, seconds: float | None) -> bool:
+        """Set how long a loaded model may stay idle before it is unloaded (seconds; 0: as
+        soon as it is idle; negative: never; None: the ``keep_alive_minutes`` setting). False
+        if it is not loaded."""
+        entry = self._models.get(model_id)
+        if entry is None or entry.closing:
+            return False
+        entry.keep_alive = seconds
+        self._schedule_idle(entry)
+        return True
+
     def _schedule_idle(self, entry: _Entry) -> None:
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
-        if self.keep_alive_seconds <= 0 or self._loop is None or entry.sched.busy:
+        keep = _keep_alive(entry.keep_alive, self.keep_alive_seconds)
+        if keep < 0 or self._loop is None or entry.sched.busy:
             return
-        entry.timer = self._loop.call_later(self.keep_alive_seconds, self._on_idle, entry)
+        entry.timer = self._loop.call_later(keep, self._on_idle, entry)
 
     def _on_idle(self, entry: _Entry) -> None:
         entry.timer = None
         if self._models.get(entry.spec.id) is not entry or entry.sched.busy:
             return
-        minutes = self.keep_alive_seconds / 60
+        keep = _keep_alive(entry.keep_alive, self.keep_alive_seconds)
+        why = f"idle for {keep / 60:g} min" if keep else "idle (keep_alive 0)"
         task = asyncio.ensure_future(
-            self._unload(entry.spec.id, f"idle for {minutes:g} min", only_idle=True)
+            self._unload(entry.spec.id, why, only_idle=True)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -817,6 +845,9 @@ class RuntimeService:
         *,
         options: LoadOptions | None = None,
         request_id: str | None = None,
+        prompt: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        keep_alive: float | None = None,
     ) -> AsyncIterator[str | GenerationMetrics]:
         """Stream an answer: text deltas, then one :class:`GenerationMetrics`.
 
@@ -827,10 +858,15 @@ class RuntimeService:
         frees its place. Raises QueueFullError (the model's queue is full), GenerationError,
         EndpointError, TemplateError, AnswerStoppedError (the runtime stopped the answer:
         its model was unloaded with force, or the runtime shut down).
+
+        ``prompt`` is raw text to continue instead of ``messages`` in the chat template (a
+        local model only); ``tools`` (JSON schemas) reach the chat template; ``keep_alive``
+        becomes the model's own keep-alive once the request has its place (see
+        :meth:`set_keep_alive`).
         """
         self._bind_loop()
         params = params or GenParams()
-        if not messages:
+        if not messages and prompt is None:
             raise GenerationError("nothing to answer: the conversation is empty")
         if request_id is not None and request_id in self._requests:
             raise GenerationError(f"request id {request_id!r} is already in use")
@@ -838,7 +874,12 @@ class RuntimeService:
         self._requests[request.id] = request
         try:
             entry = await self._entry_for(ref, options)
-            serve = self._serve(entry, request, list(messages), params)
+            extra: dict[str, Any] = {}
+            if prompt is not None:
+                extra["prompt"] = prompt
+            if tools:
+                extra["tools"] = tools
+            serve = self._serve(entry, request, list(messages), params, extra, keep_alive)
             async with contextlib.aclosing(serve) as stream:
                 async for item in stream:
                     yield item
@@ -858,21 +899,17 @@ class RuntimeService:
         return entry
 
     async def _serve(
-        self, entry: _Entry, request: _Request, messages: list[Message], params: GenParams
+        self,
+        entry: _Entry,
+        request: _Request,
+        messages: list[Message],
+        params: GenParams,
+        extra: dict[str, Any] | None = None,
+        keep_alive: float | None = None,
     ) -> AsyncIterator[str | GenerationMetrics]:
         """Wait for a slot of the model's scheduler (first in, first out), then answer."""
-        sched = entry.sched
         arrived = time.perf_counter()
-        try:
-            runs = sched.enter(request, asyncio.get_running_loop(), entry.spec.name)
-        except QueueFullError:
-            self._emit_serving(entry, request, "refused")
-            raise
-        if entry.timer is not None:
-            entry.timer.cancel()
-            entry.timer = None
-        entry.idle.clear()
-        self._emit_serving(entry, request, "started" if runs else "queued")
+        runs = self._admit(entry, request, keep_alive)
         try:
             if not runs:
                 assert request.waiter is not None
@@ -883,12 +920,86 @@ class RuntimeService:
                 yield GenerationMetrics(entry.spec.id, 0, 0, None, None, None, 0.0, "cancelled",
                                         waited * 1000)
                 return
-            stream = self._stream(entry, request, messages, params, waited)
+            stream = self._stream(entry, request, messages, params, waited, extra or {})
             async with contextlib.aclosing(stream) as s:
                 async for item in s:
                     yield item
         finally:
             self._release(entry, request)
+
+    def _admit(self, entry: _Entry, request: _Request, keep_alive: float | None) -> bool:
+        """Enter the model's scheduler: True if ``request`` runs now, False if it waits for
+        ``request.waiter``; QueueFullError if the queue is full."""
+        try:
+            runs = entry.sched.enter(request, asyncio.get_running_loop(), entry.spec.name)
+        except QueueFullError:
+            self._emit_serving(entry, request, "refused")
+            raise
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        if keep_alive is not None:
+            entry.keep_alive = keep_alive
+        entry.idle.clear()
+        self._emit_serving(entry, request, "started" if runs else "queued")
+        return runs
+
+    async def embed(
+        self,
+        ref: str | Path | ModelSpec,
+        texts: Sequence[str],
+        *,
+        request_id: str | None = None,
+        keep_alive: float | None = None,
+    ) -> tuple[list[list[float]], int]:
+        """Embedding vectors (L2-normalised) of ``texts`` and the tokens they took.
+
+        Loads the model if needed and takes a place in its scheduler like an answer (queued
+        first in, first out; QueueFullError when full). EmbeddingError when the backend
+        cannot embed (only GGUF models can), ContextLengthError for a text longer than the
+        embedding context.
+        """
+        self._bind_loop()
+        if request_id is not None and request_id in self._requests:
+            raise GenerationError(f"request id {request_id!r} is already in use")
+        request = _Request(request_id or uuid.uuid4().hex, named=request_id is not None)
+        self._requests[request.id] = request
+        try:
+            entry = await self._entry_for(ref, None)
+            embed = getattr(entry.backend, "embed", None)
+            if embed is None:
+                raise EmbeddingError(f"{entry.spec.name} cannot make embeddings",
+                                     hint="embeddings come from GGUF models (llama.cpp)")
+            runs = self._admit(entry, request, keep_alive)
+            try:
+                if not runs:
+                    assert request.waiter is not None
+                    await request.waiter
+                if request.cancel.is_set():
+                    self._raise_if_stopped(request, 0)
+                    raise GenerationError("the request was cancelled before it started")
+                request.backend = entry.backend
+                future = asyncio.get_running_loop().run_in_executor(
+                    self._gen_executor, embed, list(texts), request.cancel)
+                try:
+                    vectors, tokens = await asyncio.shield(future)
+                except asyncio.CancelledError:
+                    request.cancel.set()
+                    with contextlib.suppress(Exception):
+                        await future
+                    raise
+                except ModelDeckError:
+                    raise
+                except Exception as exc:
+                    raise GenerationError(
+                        f"{entry.spec.name} failed: {type(exc).__name__}: {one_line(exc)}"
+                    ) from None
+                self._raise_if_stopped(request, 0)
+                return vectors, tokens
+            finally:
+                self._release(entry, request)
+        finally:
+            self._requests.pop(request.id, None)
 
     def _release(self, entry: _Entry, request: _Request) -> None:
         """``request`` no longer holds or waits for a slot (once; its reader may still be
@@ -912,6 +1023,7 @@ class RuntimeService:
         messages: list[Message],
         params: GenParams,
         waited: float,
+        extra: dict[str, Any],
     ) -> AsyncIterator[str | GenerationMetrics]:
         loop = asyncio.get_running_loop()
         backend = entry.backend
@@ -933,9 +1045,9 @@ class RuntimeService:
         def work() -> BackendStats:
             try:
                 if batched:
-                    return backend.generate(messages, params, emit, cancel,
-                                            channel.ready)  # type: ignore[call-arg]
-                return backend.generate(messages, params, emit, cancel)
+                    return backend.generate(messages, params, emit, cancel,  # type: ignore[call-arg]
+                                            channel.ready, **extra)
+                return backend.generate(messages, params, emit, cancel, **extra)
             finally:
                 times["end"] = time.perf_counter()
                 channel.put_final(_DONE)
@@ -1090,6 +1202,14 @@ class RuntimeService:
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def _keep_alive(own: float | None, default: float) -> float:
+    """A model's idle seconds before unloading: its own, else the default (whose 0 means
+    never); negative = never."""
+    if own is not None:
+        return own
+    return default if default > 0 else -1.0
 
 
 def _busy_text(entry: _Entry) -> str:

@@ -184,6 +184,8 @@ class LoadedModel:
     slots: int = 1  # answers generated at once (llama.cpp: parallel sequences)
     running: int = 0  # requests being answered
     queued: int = 0  # requests waiting for a slot
+    keep_alive_s: float | None = None  # idle seconds before it is unloaded (None: never)
+    unload_in_s: float | None = None  # seconds until keep-alive unloads it (None: not idle)
 
 
 @dataclass(frozen=True, slots=True)

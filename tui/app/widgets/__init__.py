@@ -1,13 +1,14 @@
 """Dashboard widgets."""
 
 from tui.app.widgets.downloads_panel import DownloadRow, DownloadsPanel
-from tui.app.widgets.model_table import ModelTable
+from tui.app.widgets.model_list import ModelList, ModelTable
 from tui.app.widgets.prompt_console import PromptConsole, PromptInput
 from tui.app.widgets.resource_sidebar import ResourceLine, ResourceSidebar
 
 __all__ = [
     "DownloadRow",
     "DownloadsPanel",
+    "ModelList",
     "ModelTable",
     "PromptConsole",
     "PromptInput",

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from rich.cells import get_character_cell_size
+from rich.cells import cell_len, get_character_cell_size
+from rich.segment import Segment
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.geometry import Size
 from textual.message import Message
-from textual.widgets import Input, Log, Static
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Input, Static
 
 from tui.app.views import MetricsView, metrics_text
 from tui.chat.session import ChatSession, answer_reserve
@@ -69,17 +73,25 @@ def _fitting_prefix(line: str, width: int) -> int:
     return len(line)
 
 
-class AnswerLog(Log):
-    """A ``Log`` that word-wraps text as it arrives, so it never scrolls sideways.
+class AnswerLog(ScrollView, can_focus=True):
+    """An append-only log that word-wraps text as it arrives, so it never scrolls sideways.
 
-    A write re-wraps only the last line (a streamed token costs the same however long the
+    Its own line store drawn by :meth:`render_line` (Textual's public ``ScrollView`` API). A
+    write re-wraps only the last line (a streamed token costs the same however long the
     answer is); the whole log is re-wrapped when the width changes. Room for the vertical
-    scrollbar is kept free, so lines need no re-wrap when it appears.
+    scrollbar is kept free, so lines need no re-wrap when it appears. :attr:`lines` are the
+    display lines, the last one ``""`` after a line break (as ``textual.widgets.Log``).
     """
 
     DEFAULT_CSS = """
     AnswerLog {
+        background: $surface;
+        color: $text;
         overflow-x: hidden;
+        overflow-y: scroll;
+        &:focus {
+            background-tint: $foreground 5%;
+        }
     }
     """
 
@@ -90,7 +102,10 @@ class AnswerLog(Log):
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
-        super().__init__(max_lines=max_lines, id=id, classes=classes)
+        super().__init__(id=id, classes=classes)
+        self.max_lines = max_lines
+        self.auto_scroll = True
+        self._rows: list[str] = []  # display lines
         # The text as written, to re-wrap: finished lines, and the pieces of the last one.
         self._source: list[str] = []
         self._partial: list[str] = []
@@ -101,35 +116,75 @@ class AnswerLog(Log):
         """The width lines are wrapped at (0 before the first layout)."""
         return self._wrap_width
 
+    @property
+    def lines(self) -> Sequence[str]:
+        """The display lines (read only)."""
+        return self._rows
+
+    @property
+    def line_count(self) -> int:
+        """Lines with text (a trailing empty line after a break is not counted)."""
+        rows = self._rows
+        return len(rows) - (1 if rows and rows[-1] == "" else 0)
+
     def write(self, data: str, scroll_end: bool | None = None) -> Self:
         """Append text; only the last line is redrawn. Model text is untrusted: controls and
         escape sequences are shown escaped (per character, so a sequence split across writes
         is caught too)."""
         if not data:
-            return super().write(data, scroll_end)
+            return self
         data = clean(data.replace("\r\n", "\n").replace("\r", "\n").expandtabs())
         self._remember(data)
-        if self._wrap_width < 1:
-            return super().write(data, scroll_end)
-        tail = self._lines[-1] if self._lines else ""
-        if self._lines:
-            self._lines[-1] = ""  # re-written below, wrapped together with the new text
-        wrapped = "\n".join(
-            "\n".join(wrap_line(line, self._wrap_width)) for line in (tail + data).split("\n")
-        )
-        return super().write(wrapped, scroll_end)
+        rows = self._rows
+        start = max(0, len(rows) - 1)
+        tail = rows.pop() if rows else ""
+        for line in (tail + data).split("\n"):
+            rows.extend(wrap_line(line, self._wrap_width))
+        pruned = self._prune()
+        self._changed(0 if pruned else start, scroll_end)
+        return self
 
     def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> Self:
         """Write each string on a line of its own."""
         text = "".join(f"{line}\n" for line in lines)
-        if self._lines and self._lines[-1]:
+        if self._rows and self._rows[-1]:
             text = "\n" + text
         return self.write(text, scroll_end)
 
     def clear(self) -> Self:
         """Clear the log."""
-        self._source, self._partial = [], []
-        return super().clear()
+        self._rows, self._source, self._partial = [], [], []
+        self._changed(0, None)
+        return self
+
+    def render_line(self, y: int) -> Strip:
+        """One screen line: the display line under it, cropped to the view."""
+        scroll_x, scroll_y = self.scroll_offset
+        style = self.rich_style
+        width = self.size.width
+        index = scroll_y + y
+        if index >= len(self._rows):
+            return Strip.blank(width, style)
+        text = self._rows[index]
+        strip = Strip([Segment(text, style)], cell_len(text))
+        return strip.crop_extend(scroll_x, scroll_x + width, style)
+
+    def _prune(self) -> bool:
+        if self.max_lines is None or len(self._rows) <= self.max_lines:
+            return False
+        del self._rows[: len(self._rows) - self.max_lines]
+        return True
+
+    def _changed(self, start: int, scroll_end: bool | None) -> None:
+        """Lines from ``start`` on changed: size, repaint, follow the end."""
+        width = self._wrap_width or max((cell_len(r) for r in self._rows), default=0)
+        self.virtual_size = Size(width, len(self._rows))
+        if start == 0:
+            self.refresh()
+        else:
+            self.refresh_lines(start, len(self._rows) - start)
+        if scroll_end or (scroll_end is None and self.auto_scroll):
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def _remember(self, data: str) -> None:
         first, *rest = data.split("\n")
@@ -149,8 +204,11 @@ class AnswerLog(Log):
         self._wrap_width = width
         lines = [*self._source, "".join(self._partial)]
         self._partial = lines[-1:]
-        super().clear()
-        super().write("\n".join("\n".join(wrap_line(line, width)) for line in lines))
+        if lines == [""]:
+            lines = []  # nothing written yet: no lines at all (as ``Log``)
+        self._rows = [piece for line in lines for piece in wrap_line(line, width)]
+        self._prune()
+        self._changed(0, None)
 
 
 class PromptInput(Input):

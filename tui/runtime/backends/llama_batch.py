@@ -27,6 +27,7 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
+import math
 import os
 import random
 import threading
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tui.runtime.backends.base import BackendStats, Emit, one_line
-from tui.runtime.errors import GenerationError, LoadError
+from tui.runtime.errors import ContextLengthError, EmbeddingError, GenerationError, LoadError
 from tui.runtime.stops import StopMatcher
 from tui.runtime.types import GenParams
 from tui.terminal_text import clean_line
@@ -49,6 +50,7 @@ __all__ = ["BatchEngine", "BatchRequest"]
 MAX_META_BYTES = 1 << 20  # a metadata string read from the model (the chat template)
 MAX_PIECE_BYTES = 1 << 16  # one token's text
 MAX_META_KEYS = 4096  # metadata keys looked at for special tokens
+MAX_EMBED_CTX = 2048  # tokens of the embedding context (its KV cache is beside the answers')
 WAKE_SECONDS = 0.5  # the engine re-checks paused answers at least this often
 TOP_K = 40
 MIN_P = 0.05
@@ -175,6 +177,10 @@ class BatchEngine:
         self._pieces: dict[int, bytes] = {}
         self.steps = 0  # llama_decode calls
         self.peak = 0  # the most answers one llama_decode held
+        self._embed_lock = threading.Lock()
+        self._embed_ctx: Any = None  # a second context on the same weights, made on first use
+        self._embed_batch: Any = None
+        self.embed_ctx = min(self.n_ctx, MAX_EMBED_CTX)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -240,6 +246,13 @@ class BatchEngine:
 
     def _free(self) -> None:
         lib = self.lib
+        with self._embed_lock:
+            if self._embed_batch is not None:
+                lib.llama_batch_free(self._embed_batch)
+                self._embed_batch = None
+            if self._embed_ctx is not None:
+                lib.llama_free(self._embed_ctx)
+                self._embed_ctx = None
         for slot in self._slots:
             if slot.sampler is not None:
                 lib.llama_sampler_free(slot.sampler)
@@ -359,6 +372,77 @@ class BatchEngine:
             size = -n
         self._pieces[token] = data
         return data
+
+    # -- embeddings ----------------------------------------------------------------------
+
+    def embed(
+        self, texts: list[str], cancel: threading.Event | None = None
+    ) -> tuple[list[list[float]], int]:
+        """L2-normalised embeddings of ``texts`` (pooled as the model says, else the mean of
+        its tokens) and the tokens they took; one text at a time in a second context on the
+        same weights (made on first use, ``embed_ctx`` tokens), beside the answers."""
+        lib = self.lib
+        with self._embed_lock:
+            if self.model is None:
+                raise GenerationError("the model was unloaded")
+            ctx = self._embed_context()
+            n_embd = int(lib.llama_model_n_embd(self.model))
+            memory = lib.llama_get_memory(ctx)
+            batch = self._embed_batch
+            vectors: list[list[float]] = []
+            used = 0
+            for text in texts:
+                if cancel is not None and cancel.is_set():
+                    raise GenerationError("the request was cancelled")
+                tokens = self.tokenize(text.encode("utf-8", "replace"), add_special=True,
+                                       parse_special=False)
+                if not tokens:
+                    raise GenerationError("an input is empty after tokenizing")
+                if len(tokens) > self.embed_ctx:
+                    raise ContextLengthError(
+                        f"an input is {len(tokens)} tokens, embeddings take at most "
+                        f"{self.embed_ctx}", hint="split the text")
+                lib.llama_memory_clear(memory, True)
+                for i, token in enumerate(tokens):
+                    _put(batch, i, token, i, 0, True)
+                batch.n_tokens = len(tokens)
+                if lib.llama_decode(ctx, batch) != 0:
+                    raise GenerationError("llama.cpp could not compute the embedding: "
+                                          + _last_log("decode failed"))
+                pooled = lib.llama_get_embeddings_seq(ctx, 0)
+                if not pooled:
+                    raise EmbeddingError(f"{self.path.name} gives no pooled embedding")
+                vector = [float(x) for x in pooled[:n_embd]]
+                norm = math.sqrt(sum(x * x for x in vector))
+                vectors.append([x / norm for x in vector] if norm > 0 else vector)
+                used += len(tokens)
+            return vectors, used
+
+    def _embed_context(self) -> Any:
+        """The embedding context (under ``_embed_lock``)."""
+        if self._embed_ctx is not None:
+            return self._embed_ctx
+        lib = self.lib
+        cpus = os.cpu_count() or 1
+        self.embed_ctx = min(self.n_ctx, MAX_EMBED_CTX)
+        arch = self.meta("general.architecture") or ""
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = self.embed_ctx
+        cparams.n_seq_max = 1
+        cparams.embeddings = True
+        cparams.pooling_type = (lib.LLAMA_POOLING_TYPE_UNSPECIFIED
+                                if self.meta(f"{arch}.pooling_type") is not None
+                                else lib.LLAMA_POOLING_TYPE_MEAN)
+        cparams.n_threads = self.threads or max(cpus // 2, 1)
+        cparams.n_threads_batch = self.threads or cpus
+        cparams.no_perf = True
+        _log_lines.clear()
+        ctx = lib.llama_init_from_model(self.model, cparams)
+        if not ctx:
+            raise EmbeddingError("no embedding context: " + _last_log("out of memory?"))
+        self._embed_ctx = ctx
+        self._embed_batch = lib.llama_batch_init(self.embed_ctx, 0, 1)
+        return ctx
 
     # -- requests ------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from tui.runtime.backends.base import BackendStats, Emit, one_line
 from tui.runtime.backends.llama_batch import BatchEngine, BatchRequest
-from tui.runtime.errors import GenerationError, LoadError
+from tui.runtime.errors import ContextLengthError, GenerationError, LoadError
 from tui.runtime.templates import render_chat
 from tui.runtime.types import GenParams, LoadOptions, Message, ModelSpec
 
@@ -130,13 +130,21 @@ class LlamaCppBackend:
         )
 
     def prompt_tokens(
-        self, messages: Sequence[Message], cancel: threading.Event | None = None
+        self,
+        messages: Sequence[Message],
+        cancel: threading.Event | None = None,
+        *,
+        prompt: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[int]:
-        """Render the chat template (:meth:`render_prompt`) and tokenize."""
+        """Render the chat template (:meth:`render_prompt`, with ``tools``) and tokenize; a raw
+        ``prompt`` is tokenized as it is (BOS added, special tokens parsed as llama.cpp's own
+        completion endpoint does)."""
         engine = self._engine()
-        prompt = self.render_prompt(messages, cancel)
+        if prompt is None:
+            prompt = self.render_prompt(messages, cancel, **({"tools": tools} if tools else {}))
         add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
-        return engine.tokenize(prompt.encode("utf-8"), add_special=add_bos)
+        return engine.tokenize(prompt.encode("utf-8", "replace"), add_special=add_bos)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         """How many tokens :meth:`generate` would feed for ``messages``."""
@@ -149,20 +157,24 @@ class LlamaCppBackend:
         emit: Emit,
         cancel: threading.Event,
         ready: Callable[[], bool] | None = None,
+        *,
+        prompt: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> BackendStats:
         """Stream one answer (blocking until done; other answers are decoded alongside).
 
         ``emit`` is called on the engine's thread and must not block; ``ready`` returning
-        False pauses this answer until the reader catches up.
+        False pauses this answer until the reader catches up. ``prompt``/``tools``: see
+        :meth:`prompt_tokens`.
         """
         engine = self._engine()
-        tokens = self.prompt_tokens(messages, cancel)
+        tokens = self.prompt_tokens(messages, cancel, prompt=prompt, tools=tools)
         n_prompt = len(tokens)
         if not n_prompt:
             raise GenerationError("the prompt is empty after the chat template",
                                   hint="check the model's chat template")
         if n_prompt >= engine.n_ctx:
-            raise GenerationError(
+            raise ContextLengthError(
                 f"the conversation is {n_prompt} tokens, the context holds {engine.n_ctx}",
                 hint="start a new chat or load with a larger context (--ctx)",
             )
@@ -176,6 +188,12 @@ class LlamaCppBackend:
             raise
         except (ValueError, RuntimeError, OSError) as exc:
             raise GenerationError(f"llama.cpp failed: {one_line(exc)}") from None
+
+    def embed(
+        self, texts: list[str], cancel: threading.Event | None = None
+    ) -> tuple[list[list[float]], int]:
+        """Embeddings of ``texts`` and the tokens they took (see :meth:`BatchEngine.embed`)."""
+        return self._engine().embed(texts, cancel)
 
     def _engine(self) -> BatchEngine:
         engine = self.engine

@@ -16,12 +16,12 @@ import gc
 import json
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tui.runtime.backends.base import BackendStats, Emit, one_line
-from tui.runtime.errors import GenerationError, LoadError
+from tui.runtime.errors import ContextLengthError, GenerationError, LoadError
 from tui.runtime.templates import render_chat
 from tui.runtime.types import GenParams, LoadOptions, Message, ModelSpec
 
@@ -223,20 +223,28 @@ class TransformersBackend:
         params: GenParams,
         emit: Emit,
         cancel: threading.Event,
+        *,
+        prompt: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> BackendStats:
-        """Stream one answer."""
+        """Stream one answer: to ``messages`` in the chat template (with ``tools``), or the
+        continuation of a raw ``prompt`` (tokenized with the tokenizer's special tokens)."""
         import torch
         from transformers import StoppingCriteriaList
 
         if self.model is None:
             raise GenerationError("model is not loaded")
         tok = self.tokenizer
-        prompt = self.render_prompt(messages, cancel)
-        inputs = tok(prompt, return_tensors="pt", add_special_tokens=False)
+        raw = prompt is not None
+        if prompt is None:
+            prompt = self.render_prompt(messages, cancel, **({"tools": tools} if tools else {}))
+        inputs = tok(prompt, return_tensors="pt", add_special_tokens=raw)
         input_ids = inputs["input_ids"].to(self.model.device)
         n_prompt = int(input_ids.shape[1])
+        if not n_prompt:
+            raise GenerationError("the prompt is empty")
         if n_prompt >= self.n_ctx:
-            raise GenerationError(
+            raise ContextLengthError(
                 f"the conversation is {n_prompt} tokens, the context holds {self.n_ctx}",
                 hint="start a new chat or load with a larger context (--ctx)",
             )

@@ -207,6 +207,9 @@ def test_two_revisions_of_one_cached_repo_are_one_model(
     code, out, _ = cli("info", model["id"])
     assert re.search(r"revisions:\s+222222222222 \(main\), 111111111111 \(tags/v1\), "
                      r"333333333333 \(detached\)", out)
+    code, out, _ = cli("export")  # the model's own revision, not every cached one
+    (entry,) = json.loads(out)["models"]
+    assert entry["revision"] == c2 and [f["path"] for f in entry["files"]] == [name]
 
     code, out, _ = cli("rm", model["id"], "-y", "--json")
     assert code == 0 and json.loads(out)["freed_bytes"] == len(old) + len(new)
@@ -314,3 +317,13 @@ def test_migration_8_gives_old_rows_a_kind_and_the_next_scan_reads_files_again(
         assert inventory.get_model("old").metadata.kind == "llm"
     finally:
         inventory.db.close()
+
+
+def test_a_manifest_of_every_format_imports(cli, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"modeldeck_manifest": 1, "models": [
+        {"id": f"m-{fmt}", "format": fmt, "source": "hf", "repo": f"acme/{fmt}",
+         "revision": "a" * 40, "files": [{"path": f"model.{fmt}", "size": 10}]}
+        for fmt in ("gguf", "safetensors", "mlx", "onnx", "tflite", "coreml", "pytorch")]}))
+    code, out, _ = cli("import", str(manifest), "--dry-run")
+    assert code == 0 and out.count("would fetch") == 7

@@ -12,10 +12,11 @@ from tui import formatting as fmt
 from tui.cli.context import Context
 from tui.errors import InvalidInputError, NotFoundError
 from tui.kinds import KINDS, RUNNABLE
+from tui.metadata.kinds import MODEL_FORMATS
 from tui.settings import SETTING_NAMES, env_var
 from tui.terminal_text import clean_line
 
-FORMATS = ("gguf", "safetensors", "mlx", "onnx", "tflite", "coreml", "pytorch")
+FORMATS = MODEL_FORMATS
 UNSAFE_NOTE = ("unsafe format: a pickle can run code when it is loaded; ModelDeck only "
                "inspects it, never loads it")
 

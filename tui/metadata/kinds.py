@@ -34,6 +34,8 @@ FORMAT_LABELS: dict[str, str] = {
     "mlx": "an MLX model", "onnx": "an ONNX model", "tflite": "a TFLite model",
     "coreml": "a Core ML model", "pytorch": "a PyTorch pickle",
 }
+# Every format a model record can have (ModelMetadata.format), and those ModelDeck runs.
+MODEL_FORMATS = ("gguf", "safetensors", "mlx", "onnx", "tflite", "coreml", "pytorch")
 RUNNABLE_FORMATS = frozenset({"gguf", "safetensors"})
 MAX_LABEL = 60  # families, class names: longer text from a file is cut
 

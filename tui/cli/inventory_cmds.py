@@ -341,6 +341,8 @@ def _kind_lines(data: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, A
     if kind not in KINDS:
         return []
     extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
+    if "base_family" not in extra and isinstance(data.get("base_model"), str):
+        extra = {**extra, "base_family": data["base_model"]}  # a catalog entry's base model
     fmt_name = str(data.get("format") or "")
     record = ModelMetadata.from_dict({**meta, "kind": kind}) if meta else ModelMetadata(
         format=fmt_name, kind=kind)  # a catalog entry: its kind, no metadata yet

@@ -1,9 +1,14 @@
-"""Discovery: find GGUF files, split GGUF sets and safetensors folders and register them.
+"""Discovery: find models on disk and register them with their kind.
 
-Roots are the models directory, the configured extra folders and (optionally) the Hugging
-Face cache. Rescans are incremental: a file whose size and mtime are unchanged is not read
-again. The same file found twice (same size and hash, different inode) is a duplicate and the
-space it wastes is reported.
+Models are GGUF files and split sets (with their vision projectors), safetensors files and
+folders (transformers, MLX, PEFT, diffusers), ONNX, TFLite and Core ML models and PyTorch
+pickles (see :func:`tui.registration.group_model_files`). A vocabulary-only GGUF is a
+tokenizer, not a model: the scan names it and leaves it out. Roots are the models directory,
+the configured extra folders and (optionally) the Hugging Face cache, where the revisions of
+one repo are one model with its revisions listed (``extra["revisions"]``). Rescans are
+incremental: a file whose size and mtime are unchanged is not read again. The same file found
+twice (same size and hash, different inode) is a duplicate and the space it wastes is
+reported.
 """
 
 from __future__ import annotations
@@ -18,15 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui import kinds
 from tui.errors import InvalidInputError, MetadataError, ModelDeckError, NotFoundError
 from tui.metadata.files import is_regular_file, open_regular
 from tui.metadata.types import IGNORED_KEY, ModelMetadata, sanitize
 from tui.registration import (
+    MLPACKAGE,
+    ONNX_DATA_SUFFIXES,
+    UNPAIRED_KEY,
     WEIGHT_SUFFIXES,
     build_record,
     display_name,
     file_identity,
     group_model_files,
+    is_projector_name,
+    is_single_file,
     read_metadata,
     split_parts,
     unique_id,
@@ -39,6 +50,8 @@ from tui.store import Inventory, ModelFile, ModelRecord
 SAMPLE_BYTES = 1 << 20  # bytes read at each of three places for the sampled hash
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SKIP_SUFFIXES = (".part", ".tmp", ".incomplete", ".lock")
+FOUND_SUFFIXES = (*WEIGHT_SUFFIXES, *ONNX_DATA_SUFFIXES)  # files a scan looks at
+TOKENIZER_NOTE = "vocabulary only (tokenizer), not a model; not registered"
 _MAX_ERROR_CHARS = 500
 # Errors a single record can raise while being written (a value SQLite cannot hold, ...):
 # that record is reported and skipped; anything else (a broken database) stops the scan.
@@ -93,6 +106,14 @@ class ScanReport:
         """Space taken by duplicate copies."""
         return sum(d.wasted_bytes for d in self.duplicates)
 
+    @property
+    def kinds(self) -> dict[str, int]:
+        """How many of the models found are of each kind (most first)."""
+        counts: dict[str, int] = {}
+        for m in self.models:
+            counts[m.kind] = counts.get(m.kind, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
         return {
@@ -114,6 +135,7 @@ class ScanReport:
                 for d in self.duplicates
             ],
             "wasted_bytes": self.wasted_bytes,
+            "kinds": self.kinds,
             "files_read": self.files_read,
             "files_cached": self.files_cached,
             "seconds": round(self.seconds, 3),
@@ -173,10 +195,11 @@ def full_sha256(path: Path, chunk: int = 8 << 20) -> str:
 
 
 def _walk_files(root: Path) -> Iterator[Path]:
-    """Model weight files under ``root``, skipping hidden folders and partial downloads."""
-    stack = [root]
+    """Model files under ``root`` (and every file inside a ``.mlpackage``), skipping hidden
+    folders and partial downloads."""
+    stack = [(root, False)]
     while stack:
-        folder = stack.pop()
+        folder, in_package = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
@@ -187,8 +210,11 @@ def _walk_files(root: Path) -> Iterator[Path]:
                 continue
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file() and entry.name.lower().endswith((".gguf", ".safetensors")):
+                    inside = in_package or entry.name.lower().endswith(MLPACKAGE)
+                    stack.append((Path(entry.path), inside))
+                elif entry.is_file() and (
+                    in_package or entry.name.lower().endswith(FOUND_SUFFIXES)
+                ) and not entry.name.lower().endswith(SKIP_SUFFIXES):
                     yield Path(entry.path)
             except OSError:
                 continue
@@ -203,10 +229,22 @@ class _Found:
     source_ref: str | None = None
     revision: str | None = None
     sha256: dict[Path, str] = field(default_factory=dict)
+    # Hugging Face cache: the same model in other revisions (recorded, not read) and every
+    # revision's commit, refs and files.
+    other_files: list[Path] = field(default_factory=list)
+    revisions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def recorded(self) -> list[Path]:
+        """Every file the model's record lists."""
+        return [*self.members, *self.other_files]
 
 
 def _hf_cache_models(cache: Path) -> Iterator[_Found]:
-    """Models inside a Hugging Face cache, via ``huggingface_hub.scan_cache_dir``."""
+    """Models inside a Hugging Face cache, via ``huggingface_hub.scan_cache_dir``: a model
+    cached in several revisions is one model, its main revision the one ``refs/main`` (else
+    another ref, else the newest) points at, the others listed with their refs (none:
+    detached)."""
     if not cache.is_dir():
         return
     from huggingface_hub import scan_cache_dir
@@ -218,19 +256,39 @@ def _hf_cache_models(cache: Path) -> Iterator[_Found]:
     for repo in info.repos:
         if repo.repo_type != "model":
             continue
+        shas: dict[Path, str] = {}
+        by_key: dict[str, list[tuple[Any, str, Path, list[Path]]]] = {}
         for rev in repo.revisions:
             paths = [Path(f.file_path) for f in rev.files]
-            shas = {}
             for f in rev.files:
                 blob_name = Path(f.blob_path).name
                 if _HEX64.match(blob_name):  # LFS blobs are named by their sha256
                     shas[Path(f.file_path)] = blob_name
-            for fmt, main, members in group_model_files(
-                p for p in paths if p.name.lower().endswith((".gguf", ".safetensors"))
-            ):
-                yield _Found(
-                    fmt, main, members, "hf-cache", repo.repo_id, rev.commit_hash, shas
-                )
+            wanted = [p for p in paths if p.name.lower().endswith(FOUND_SUFFIXES)
+                      or MLPACKAGE in str(p).lower()]
+            for fmt, main, members in group_model_files(wanted, same_repo=True):
+                key = str(main.relative_to(rev.snapshot_path)) if main.is_relative_to(
+                    rev.snapshot_path) else str(main)
+                by_key.setdefault(key, []).append((rev, fmt, main, members))
+        for entries in by_key.values():
+            entries.sort(key=lambda e: ("main" not in e[0].refs, not e[0].refs,
+                                        -e[0].last_modified, e[0].commit_hash))
+            rev, fmt, main, members = entries[0]
+            revisions = [
+                {
+                    "commit": r.commit_hash,
+                    "refs": sorted(r.refs),
+                    "detached": not r.refs,
+                    "files": [str(m.relative_to(r.snapshot_path)) for m in ms
+                              if m.is_relative_to(r.snapshot_path)],
+                }
+                for r, _, _, ms in entries
+            ]
+            yield _Found(
+                fmt, main, members, "hf-cache", repo.repo_id, rev.commit_hash, shas,
+                other_files=[m for _, _, _, ms in entries[1:] for m in ms],
+                revisions=revisions if len(entries) > 1 else [],
+            )
 
 
 @dataclass(slots=True)
@@ -304,7 +362,7 @@ class Scanner:
                 for fmt, main, members in group_model_files(files, roots=managed):
                     found.append(_Found(fmt, main, members, root.source))
         if skip is not None:
-            found = [f for f in found if not any(skip(m) for m in (f.main, *f.members))]
+            found = [f for f in found if not any(skip(m) for m in (f.main, *f.recorded))]
 
         cache = self.inventory.scan_cache_all()
         cache_updates: list[tuple[str, dict[str, Any]]] = []
@@ -338,6 +396,15 @@ class Scanner:
             if under and not (is_regular_file(path) or os.path.isdir(path)):
                 gone.append(model.id)
 
+        # Models registered once per Hugging Face cache revision (before revisions were one
+        # model) whose files a model now lists: their rows go, their files stay recorded.
+        merged = {str(p) for item in found for p in item.other_files}
+        kept = {r.id for r in records}
+        stale = [m.id for path, m in existing.items()
+                 if path in merged and m.source == "hf-cache" and m.id not in kept]
+        if stale:
+            self.inventory.delete_models(stale)
+
         write = [r for r in records if r.id in set(report.added) | set(report.updated)]
         failed = self._register(write, report) if write else set()
         if failed:  # reported by _register; tried again at the next scan
@@ -367,7 +434,7 @@ class Scanner:
             ))
             return None
         try:
-            stats = {m: m.stat() for m in item.members}
+            stats = {m: m.stat() for m in item.recorded}
         except OSError as exc:
             report.errors.append((key, f"cannot stat: {exc.strerror}"))
             return None
@@ -377,7 +444,7 @@ class Scanner:
             return None
         size = sum(s.st_size for s in stats.values())
         mtime = max(s.st_mtime_ns for s in stats.values())
-        if item.fmt == "safetensors":
+        if item.fmt in ("safetensors", "pytorch"):
             cfg = weights_folder(item.main) / "config.json"
             if cfg.exists():
                 mtime = max(mtime, cfg.stat().st_mtime_ns)
@@ -398,6 +465,7 @@ class Scanner:
                 if cached["metadata"]
                 else None
             )
+            _note_unpaired(report, item, meta)
             if prior is not None and prior.status == "installed" and prior.path == key:
                 return prior
         else:
@@ -421,6 +489,12 @@ class Scanner:
             ignored = meta.extra.get(IGNORED_KEY)
             if ignored:
                 report.warnings.append((key, _ignored_text(ignored)))
+            _note_unpaired(report, item, meta)
+        if meta is not None and meta.kind == kinds.TOKENIZER and prior is None:
+            report.warnings.append((key, TOKENIZER_NOTE))  # downloaded ones stay recorded
+            return None
+        if meta is not None and item.revisions:
+            meta.extra["revisions"] = item.revisions
         if prior is not None:
             # Keep what a download or the user recorded (source, revision, hashes, ids).
             old_sha = {f.path: f.sha256 for f in prior.files}
@@ -480,9 +554,9 @@ class Scanner:
                 sha256=item.sha256.get(m) or old_sha.get(str(m)),
                 **file_identity(stats[m]),
             )
-            for m in item.members
+            for m in item.recorded
         ]
-        if item.fmt == "safetensors":
+        if item.fmt == "safetensors" and not is_single_file(item.main):
             for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
                 extra = weights_folder(item.main) / name
                 if extra.is_file() and all(f.path != str(extra) for f in files):
@@ -497,7 +571,7 @@ class Scanner:
         by_size: dict[int, list[tuple[str, str | None]]] = {}
         for model in models:
             for f in model.files:
-                if f.path.lower().endswith((".gguf", ".safetensors")) and f.size > 0:
+                if f.path.lower().endswith(WEIGHT_SUFFIXES) and f.size > 0:
                     by_size.setdefault(f.size, []).append((f.path, f.sha256))
         groups: list[DuplicateGroup] = []
         cache = self.inventory.scan_cache_all()
@@ -575,11 +649,13 @@ def _unchanged(prior: ModelRecord | None, key: str, item: _Found,
     file the user added next to a downloaded model is not adopted by a rescan)."""
     if prior is None or prior.status != "installed" or prior.path != key:
         return False
-    if prior.metadata is None:  # the stored metadata is unreadable: read the file again
-        return False
+    if prior.metadata is None or prior.metadata.kind is None:
+        return False  # unreadable, or stored before kinds existed: read the file again
+    if item.revisions != prior.metadata.extra.get("revisions", []):
+        return False  # a revision of the Hugging Face cache came, went or moved
     recorded = {f.path: f for f in prior.files}
     weights = 0
-    for member in item.members:
+    for member in item.recorded:
         is_weight = member.name.lower().endswith(WEIGHT_SUFFIXES)
         weights += is_weight
         f, st = recorded.get(str(member)), stats.get(member)
@@ -591,6 +667,14 @@ def _unchanged(prior: ModelRecord | None, key: str, item: _Found,
                 f.mtime_ns != st.st_mtime_ns):
             return False
     return weights > 0
+
+
+def _note_unpaired(report: ScanReport, item: _Found, meta: ModelMetadata | None) -> None:
+    """A file named like a projector beside a model that is not one (hostile, corrupt, or
+    another kind): one line each; the model is registered without it."""
+    unpaired = meta.extra.get(UNPAIRED_KEY) if meta is not None else None
+    for name, why in (unpaired.items() if isinstance(unpaired, dict) else ()):
+        report.errors.append((str(item.main.parent / name), _one_line(MetadataError(why))))
 
 
 def _ignored_text(ignored: dict[str, str]) -> str:
@@ -633,12 +717,13 @@ def _is_relative(path: Path, root: Path) -> bool:
 
 
 def _check_split(item: _Found) -> str | None:
-    if item.fmt != "gguf" or len(item.members) == 0:
+    shards = [m for m in item.members if not (m != item.main and is_projector_name(m))]
+    if item.fmt != "gguf" or len(shards) == 0:
         return None
-    parts = split_parts(item.members[0].name)
+    parts = split_parts(shards[0].name)
     if parts is None:
         return None
     expected = parts[2]
-    if len(item.members) != expected:
-        return f"incomplete split GGUF set: {len(item.members)} of {expected} shards present"
+    if len(shards) != expected:
+        return f"incomplete split GGUF set: {len(shards)} of {expected} shards present"
     return None

@@ -155,6 +155,11 @@ def _plan(settings: Settings, inventory: Inventory, model: ModelRecord) -> Remov
     history = HistoryStore(inventory.db).get(model.id)
     kept = [f.as_model_file() for f in history.previous_files] if history else []
     plan.files = [_check(f, roots, cache) for f in [*model.files, *kept]]
+    shared = inventory.file_owners([f.path for f in model.files], exclude=model.id)
+    for f in plan.files:  # a file two models record (a shared projector) stays for the other
+        if f.action == "delete" and str(f.path) in shared:
+            f.action, f.freed = "refuse", False
+            f.note = f"also a file of {shown(shared[str(f.path)])}, which needs it; not deleted"
     _account_hard_links(plan)
     _account_cache(plan)
     plan.folders = _empty_folders(plan, inventory.owned_dirs(), roots)
@@ -486,6 +491,7 @@ def _carry_out(plan: RemovalPlan, inventory: Inventory) -> None:
     """Delete what the plan says, checking each path again just before it goes."""
     if plan.forget_only:
         return
+    freeing = {f.blob: f.nlink for f in plan.to_delete if f.blob is not None and f.freed}
     done: set[Path] = set()
     for repo, commit in plan.revisions:
         done |= _delete_revision(plan, repo, commit)
@@ -499,6 +505,12 @@ def _carry_out(plan: RemovalPlan, inventory: Inventory) -> None:
     for repo in cache_repos:
         _delete_blobs(repo, [f for f in plan.to_delete if f.blob is not None
                              and f.blob.parent.parent == repo and f.path not in done])
+    # A blob two revisions' links of this model share goes with the last link, whichever
+    # step removed it: its bytes count once.
+    for blob in freeing:
+        links = [f for f in plan.to_delete if f.blob == blob]
+        if links and not any(f.freed for f in links) and not os.path.lexists(blob):
+            links[0].freed, links[0].note = True, ""
     removed = []
     owned = inventory.owned_dirs()
     for folder in plan.folders:

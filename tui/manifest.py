@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tui.errors import InvalidInputError
+from tui.metadata.kinds import MODEL_FORMATS
 from tui.safe_paths import validate_remote_name
 from tui.store import Inventory, ModelRecord
 
@@ -87,6 +88,16 @@ def _relative_name(model: ModelRecord, file_path: str) -> str:
         return Path(file_path).name
 
 
+def _in_revision(model: ModelRecord, file_path: str) -> bool:
+    """Whether a file is of the model's own revision (a Hugging Face cache model also lists
+    its other cached revisions' files, which the manifest leaves out)."""
+    if model.source != "hf-cache" or not model.revision:
+        return True
+    parts = Path(file_path).parts
+    return "snapshots" not in parts or parts[parts.index("snapshots") + 1:][:1] == (
+        model.revision,)
+
+
 def _repo_relative(model: ModelRecord, file_path: str, models_dir: Path | None) -> str:
     """The file's path inside its Hub repo (files live under models_dir/owner/name/...)."""
     if model.source == "hf-cache":
@@ -115,7 +126,7 @@ def export_manifest(inventory: Inventory, models_dir: Path | None = None) -> dic
                 repo=model.source_ref, revision=model.revision, catalog_id=model.catalog_id,
                 files=[
                     ManifestFile(_repo_relative(model, f.path, models_dir), f.size, f.sha256)
-                    for f in model.files
+                    for f in model.files if _in_revision(model, f.path)
                 ],
             )
         elif model.source == "url" and model.source_ref:
@@ -229,8 +240,8 @@ def _entry(raw: Any, where: str, ids: set[str]) -> ManifestEntry:
     ids.add(mid)
     name = _string(raw, "name", where, required=False)
     fmt = raw.get("format")
-    if fmt not in ("gguf", "safetensors"):
-        raise _fail(where, f"unknown format {_short(fmt)} (use gguf or safetensors)")
+    if fmt not in MODEL_FORMATS:
+        raise _fail(where, f"unknown format {_short(fmt)} (use {', '.join(MODEL_FORMATS)})")
     source = raw.get("source")
     if source not in ("hf", "url"):
         raise _fail(where, f"unknown source {_short(source)} (use hf or url)")

@@ -430,12 +430,16 @@ def test_hf_cache_stays_consistent_after_every_delete(
         return by_path[str(repo / "snapshots" / commit / name)]
 
     st_model = by_path[str(cache / "models--acme--st" / "snapshots" / ("3" * 40))]
+    # The GGUF cached in both revisions is one model (main: the revision refs/main names)
+    # whose files are both revisions' links to the one blob.
+    shared = model(c1, "shared-Q4_K_M.gguf")
+    assert str(two / "snapshots" / c2 / "shared-Q4_K_M.gguf") not in by_path
+    assert [r["refs"] for r in shared["metadata"]["extra"]["revisions"]] == [["main"], []]
     steps = [
         (st_model, sum((st / n).stat().st_size for n in st_names)),  # its repo's only revision
         (model(c1, "a-Q8_0.gguf"), len(data["a-Q8_0.gguf"])),
-        (model(c1, "shared-Q4_K_M.gguf"), 0),  # its blob is still used by revision 2
+        (shared, len(data["shared-Q4_K_M.gguf"])),  # both links go: the blob is freed once
         (model(c2, "b-Q5_K_M.gguf"), len(data["b-Q5_K_M.gguf"])),
-        (model(c2, "shared-Q4_K_M.gguf"), len(data["shared-Q4_K_M.gguf"])),
     ]
     outside = deck.digest()
     for m, freed in steps:
@@ -447,8 +451,9 @@ def test_hf_cache_stays_consistent_after_every_delete(
         assert result["freed_bytes"] == freed and result["refused"] == [], (m["id"], result)
         if m is steps[2][0]:  # the revision it emptied went whole, with the ref naming it
             assert not (two / "snapshots" / c1).exists() and not (two / "refs" / "main").exists()
-            assert (two / "snapshots" / c2 / "shared-Q4_K_M.gguf").read_bytes() == \
-                data["shared-Q4_K_M.gguf"]
+            assert not (two / "snapshots" / c2 / "shared-Q4_K_M.gguf").exists()
+            assert (two / "snapshots" / c2 / "b-Q5_K_M.gguf").read_bytes() == \
+                data["b-Q5_K_M.gguf"]
     assert not two.exists() and not (cache / "models--acme--st").exists()
     assert deck.models_json() == {}
 

@@ -113,9 +113,9 @@ async def test_sort_cycles_and_reverses(services) -> None:
         assert table.sort_column == "size"
         assert names(app)[0] == "Gemma 2 2B it"
         # A header click sorts by that column.
-        await pilot.click(table, offset=(column_x(table, "tps"), 0))
-        assert table.sort_column == "tps"
-        assert names(app)[0] == "Llama 3.1 8B Instruct"
+        await pilot.click(table, offset=(column_x(table, "params"), 0))
+        assert table.sort_column == "params"
+        assert names(app)[-1] == "Llama 3.1 8B Instruct"
 
 
 async def test_status_filter_installed_only(services) -> None:
@@ -191,11 +191,11 @@ def assert_columns_fit(table: ModelTable) -> None:
 @pytest.mark.parametrize(
     ("size", "hidden"),
     [
-        ((80, 24), {"name", "tps", "last_used"}),
-        ((100, 30), {"name", "params", "tps", "last_used"}),  # the sidebar shows from 100
-        ((120, 40), {"name", "last_used"}),
-        ((130, 40), {"name"}),
-        ((160, 40), set()),
+        ((80, 24), {"name", "tps", "last_used", "kind"}),
+        ((100, 30), {"name", "params", "tps", "last_used", "kind"}),  # the sidebar from 100
+        ((120, 40), {"name", "tps", "last_used"}),
+        ((130, 40), {"name", "last_used"}),
+        ((170, 40), set()),
     ],
 )
 async def test_columns_fit_the_width(services, size: tuple[int, int], hidden: set[str]) -> None:
@@ -241,9 +241,9 @@ async def test_columns_refit_on_resize_and_with_a_scrollbar(services) -> None:
         await pilot.pause()
         assert shown_columns(table) == list(COLUMN_KEYS)
         assert_columns_fit(table)
-        await pilot.resize_terminal(124, 40)
+        await pilot.resize_terminal(135, 40)
         await pilot.pause()
-        # 94 cells less the scrollbar: all but Name and Used (all but Name fit without it).
+        # 105 cells less the scrollbar: all but Name and Used (all but Name fit without it).
         without_name = [k for k in COLUMN_KEYS if k != "name"]
         assert shown_columns(table) == without_name[:-1]
         assert_columns_fit(table)
@@ -260,7 +260,7 @@ async def test_used_times_refresh_on_a_timer(services, monkeypatch) -> None:
     monkeypatch.setattr(app_module, "USED_REFRESH_S", 0.05)
     clock = [NOW]
     app = make_app(services, now=lambda: clock[0])
-    async with app.run_test(size=(130, 40)) as pilot:  # wide enough to show Used
+    async with app.run_test(size=(160, 40)) as pilot:  # wide enough to show Used
         await wait_ready(app, pilot)
         table = app.model_table
         assert table.used_refresh == 0.05

@@ -61,9 +61,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("status", "Status", 15),
     Column(FLEX_COLUMN, "ID", 24),  # most catalog ids fit in 26
     Column("name", "Name", 20, drop=1),
-    Column("format", "Fmt", 4, drop=5),
+    Column("kind", "Kind", 9, drop=4),  # llm, vlm, lora, diffusion, vae, … (tui.kinds)
+    Column("format", "Fmt", 4, drop=6),
     Column("quant", "Quant", 6),
-    Column("params", "Params", 6, drop=4),
+    Column("params", "Params", 6, drop=5),
     Column("size", "Size", 5),
     Column("fit", "Fit", 4),
     Column("tps", "tok/s", 5, drop=3),
@@ -71,7 +72,7 @@ COLUMNS: tuple[Column, ...] = (
 )
 COLUMN_KEYS: tuple[str, ...] = tuple(c.key for c in COLUMNS)
 SORTABLE: tuple[str, ...] = ("name", "status", "size", "params", "tps", "last_used", "format",
-                             "id")
+                             "id", "kind")
 
 
 def fit_columns(
@@ -111,7 +112,9 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
-_FORMAT_SHORT = {"gguf": "gguf", "safetensors": "st"}
+_FORMAT_SHORT = {"gguf": "gguf", "safetensors": "st", "pytorch": "pt", "tflite": "tfl",
+                 "coreml": "cml"}
+_KIND_SHORT = {"text-encoder": "text-enc", "controlnet": "ctrlnet", "unknown": ""}
 
 
 @dataclass(slots=True)
@@ -133,13 +136,14 @@ class ModelRow:
     model_id: str | None = None
     quants: tuple[str, ...] = ()
     update: bool = False  # the Hub has a newer commit of its tracked revision
+    kind: str | None = None  # tui.kinds: what the model is for
     search_text: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not self.search_text:  # once per row: what the filter matches, folded
             self.search_text = fold(" ".join(
-                filter(None, [self.model_id, self.entry_id, self.name, self.format, self.quant,
-                              *self.quants])
+                filter(None, [self.model_id, self.entry_id, self.name, self.kind, self.format,
+                              self.quant, *self.quants])
             ))
 
     @property
@@ -167,6 +171,7 @@ def row_from_entry(entry: CatalogEntry) -> ModelRow:
         size_bytes=size or None,
         entry_id=entry.id,
         quants=tuple(q.quant for q in entry.quants),
+        kind=getattr(entry, "kind", None),
     )
 
 
@@ -188,7 +193,18 @@ def row_from_record(record: ModelRecord, entry: CatalogEntry | None = None) -> M
         entry_id=entry.id if entry is not None else record.catalog_id,
         model_id=record.id,
         quants=tuple(q.quant for q in entry.quants) if entry is not None else (),
+        kind=record_kind(record),
     )
+
+
+def record_kind(record: ModelRecord) -> str:
+    """An installed model's kind (a record made without one: from its metadata)."""
+    from tui import kinds
+    from tui.metadata.kinds import kind_of
+
+    if record.kind in kinds.KINDS and record.kind != kinds.UNKNOWN:
+        return record.kind
+    return kind_of(record.metadata, record.format)
 
 
 def build_rows(entries: Iterable[CatalogEntry], records: Iterable[ModelRecord]) -> list[ModelRow]:
@@ -271,6 +287,7 @@ def row_cells(row: ModelRow, now: float) -> tuple[str, ...]:
         status_label(row),
         clean_line(row.cli_id),
         clean_line(row.name),
+        clean_line(_KIND_SHORT.get(row.kind or "", row.kind or "")),
         clean_line(_FORMAT_SHORT.get(row.format or "", row.format or "")),
         clean_line(row.quant or ""),
         format_params(row.parameters),
@@ -295,6 +312,7 @@ def sort_key(column: str) -> Callable[[ModelRow], object]:
         "id": lambda r: r.cli_id,
         "status": lambda r: (_STATUS_ORDER.get(r.status, 99), r.name.lower()),
         "format": lambda r: (r.format or "~", r.name.lower()),
+        "kind": lambda r: (r.kind or "~", r.name.lower()),
         "quant": lambda r: (r.quant or "~", r.name.lower()),
         "size": lambda r: r.size_bytes if r.size_bytes else big,
         "params": lambda r: r.parameters if r.parameters else big,
@@ -313,7 +331,7 @@ def select_rows(
     reverse: bool = False,
 ) -> list[ModelRow]:
     """Rows matching every word of ``text`` and the status filter, sorted. Words match
-    anywhere in a row's id, name, format or quants, compared :func:`fold`-ed."""
+    anywhere in a row's id, name, kind, format or quants, compared :func:`fold`-ed."""
     words = fold(text).split()
     allowed = STATUS_FILTERS.get(status_filter)
     out = list(rows) if allowed is None else [r for r in rows if r.status in allowed]

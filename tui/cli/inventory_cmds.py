@@ -11,9 +11,14 @@ from typing import Any
 from tui import formatting as fmt
 from tui.cli.context import Context
 from tui.errors import InvalidInputError, NotFoundError
-from tui.kinds import KINDS
+from tui.kinds import KINDS, RUNNABLE
+from tui.metadata.kinds import MODEL_FORMATS
 from tui.settings import SETTING_NAMES, env_var
 from tui.terminal_text import clean_line
+
+FORMATS = MODEL_FORMATS
+UNSAFE_NOTE = ("unsafe format: a pickle can run code when it is loaded; ModelDeck only "
+               "inspects it, never loads it")
 
 
 def register(sub: Any) -> None:
@@ -21,7 +26,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("ls", help="list installed and discovered models")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--status", choices=["installed", "missing", "deleting"])
-    p.add_argument("--format", choices=["gguf", "safetensors"])
+    p.add_argument("--format", choices=list(FORMATS))
+    p.add_argument("--kind", choices=list(KINDS),
+                   help="only models of this kind (llm, vlm, lora, diffusion, vae, ...)")
     p.add_argument(
         "--sort", choices=["name", "size", "params", "last-used", "speed"], default="name"
     )
@@ -138,29 +145,43 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     models = inventory.list_models(status=args.status)
     if args.format:
         models = [m for m in models if m.format == args.format]
+    if args.kind:
+        models = [m for m in models if m.kind == args.kind]
     models.sort(key=_SORT_KEYS[args.sort])
     if args.json:
         ctx.print_json([m.to_dict() for m in models])
         return 0
     if not models:
+        if args.kind or args.format:
+            print("No models match.")
+            return 0
         print(f"No models yet. Run 'modeldeck scan' or 'modeldeck pull <id>' "
               f"(models dir: {clean_line(ctx.settings.models_dir)}).")
         return 0
     rows = [
         [
-            m.id, m.format, m.quantization or "-", fmt.params(m.parameters),
+            m.id, m.kind, m.format + ("*" if _unsafe(m.metadata) else ""),
+            m.quantization or "-", fmt.params(m.parameters),
             fmt.size(m.size_bytes), m.status, m.source,
             f"{m.tokens_per_s:.1f}" if m.tokens_per_s else "-", fmt.ago(m.last_used_at),
         ]
         for m in models
     ]
     print(fmt.table(
-        ["ID", "FORMAT", "QUANT", "PARAMS", "SIZE", "STATUS", "SOURCE", "TOK/S", "LAST USED"],
+        ["ID", "KIND", "FORMAT", "QUANT", "PARAMS", "SIZE", "STATUS", "SOURCE", "TOK/S",
+         "LAST USED"],
         rows,
     ))
     total = sum(m.size_bytes for m in models)
     print(f"\n{len(models)} models, {fmt.size(total)}")
+    if any(_unsafe(m.metadata) for m in models):
+        print(f"* {UNSAFE_NOTE}")
     return 0
+
+
+def _unsafe(meta: Any) -> bool:
+    extra = getattr(meta, "extra", None)
+    return isinstance(extra, dict) and extra.get("unsafe_format") is True
 
 
 # -- catalog -----------------------------------------------------------------------------
@@ -213,11 +234,11 @@ def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
     inventory = ctx.services.inventory
     model = inventory.get_model(target)
     if model is not None:
-        data: dict[str, Any] = {"kind": "installed", **model.to_dict()}
+        data: dict[str, Any] = {"entry": "installed", **model.to_dict()}
     else:
         entry = ctx.services.catalog.get(target)
         if entry is not None:
-            data = {"kind": "catalog", **entry.to_dict()}
+            data = {"entry": "catalog", **entry.to_dict()}
         else:
             path = Path(target).expanduser()
             if not path.exists():
@@ -225,7 +246,7 @@ def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
                     f"{target!r} is not a model id, catalog id or existing path",
                     hint="see 'modeldeck ls' and 'modeldeck catalog'",
                 )
-            data = {"kind": "file", **_read_path(path)}
+            data = {"entry": "file", **_read_path(path)}
     if args.json:
         ctx.print_json(data)
         return 0
@@ -234,27 +255,31 @@ def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _read_path(path: Path) -> dict[str, Any]:
+    """What a file or folder holds: the model it belongs to, read whole (a split GGUF's shard
+    describes the set; a GGUF model its projector)."""
     from tui.metadata.files import is_regular_file
-    from tui.registration import group_model_files, read_metadata
+    from tui.metadata.kinds import kind_of
+    from tui.registration import group_model_files, model_candidates, pick_group, read_metadata
 
     if not (path.is_dir() or is_regular_file(path)):  # a FIFO or device is never opened
         raise InvalidInputError(
-            f"{path} is not a regular file or folder", hint="give a .gguf file or a model folder"
+            f"{path} is not a regular file or folder", hint="give a model file or folder"
         )
-    if path.is_file():
-        candidates = [path]
-    else:
-        candidates = list(path.glob("*.gguf")) + list(path.glob("*.safetensors"))
-    groups = group_model_files(candidates)
-    if not groups:
-        raise InvalidInputError(f"{path} holds no .gguf or .safetensors model")
-    form, main, members = groups[0]
+    group = pick_group(group_model_files(model_candidates(path)), path)
+    if group is None:
+        raise InvalidInputError(
+            f"{path} holds no model ModelDeck reads",
+            hint="GGUF, safetensors, ONNX, TFLite, Core ML or PyTorch files",
+        )
+    form, main, members = group
     meta = read_metadata(form, main, members if form == "gguf" else None)
     return {
         "path": str(main),
-        "format": form,
+        "format": meta.format or form,
+        "kind": kind_of(meta, form),
         "size_bytes": sum(m.stat().st_size for m in members),
         "metadata": meta.to_dict(),
+        "files": [{"path": str(m), "size": m.stat().st_size} for m in members],
     }
 
 
@@ -263,7 +288,7 @@ def _print_info(data: dict[str, Any]) -> None:
     lines: list[tuple[str, Any]] = [
         ("id", data.get("id")),
         ("name", data.get("name") or meta.get("name")),
-        ("kind", data["kind"]),
+        *_kind_lines(data, meta),
         ("format", data.get("format")),
         ("status", data.get("status")),
         ("source", data.get("source") or data.get("repo") or data.get("url")),
@@ -281,7 +306,8 @@ def _print_info(data: dict[str, Any]) -> None:
         ("embedding size", meta.get("embedding_size")),
         ("vocab size", meta.get("vocab_size")),
         ("ignored values", _ignored(meta)),
-        ("chat template", "yes" if meta.get("has_chat_template") else ("no" if meta else None)),
+        ("chat template", "yes" if meta.get("has_chat_template") else (
+            "no" if meta and data.get("kind") in (*RUNNABLE, None) else None)),
         ("size", fmt.size(data.get("size_bytes")) if data.get("size_bytes") else None),
         ("gated", "yes" if data.get("gated") else None),
         ("license", data.get("license")),
@@ -297,12 +323,100 @@ def _print_info(data: dict[str, Any]) -> None:
         mark = " (default)" if q["default"] else ""
         print(f"{'quant:':17} {clean_line(q['quant']):8} {fmt.size(q['size'])}{mark}")
     files = data.get("files") or []
-    if files and data["kind"] == "installed":
+    if files and data.get("entry") in ("installed", "file"):
         print("files:")
         for f in files:
             sha = f" sha256 {clean_line(f['sha256'][:12])}…" if f.get("sha256") else ""
             checked = f" (verified: {clean_line(f['verified'])})" if f.get("verified") else ""
             print(f"  {clean_line(f['path'])}  {fmt.size(f['size'])}{sha}{checked}")
+
+
+def _kind_lines(data: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What kind of model it is and the details that go with it (LoRA rank and family, ONNX
+    opset, a VLM's projector, an unsafe pickle, the cached revisions, the set of shards)."""
+    from tui.metadata.kinds import FORMAT_LABELS, describe, not_runnable
+    from tui.metadata.types import ModelMetadata
+
+    kind = data.get("kind")
+    if kind not in KINDS:
+        return []
+    extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
+    if "base_family" not in extra and isinstance(data.get("base_model"), str):
+        extra = {**extra, "base_family": data["base_model"]}  # a catalog entry's base model
+    fmt_name = str(data.get("format") or "")
+    record = ModelMetadata.from_dict({**meta, "kind": kind}) if meta else ModelMetadata(
+        format=fmt_name, kind=kind)  # a catalog entry: its kind, no metadata yet
+    if kind == "tokenizer":
+        note = "; not a model"
+    elif not_runnable("it", fmt_name, record) is None:
+        note = ""
+    elif kind in RUNNABLE:
+        note = f" ({FORMAT_LABELS.get(fmt_name, fmt_name)}); managed, not runnable here"
+    else:
+        note = "; managed, not runnable here"
+    lines: list[tuple[str, Any]] = [("kind", describe(kind, extra) + note)]
+    if extra.get("unsafe_format") is True:
+        lines.append(("warning", UNSAFE_NOTE))
+        suspicious = extra.get("suspicious_imports")
+        if isinstance(suspicious, list) and suspicious:
+            shown = ", ".join(str(s) for s in suspicious[:5])
+            more = f" and {len(suspicious) - 5} more" if len(suspicious) > 5 else ""
+            lines.append(("imports", f"{shown}{more} — could run code"))
+        if extra.get("pickle_inspected"):
+            lines.append(("inspected", extra["pickle_inspected"]))
+    if extra.get("opset") is not None:
+        ir = f" (IR {extra['ir_version']})" if extra.get("ir_version") is not None else ""
+        lines.append(("opset", f"{extra['opset']}{ir}"))
+    for key, label in (("schema_version", "TFLite schema"),
+                       ("specification_version", "Core ML spec"), ("model_type", "model type"),
+                       ("pipeline", "pipeline")):
+        if extra.get(key) is not None:
+            lines.append((label, extra[key]))
+    io = _io_text(extra)
+    if io:
+        lines.append(("inputs → outputs", io))
+    projector = extra.get("projector")
+    if isinstance(projector, dict) and projector.get("file"):
+        what = [str(projector.get("projector_type") or ""),
+                fmt.params(projector.get("parameters"))]
+        lines.append(("projector", f"{projector['file']} ({', '.join(w for w in what if w)})"
+                      if any(what) else projector["file"]))
+    components = extra.get("components")
+    if isinstance(components, dict) and components:
+        lines.append(("components", ", ".join(
+            f"{name} {c.get('class') or '?'}"
+            + (f" {fmt.params(c['parameters'])}" if isinstance(c, dict) and c.get(
+                "parameters") else "")
+            for name, c in list(components.items())[:12] if isinstance(c, dict))))
+    revisions = extra.get("revisions")
+    if isinstance(revisions, list) and revisions:
+        lines.append(("revisions", ", ".join(
+            f"{str(r.get('commit'))[:12]} ({', '.join(r.get('refs') or []) or 'detached'})"
+            for r in revisions[:8] if isinstance(r, dict))))
+    if meta.get("split_count"):
+        lines.append(("split set", f"{meta['split_count']} shards"))
+    return lines
+
+
+def _io_text(extra: dict[str, Any]) -> str | None:
+    """``input_ids [batch, seq] → logits`` for a graph model (ONNX, TFLite, Core ML)."""
+    def side(items: Any, total: Any) -> str:
+        if not isinstance(items, list):
+            return ""
+        names = []
+        for item in items[:4]:
+            if not isinstance(item, dict):
+                continue
+            shape = item.get("shape")
+            dims = f" [{', '.join(str(d) for d in shape)}]" if isinstance(shape, list) and \
+                shape else ""
+            names.append(f"{item.get('name') or '?'}{dims}")
+        more = total - len(names) if isinstance(total, int) and total > len(names) else 0
+        return ", ".join(names) + (f" (+{more})" if more else "")
+
+    ins = side(extra.get("inputs"), extra.get("n_inputs"))
+    outs = side(extra.get("outputs"), extra.get("n_outputs"))
+    return f"{ins} → {outs}" if ins or outs else None
 
 
 def _ignored(meta: dict[str, Any]) -> str | None:
@@ -333,6 +447,8 @@ def cmd_scan(args: argparse.Namespace, ctx: Context) -> int:
           f"{len(report.models)} models ({len(report.added)} new, {len(report.updated)} "
           f"updated, {len(report.missing)} missing); {report.files_read} read, "
           f"{report.files_cached} unchanged.")
+    if report.kinds:
+        print("Kinds: " + ", ".join(f"{n} {kind}" for kind, n in report.kinds.items()) + ".")
     for path, error in report.errors:
         print(f"  skipped {clean_line(path)}: {clean_line(error)}")
     for path, warning in report.warnings:
@@ -372,17 +488,22 @@ def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _add_local(ctx: Context, path: Path, entry_id: str | None, name: str | None):
-    from tui.registration import build_record, group_model_files, read_metadata
+    from tui.registration import (
+        build_record,
+        group_model_files,
+        model_candidates,
+        pick_group,
+        read_metadata,
+    )
     from tui.store import ModelFile
 
     path = path.expanduser()
     if not path.exists():
         raise NotFoundError(f"no such file or folder: {path}")
-    candidates = [path] if path.is_file() else [*path.glob("*.gguf"), *path.glob("*.safetensors")]
-    groups = group_model_files(candidates)
-    if not groups:
-        raise InvalidInputError(f"{path} is neither a .gguf file nor a model folder")
-    form, main, members = groups[0]
+    group = pick_group(group_model_files(model_candidates(path)), path)
+    if group is None:
+        raise InvalidInputError(f"{path} is neither a model file nor a model folder")
+    form, main, members = group
     meta = read_metadata(form, main, members if form == "gguf" else None)  # fails before writing
     entry = ctx.services.catalog.add_local(path, entry_id=entry_id, name=name)
     files = [

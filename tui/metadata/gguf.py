@@ -95,6 +95,7 @@ MAX_NESTED_ARRAY = 65_536  # elements of an array whose elements are arrays
 MAX_KEPT_ARRAY = 4096  # numeric arrays up to this length are kept (per-layer values)
 MAX_HEADER_BYTES = 256 << 20
 _FIRST_READ = 256 << 10
+_KIND_SAMPLE = 32  # tensors whose names and shapes are kept to tell the file's kind
 
 # GGUF value types.
 _T_STRING = 8
@@ -678,6 +679,7 @@ class _HeaderParser:
     def tensor_infos(self, n_tensors: int, alignment: int) -> _TensorSummary:
         """Walk the tensor infos: parameter count, bytes per type, end of the data section."""
         summary = _TensorSummary()
+        sample = summary.sample
         params = 0
         max_end = 0
         elements_by_type: dict[int, int] = {}
@@ -699,6 +701,11 @@ class _HeaderParser:
                 if pos + 8 + name_len > size:
                     self.truncated(pos + 8 + name_len)
                 self.fail(f"tensor #{i} name is {name_len} bytes long (limit {MAX_KEY_BYTES})")
+            if i < _KIND_SAMPLE:  # the first names and shapes tell a file's kind
+                if pos + 8 + name_len > len(buf):
+                    self._grow(pos + 8 + name_len)
+                    buf = self.buf
+                name = buf[pos + 8 : pos + 8 + name_len].decode("utf-8", errors="replace")
             pos += 8 + name_len
             if pos + 4 > len(buf):
                 self._grow(pos + 4)
@@ -714,6 +721,8 @@ class _HeaderParser:
             dims = _DIMS[n_dims](buf, pos)
             ggml_type, offset = _TYPE_AND_OFFSET(buf, pos + 8 * n_dims)
             pos = end
+            if i < _KIND_SAMPLE:
+                sample.append((name, dims))
             elements = prod(dims)
             if elements >= limit:
                 self.fail(f"tensor #{i} has {elements} elements, too many")
@@ -769,12 +778,18 @@ class _TensorSummary:
     __slots__ = (
         "bytes_by_type",
         "elements_by_type",
+        "kv",
         "matrix_elements_by_type",
+        "n_tensors",
         "parameters",
+        "sample",
         "unknown_types",
     )
 
     def __init__(self) -> None:
+        self.kv: dict[str, Any] = {}
+        self.n_tensors = 0
+        self.sample: list[tuple[str, tuple[int, ...]]] = []  # first tensors: (name, dims)
         self.parameters = 0
         self.elements_by_type: dict[int, int] = {}
         self.bytes_by_type: dict[int, int] = {}
@@ -833,7 +848,24 @@ def _read(
         raise MetadataError(f"{label}: cannot read GGUF file ({exc.strerror or exc})") from exc
     meta = _build(kv, summary, parser.array_lengths, Path(label))
     meta.extra.update(gguf_version=version, n_tensors=n_tensors, n_kv=n_kv, alignment=alignment)
+    summary.kv = kv
+    summary.n_tensors = n_tensors
+    _set_kind(meta, kv, n_tensors, summary.sample)
     return sanitize(meta), summary
+
+
+def _set_kind(
+    meta: ModelMetadata, kv: dict[str, Any], n_tensors: int,
+    sample: list[tuple[str, tuple[int, ...]]],
+) -> None:
+    """``meta.kind`` (and its details in ``extra``) from the header."""
+    from tui.metadata.kinds import gguf_kind
+
+    meta.kind, details = gguf_kind(kv, n_tensors, sample)
+    meta.extra.update(details)
+    general_type = kv.get("general.type")
+    if isinstance(general_type, str) and general_type:
+        meta.extra["general_type"] = general_type[:40]
 
 
 def _build(
@@ -1038,16 +1070,18 @@ def read_gguf_set(paths: Iterable[str | os.PathLike[str]]) -> ModelMetadata:
             extra["quantization_source"] = "tensors"
     if total.unknown_types:
         extra["unknown_tensor_types"] = sorted(total.unknown_types)
-    return sanitize(
-        replace(
-            first,
-            parameters=total.parameters,
-            tensor_bytes=total.tensor_bytes,
-            quantization=quant,
-            split_count=count,
-            extra=extra,
-        )
+    merged = replace(
+        first,
+        parameters=total.parameters,
+        tensor_bytes=total.tensor_bytes,
+        quantization=quant,
+        split_count=count,
+        extra=extra,
     )
+    # The kind of the whole set (its first shard may hold metadata only).
+    sample = next((s.sample for s in summaries if s.sample), [])
+    _set_kind(merged, summaries[0].kv, extra["n_tensors"], sample)
+    return sanitize(merged)
 
 
 def read_gguf_model(path: str | os.PathLike[str]) -> ModelMetadata:

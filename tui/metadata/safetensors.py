@@ -25,6 +25,7 @@ from typing import Any
 
 from tui.errors import MetadataError
 from tui.metadata.files import open_regular
+from tui.metadata.kinds import TensorLayout, adapter_kind, config_kind
 from tui.metadata.types import (
     IGNORED_KEY,
     JSON_HOOKS,
@@ -80,7 +81,10 @@ _INDEX_SUFFIX = ".safetensors.index.json"
 
 
 class _FileSummary:
-    __slots__ = ("bytes", "elements_by_dtype", "metadata", "n_tensors", "parameters")
+    __slots__ = (
+        "bytes", "elements_by_dtype", "layout", "metadata", "n_tensors", "packed", "parameters",
+        "quant_extra",
+    )
 
     def __init__(self) -> None:
         self.parameters = 0
@@ -88,13 +92,21 @@ class _FileSummary:
         self.n_tensors = 0
         self.elements_by_dtype: dict[str, int] = {}
         self.metadata: dict[str, str] = {}
+        self.layout = TensorLayout()
+        self.packed = 0  # elements of U32 ``*.weight`` tensors (MLX packs quantized weights)
+        self.quant_extra = 0  # elements of ``*.scales`` / ``*.biases`` tensors (MLX)
 
     def add(self, other: _FileSummary) -> None:
         self.parameters += other.parameters
         self.bytes += other.bytes
         self.n_tensors += other.n_tensors
+        self.packed += other.packed
+        self.quant_extra += other.quant_extra
         for dtype, n in other.elements_by_dtype.items():
             self.elements_by_dtype[dtype] = self.elements_by_dtype.get(dtype, 0) + n
+        self.layout.merge(other.layout)
+        if other.metadata and not self.metadata:
+            self.metadata = other.metadata
 
     def dominant_dtype(self) -> str | None:
         counts = self.elements_by_dtype
@@ -171,6 +183,7 @@ def _read_header(path: Path) -> _FileSummary:
 
 def _summarize(path: Path, header: dict[str, Any], data_len: int) -> _FileSummary:
     summary = _FileSummary()
+    layout = summary.layout
     for name, info in header.items():
         if name == "__metadata__":
             if isinstance(info, dict):
@@ -217,6 +230,11 @@ def _summarize(path: Path, header: dict[str, Any], data_len: int) -> _FileSummar
         summary.bytes += end - begin
         summary.n_tensors += 1
         summary.elements_by_dtype[dtype] = summary.elements_by_dtype.get(dtype, 0) + elements
+        layout.add(name, shape)
+        if dtype == "U32" and name.endswith(".weight"):
+            summary.packed += elements
+        elif name.endswith((".scales", ".biases")):
+            summary.quant_extra += elements
     return summary
 
 
@@ -233,12 +251,15 @@ def read_safetensors_file(path: str | os.PathLike[str]) -> ModelMetadata:
     extra: dict[str, Any] = {"n_tensors": summary.n_tensors, "weight_files": [path.name]}
     if summary.metadata:
         extra["header_metadata"] = summary.metadata
+    kind, details = summary.layout.decide(summary.metadata)
+    extra.update(details)
     meta = ModelMetadata(
         format="safetensors",
         parameters=summary.parameters,
         quantization=dtype,
         dtype=dtype,
         tensor_bytes=summary.bytes,
+        kind=kind,
         extra=extra,
     )
     return sanitize(meta)
@@ -471,6 +492,7 @@ def read_safetensors_folder(path: str | os.PathLike[str]) -> ModelMetadata:
         total.add(_read_header(folder / name))
 
     fields: dict[str, Any] = {"extra": {}}
+    config: dict[str, Any] = {}
     if "config.json" in names:
         config = _read_json(folder / "config.json")
         if not isinstance(config, dict):
@@ -486,17 +508,64 @@ def read_safetensors_folder(path: str | os.PathLike[str]) -> ModelMetadata:
     template = _chat_template(folder, names)
     dtype = total.dominant_dtype()
     fields.setdefault("quantization", dtype)
+    kind, details = folder_kind(folder, names, config, total.layout, total.metadata)
+    extra.update(details)
+    fmt, parameters = "safetensors", total.parameters
+    mlx = _mlx_quantization(config)
+    if mlx is not None:
+        bits, group = mlx
+        fmt = "mlx"
+        fields["quantization"] = f"Q{bits} g{group}"
+        extra["mlx_quantization"] = {"bits": bits, "group_size": group}
+        # Quantized weights are packed 32 // bits to a U32; scales and biases are overhead.
+        parameters = max(0, parameters - total.packed - total.quant_extra) + (
+            total.packed * 32 // bits
+        )
     meta = ModelMetadata(
-        format="safetensors",
-        parameters=total.parameters,
+        format=fmt,
+        parameters=parameters,
         dtype=dtype,
         tensor_bytes=total.bytes,
         has_chat_template=template is not None,
         chat_template=template,
+        kind=kind,
         extra=extra,
         **fields,
     )
     return sanitize(meta)
+
+
+def folder_kind(
+    folder: Path, names: set[str], config: dict[str, Any], layout: TensorLayout,
+    header_meta: dict[str, str],
+) -> tuple[str, dict[str, Any]]:
+    """A model folder's kind: what its config.json or PEFT adapter_config.json declares, else
+    what its tensor names say."""
+    kind = config_kind(config, names) if config else None
+    if kind is None and not config and "adapter_config.json" in names:
+        adapter = _read_json(folder / "adapter_config.json")
+        found = adapter_kind(adapter) if isinstance(adapter, dict) else None
+        if found is not None:
+            lora_kind, details = found
+            if "lora_rank" not in details and layout.rank:
+                details["lora_rank"] = layout.rank
+            return lora_kind, details
+    decided, details = layout.decide(header_meta)
+    if kind is None or decided == "lora":
+        return decided, details
+    return kind, {k: v for k, v in details.items() if k == "base_family"}
+
+
+def _mlx_quantization(config: dict[str, Any]) -> tuple[int, int] | None:
+    """(bits, group_size) of an MLX folder (``"quantization": {"group_size": 64, "bits": 4}``
+    in config.json), else ``None``."""
+    quant = config.get("quantization")
+    if not isinstance(quant, dict):
+        return None
+    bits, group = quant.get("bits"), quant.get("group_size")
+    if _is_count(bits) and 1 <= bits <= 16 and _is_count(group) and 1 <= group <= 1 << 16:
+        return bits, group
+    return None
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> ModelMetadata:

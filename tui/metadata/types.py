@@ -15,6 +15,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tui.kinds import normalise as normalise_kind
+
 SQLITE_INT_MAX = (1 << 63) - 1
 SQLITE_INT_MIN = -(1 << 63)
 U32_MAX = (1 << 32) - 1
@@ -42,7 +44,7 @@ EXTRA_LIMITS: dict[str, int] = {
     "split_no": 99_999,
 }
 IGNORED_KEY = "ignored_values"
-TEXT_FIELDS = ("architecture", "name", "quantization", "chat_template", "dtype")
+TEXT_FIELDS = ("architecture", "name", "quantization", "chat_template", "dtype", "kind")
 _MAX_DEPTH = 8  # nesting walked in ``extra``; deeper values are dropped
 
 
@@ -154,7 +156,7 @@ class ModelMetadata:
     that are worth keeping (e.g. ``rope_freq_base``) but have no column of their own.
     """
 
-    format: str  # "gguf" or "safetensors"
+    format: str  # "gguf", "safetensors", "mlx", "onnx", "tflite", "coreml" or "pytorch"
     architecture: str | None = None  # e.g. "llama", "qwen2"; for safetensors the HF model_type
     name: str | None = None  # general.name / _name_or_path, if present
     parameters: int | None = None  # total parameter count
@@ -172,6 +174,7 @@ class ModelMetadata:
     dtype: str | None = None  # safetensors: dominant tensor dtype ("BF16", "F16", ...)
     tensor_bytes: int | None = None  # bytes of weights (sum of tensor sizes)
     split_count: int | None = None  # GGUF split sets: number of shards
+    kind: str | None = None  # one of tui.kinds.KINDS, from the file's contents
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,6 +199,8 @@ def sanitize(meta: ModelMetadata) -> ModelMetadata:
         value = getattr(meta, name)
         if value is not None:
             setattr(meta, name, utf8_text(value) if isinstance(value, str) else None)
+    if meta.kind is not None:
+        meta.kind = normalise_kind(meta.kind)
     extra = meta.extra if isinstance(meta.extra, dict) else {}
     for name in EXTRA_LIMITS:
         if extra.get(name) is not None and bounded_field(name, extra[name], dropped) is None:

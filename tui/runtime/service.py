@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import importlib.util
 import logging
@@ -56,6 +57,7 @@ from typing import Any
 
 from tui import formatting as fmt
 from tui.errors import MetadataError, ModelDeckError, NotFoundError
+from tui.metadata.kinds import not_runnable
 from tui.metadata.types import ModelMetadata
 from tui.runtime.backends.base import Backend, BackendStats, one_line
 from tui.runtime.channel import Channel
@@ -367,8 +369,11 @@ class RuntimeService:
 
     # -- resolution and fit -----------------------------------------------------------------
 
-    def resolve(self, ref: str | Path | ModelSpec) -> ModelSpec:
-        """An inventory id, a ``.gguf`` path or a safetensors folder → :class:`ModelSpec`."""
+    def resolve(self, ref: str | Path | ModelSpec, *, managed_ok: bool = False) -> ModelSpec:
+        """An inventory id, a ``.gguf`` path or a safetensors folder → :class:`ModelSpec`.
+
+        A model ModelDeck manages but cannot run (a LoRA, a VAE, an ONNX file, …) is refused
+        with one line, unless ``managed_ok`` (``fit``, which sizes it by its files)."""
         if isinstance(ref, ModelSpec):
             return ref
         text = str(ref)
@@ -392,9 +397,12 @@ class RuntimeService:
                 f"the files of {record.id!r} are gone from disk ({path})",
                 hint="re-download the model or run 'modeldeck scan'",
             )
-        if record.format not in ("gguf", "safetensors"):
-            raise LoadError(f"{record.id!r} has format {record.format!r}, which cannot be run")
-        weights = sum(f.size for f in record.files) or record.size_bytes or None
+        if record.metadata is not None and record.metadata.kind is None:
+            record.metadata.kind = record.kind  # stored before kinds were kept in metadata
+        why = not_runnable(record.id, record.format, record.metadata)
+        if why is not None and not managed_ok:
+            raise LoadError(why)
+        weights = record.size_bytes or sum(f.size for f in record.files) or None
         return ModelSpec(
             id=record.id,
             kind=record.format,  # type: ignore[arg-type]
@@ -437,12 +445,27 @@ class RuntimeService:
                 spec.metadata = read_gguf_model(spec.path)
             except MetadataError as exc:
                 raise LoadError(f"not a loadable GGUF: {exc}") from None
+            why = _managed_only(spec)
+            if why is not None:
+                if strict:
+                    raise LoadError(why)
+                spec.weights_bytes = spec.path.stat().st_size
+                return
             shards = gguf_shard_paths(spec.path)
             missing = [p.name for p in shards if not p.exists()]
             if missing:
                 raise LoadError(f"GGUF split set is incomplete: {missing[0]} is missing")
             spec.weights_bytes = sum(p.stat().st_size for p in shards)
         else:
+            if spec.metadata is None and not spec.in_inventory:  # a folder given by its path
+                with contextlib.suppress(LoadError):
+                    spec.metadata = _folder_metadata(spec.path)
+                why = _managed_only(spec)
+                if why is not None:
+                    if strict:
+                        raise LoadError(why)
+                    spec.weights_bytes = spec.metadata.tensor_bytes  # type: ignore[union-attr]
+                    return
             if strict:
                 _require_backend("safetensors")
             from tui.runtime.backends.transformers import check_folder
@@ -476,10 +499,16 @@ class RuntimeService:
     ) -> FitResult:
         """The fit check for a model without loading it (with the slots a load would use)."""
         options = options or LoadOptions()
-        spec = await self._run(self.resolve, ref)
-        await self._run(self._prepare, spec, options, False)
+        spec = await self._run(functools.partial(self.resolve, ref, managed_ok=True))
+        if _managed_only(spec) is None:
+            await self._run(self._prepare, spec, options, False)
         snapshot = await self._run(self.memory_probe)
-        estimate = self.estimate(spec, options.context_length, self.slots_for(spec.kind, options))
+        if (why := _managed_only(spec)) is not None:  # no KV cache: its files, by size
+            estimate = MemoryEstimate(spec.weights_bytes or 0, 0, 0, 1, 0, (why,))
+        else:
+            estimate = self.estimate(
+                spec, options.context_length, self.slots_for(spec.kind, options)
+            )
         return check_fit(estimate, snapshot, options.gpu_layers)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -1190,6 +1219,15 @@ def _busy_text(entry: _Entry) -> str:
         return f"{entry.spec.name} has {queued} request{'s' if queued != 1 else ''} queued"
     text = f"{entry.spec.name} is answering {running} request" + ("s" if running != 1 else "")
     return text + (f" ({queued} more queued)" if queued else "")
+
+
+def _managed_only(spec: ModelSpec) -> str | None:
+    """Why a resolved model cannot run here (it is only managed), or ``None``."""
+    if spec.kind == "openai":
+        return None
+    meta = spec.metadata
+    fmt = meta.format if meta is not None and meta.format else spec.kind
+    return not_runnable(spec.id if spec.in_inventory else spec.name, fmt, meta)
 
 
 def _require_backend(kind: str) -> None:

@@ -11,6 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 from tui.errors import InvalidInputError, NotFoundError
+from tui.kinds import KINDS
+from tui.kinds import normalise as normalise_kind
+from tui.metadata.kinds import kind_of
 from tui.metadata.types import (
     IGNORED_KEY,
     SQLITE_INT_MAX,
@@ -26,7 +29,7 @@ from tui.store.records import CustomEntry, ModelFile, ModelRecord
 _MODEL_COLUMNS = (
     "id, name, format, path, source, source_ref, revision, catalog_id, status, architecture, "
     "quantization, parameters, context_length, size_bytes, metadata, installed_at, last_used_at, "
-    "load_seconds, tokens_per_s, prompt_tokens_per_s, ttft_ms"
+    "load_seconds, tokens_per_s, prompt_tokens_per_s, ttft_ms, kind"
 )
 
 
@@ -50,20 +53,20 @@ class Inventory:
         # A different id already at this path (e.g. a rescan after a rename) is replaced.
         tx.execute("DELETE FROM models WHERE path = ? AND id != ?", (record.path, record.id))
         tx.execute(
-            f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES ({', '.join('?' * 21)}) "
+            f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES ({', '.join('?' * 22)}) "
             "ON CONFLICT(id) DO UPDATE SET name=excluded.name, format=excluded.format, "
             "path=excluded.path, source=excluded.source, source_ref=excluded.source_ref, "
             "revision=excluded.revision, catalog_id=excluded.catalog_id, status=excluded.status, "
             "architecture=excluded.architecture, quantization=excluded.quantization, "
             "parameters=excluded.parameters, context_length=excluded.context_length, "
-            "size_bytes=excluded.size_bytes, metadata=excluded.metadata",
+            "size_bytes=excluded.size_bytes, metadata=excluded.metadata, kind=excluded.kind",
             (
                 record.id, record.name, record.format, record.path, record.source,
                 record.source_ref, record.revision, record.catalog_id, record.status,
                 record.architecture, record.quantization, parameters,
                 context_length, size_bytes, meta, record.installed_at,
                 record.last_used_at, record.load_seconds, record.tokens_per_s,
-                record.prompt_tokens_per_s, record.ttft_ms,
+                record.prompt_tokens_per_s, record.ttft_ms, normalise_kind(record.kind),
             ),
         )
         tx.execute("DELETE FROM model_files WHERE model_id = ?", (record.id,))
@@ -186,6 +189,20 @@ class Inventory:
                 "ttft_ms = COALESCE(?, ttft_ms) WHERE id = ?",
                 (load_seconds, tokens_per_s, prompt_tokens_per_s, ttft_ms, model_id),
             )
+
+    def file_owners(self, paths: Iterable[str], *, exclude: str) -> dict[str, str]:
+        """path -> the id of another model (not ``exclude``) that also records it (a vision
+        projector shared by two quantizations of one model)."""
+        out: dict[str, str] = {}
+        with self.db.read() as conn:
+            for path in paths:
+                row = conn.execute(
+                    "SELECT model_id FROM model_files WHERE path = ? AND model_id != ? "
+                    "ORDER BY model_id LIMIT 1", (path, exclude),
+                ).fetchone()
+                if row is not None:
+                    out[path] = row[0]
+        return out
 
     def files_by_sha256(self) -> dict[str, list[tuple[str, str]]]:
         """sha256 -> [(model_id, path)] for every file whose hash is known."""
@@ -389,6 +406,9 @@ def model_from_row(data: dict[str, Any]) -> ModelRecord:
     record.size_bytes = record.size_bytes or 0
     record.installed_at = record.installed_at or 0.0
     record.metadata = metadata_from_json(data.get("metadata"), record.format)
+    kind = data.get("kind")
+    # Rows written before kinds existed (NULL) get theirs from their metadata.
+    record.kind = kind if kind in KINDS else kind_of(record.metadata, record.format)
     return record
 
 

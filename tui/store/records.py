@@ -36,7 +36,8 @@ class ModelFile:
 class ModelRecord:
     """An installed (or discovered) model.
 
-    ``path`` is the GGUF file (the first shard of a split set) or the safetensors folder.
+    ``path`` is the GGUF file (the first shard of a split set), the model folder, or the
+    model's single file. ``kind`` says what it is for (:mod:`tui.kinds`).
     """
 
     id: str
@@ -48,6 +49,7 @@ class ModelRecord:
     revision: str | None = None
     catalog_id: str | None = None
     status: str = "installed"
+    kind: str = "unknown"  # one of tui.kinds.KINDS
     architecture: str | None = None
     quantization: str | None = None
     parameters: int | None = None
@@ -74,6 +76,7 @@ class ModelRecord:
             "revision": self.revision,
             "catalog_id": self.catalog_id,
             "status": self.status,
+            "kind": self.kind,
             "architecture": self.architecture,
             "quantization": self.quantization,
             "parameters": self.parameters,

@@ -187,4 +187,12 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
+    # 8: each model's kind (tui.kinds: llm, vlm, lora, diffusion, ...) as read from its files.
+    # The scan cache is emptied so that the next scan reads every file once more and finds
+    # its kind; records until then get theirs from their stored metadata.
+    """
+    ALTER TABLE models ADD COLUMN kind TEXT;
+    CREATE INDEX models_kind ON models(kind);
+    DELETE FROM scan_cache;
+    """,
 ]

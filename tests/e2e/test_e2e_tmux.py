@@ -114,7 +114,7 @@ def test_dashboard_in_tmux(deck_env: dict[str, str]) -> None:
         deck.wait_text("Filter models (Esc clears)")
         deck.type("tinydeck")
         screen = deck.wait(lambda s: "1 of" in s and 'filter "tinydeck"' in s, "filtered")
-        assert re.search(r"installed\s+tinydeck\s+gguf", screen), screen  # its id
+        assert re.search(r"installed\s+tinydeck\s+llm\s+gguf", screen), screen  # id, kind
         deck.keys("Enter")  # back to the table, filter kept
         deck.wait_text("Delete", timeout=10)  # the table's keys are in the footer again
 

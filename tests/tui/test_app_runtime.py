@@ -22,7 +22,7 @@ from tui import formatting
 from tui.app.app import ModelDeckApp
 from tui.app.screens import AddModelScreen, ConfirmScreen, HubSearchScreen
 from tui.app.views import MetricsView
-from tui.app.widgets.prompt_console import wrap_line
+from tui.app.widgets.answer_log import wrap_line
 from tui.runtime.service import RuntimeService
 from tui.runtime.types import GenParams, LoadOptions
 from tui.services import Services

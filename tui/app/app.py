@@ -43,10 +43,9 @@ from tui.app.paths import styles_dir
 from tui.app.screens import (
     ConfirmScreen,
     GenParamsScreen,
-    TextPromptScreen,
     describe_params,
 )
-from tui.app.views import JobView, ModelRow, row_status_for_job
+from tui.app.views import JobView, ModelRow, load_text, row_status_for_job
 from tui.app.widgets import (
     DownloadsPanel,
     ModelBrowser,
@@ -174,7 +173,8 @@ class ModelDeckApp(App[None]):
                                      low_redraw=settings.low_redraw, id="downloads")
                 yield PromptConsole(
                     cursor_blink=self.cursor_blink, runtime=lambda: self.services.runtime,
-                    chats=self.chat_store, params=lambda: self.gen_params, id="console",
+                    chats=self.chat_store, params=lambda: self.gen_params, now=self._now,
+                    id="console",
                 )
             yield ResourceSidebar(ascii=settings.ascii, low_redraw=settings.low_redraw,
                                   id="sidebar")
@@ -544,22 +544,9 @@ class ModelDeckApp(App[None]):
         self.notify(f"{name} loaded")
 
     def _load_text(self, model_id: str) -> str:
-        """How the model was loaded, for the console's model line: ``ctx 4,096 | gpu all``,
-        plus threads and parallel answers when they were set."""
+        """How the model was loaded, for the console's model line."""
         info = next((m for m in self.services.runtime.loaded() if m.id == model_id), None)
-        if info is None:
-            return ""
-        parts = [f"ctx {info.context_length:,}"] if info.context_length else []
-        if info.kind == "gguf":
-            layers = info.gpu_layers
-            parts.append("cpu" if layers == 0 else "gpu all" if layers < 0
-                         else f"gpu {layers} layers")
-        options = self._loaded_with.get(model_id)
-        if options is not None and options.threads:
-            parts.append(f"{options.threads} threads")
-        if options is not None and options.parallel:
-            parts.append(f"{info.slots} parallel")
-        return " | ".join(parts)
+        return load_text(info, self._loaded_with.get(model_id)) if info is not None else ""
 
     def chat_store(self) -> Any:
         """The conversations and remembered load options (in the inventory's SQLite)."""
@@ -772,46 +759,7 @@ class ModelDeckApp(App[None]):
 
     def action_open_chat(self) -> None:
         """The saved conversations with the loaded model, newest first; one reopens."""
-        model_id = self.prompt_console.model_id
-        if model_id is None:
-            self.notify("Load a model first: its saved chats are listed", severity="warning")
-            return
-        self._list_chats(model_id)
-
-    @work(thread=True, group="chats", exit_on_error=False)
-    def _list_chats(self, model_id: str) -> None:
-        chats = self.chat_store().list(model_id)
-        self.call_from_thread(self._show_chats, model_id, chats)
-
-    def _show_chats(self, model_id: str, chats: list[Any]) -> None:
-        if not self._ui_alive():
-            return
-        if not chats:
-            self.notify("No saved chats with this model yet")
-            return
-
-        def picked(conversation_id: str | None) -> None:
-            if conversation_id:
-                self._open_chat(conversation_id)
-
-        name = self.prompt_console.model_name or model_id
-        from tui.app.screens import ChatListScreen
-
-        self.push_screen(ChatListScreen(name, chats, self.chat_store, now=self._now), picked)
-
-    @work(thread=True, group="chats", exit_on_error=False)
-    def _open_chat(self, conversation_id: str) -> None:
-        session = self.chat_store().open(conversation_id)
-        self.call_from_thread(self._chat_opened, session)
-
-    def _chat_opened(self, session: Any) -> None:
-        console = self.prompt_console
-        if session is None:
-            self.notify("That chat was deleted meanwhile", severity="warning")
-        elif session.model_id != console.model_id:
-            self.notify("That chat belongs to a model no longer loaded", severity="warning")
-        else:
-            self._to_console().open_session(session)
+        self._to_console().show_saved_chats()
 
     def action_load_with(self) -> None:
         """The "Load with…" modal for the model under the cursor (or the loaded one): context
@@ -849,18 +797,6 @@ class ModelDeckApp(App[None]):
         assert row.model_id is not None
         await asyncio.to_thread(self.chat_store().set_load_options, row.model_id, options)
         self.load_row(row, options=options)
-
-    @on(PromptConsole.SystemPromptRequested, "#console")
-    def _edit_system_prompt(self, message: PromptConsole.SystemPromptRequested) -> None:
-        def done(text: str | None) -> None:
-            if text is not None:
-                self.prompt_console.set_system_prompt(text)
-                self.notify("System prompt updated")
-
-        self.push_screen(
-            TextPromptScreen("System prompt", message.current, "You are a helpful assistant."),
-            done,
-        )
 
     def action_edit_gen_params(self) -> None:
         """The generation-parameters modal (F3 in the console); saved values apply to the

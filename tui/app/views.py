@@ -11,7 +11,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tui import formatting
 from tui.download import progress
@@ -487,3 +487,17 @@ def percent(used: float | None, total: float | None) -> float | None:
 def wall_clock() -> float:
     """Default ``now`` for row formatting."""
     return time.time()
+
+
+def load_text(info: Any, options: Any = None) -> str:
+    """How a model was loaded (a runtime ``LoadedModel`` and its ``LoadOptions``), for the
+    console's model line: ``ctx 4,096 | gpu all``, plus threads and parallel answers when set."""
+    parts = [f"ctx {info.context_length:,}"] if info.context_length else []
+    if info.kind == "gguf":
+        layers = info.gpu_layers
+        parts.append("cpu" if layers == 0 else "gpu all" if layers < 0 else f"gpu {layers} layers")
+    if options is not None and options.threads:
+        parts.append(f"{options.threads} threads")
+    if options is not None and options.parallel:
+        parts.append(f"{info.slots} parallel")
+    return " | ".join(parts)

@@ -10,205 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
-from rich.cells import cell_len, get_character_cell_size
-from rich.segment import Segment
-from textual import events, on, work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.geometry import Size
 from textual.message import Message
-from textual.scroll_view import ScrollView
-from textual.strip import Strip
 from textual.widgets import Input, Static
 
 from tui.app.views import MetricsView, metrics_text
+from tui.app.widgets.answer_log import AnswerLog
 from tui.chat.session import ChatSession, answer_reserve
 from tui.chat.session import Message as ChatMessage
 from tui.errors import ModelDeckError
-from tui.terminal_text import clean, clean_line
+from tui.terminal_text import clean_line
 
 TOKEN_FLUSH_S = 1 / 30  # streamed text reaches the log at most this often
-
-
-def wrap_line(line: str, width: int) -> list[str]:
-    """Split one line (no line breaks) into pieces of at most ``width`` cells.
-
-    Breaks at the last space that fits (the space is dropped), else mid-word. A line that
-    fits, and any line when ``width`` < 1, is returned whole.
-    """
-    if width < 1:
-        return [line]
-    pieces: list[str] = []
-    while True:
-        fit = _fitting_prefix(line, width)
-        if fit == len(line):
-            pieces.append(line)
-            return pieces
-        space = line.rfind(" ", 0, fit + 1)
-        if space > 0:
-            pieces.append(line[:space])
-            line = line[space + 1 :]
-        else:
-            cut = max(fit, 1)  # a character wider than the line still moves on
-            pieces.append(line[:cut])
-            line = line[cut:]
-            if not line:
-                return pieces
-
-
-def _fitting_prefix(line: str, width: int) -> int:
-    """How many characters of ``line`` fit in ``width`` cells."""
-    if line.isascii():
-        return min(len(line), width)
-    cells = 0
-    for index, char in enumerate(line):
-        cells += get_character_cell_size(char)
-        if cells > width:
-            return index
-    return len(line)
-
-
-class AnswerLog(ScrollView, can_focus=True):
-    """An append-only log that word-wraps text as it arrives, so it never scrolls sideways.
-
-    Its own line store drawn by :meth:`render_line` (Textual's public ``ScrollView`` API). A
-    write re-wraps only the last line (a streamed token costs the same however long the
-    answer is); the whole log is re-wrapped when the width changes. Room for the vertical
-    scrollbar is kept free, so lines need no re-wrap when it appears. :attr:`lines` are the
-    display lines, the last one ``""`` after a line break (as ``textual.widgets.Log``).
-    """
-
-    DEFAULT_CSS = """
-    AnswerLog {
-        background: $surface;
-        color: $text;
-        overflow-x: hidden;
-        overflow-y: scroll;
-        &:focus {
-            background-tint: $foreground 5%;
-        }
-    }
-    """
-
-    def __init__(
-        self,
-        *,
-        max_lines: int | None = None,
-        id: str | None = None,
-        classes: str | None = None,
-    ) -> None:
-        super().__init__(id=id, classes=classes)
-        self.max_lines = max_lines
-        self.auto_scroll = True
-        self._rows: list[str] = []  # display lines
-        # The text as written, to re-wrap: finished lines, and the pieces of the last one.
-        self._source: list[str] = []
-        self._partial: list[str] = []
-        self._wrap_width = 0  # 0: not laid out yet, written unwrapped until the first resize
-
-    @property
-    def wrap_width(self) -> int:
-        """The width lines are wrapped at (0 before the first layout)."""
-        return self._wrap_width
-
-    @property
-    def lines(self) -> Sequence[str]:
-        """The display lines (read only)."""
-        return self._rows
-
-    @property
-    def line_count(self) -> int:
-        """Lines with text (a trailing empty line after a break is not counted)."""
-        rows = self._rows
-        return len(rows) - (1 if rows and rows[-1] == "" else 0)
-
-    def write(self, data: str, scroll_end: bool | None = None) -> Self:
-        """Append text; only the last line is redrawn. Model text is untrusted: controls and
-        escape sequences are shown escaped (per character, so a sequence split across writes
-        is caught too)."""
-        if not data:
-            return self
-        data = clean(data.replace("\r\n", "\n").replace("\r", "\n").expandtabs())
-        self._remember(data)
-        rows = self._rows
-        start = max(0, len(rows) - 1)
-        tail = rows.pop() if rows else ""
-        for line in (tail + data).split("\n"):
-            rows.extend(wrap_line(line, self._wrap_width))
-        pruned = self._prune()
-        self._changed(0 if pruned else start, scroll_end)
-        return self
-
-    def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> Self:
-        """Write each string on a line of its own."""
-        text = "".join(f"{line}\n" for line in lines)
-        if self._rows and self._rows[-1]:
-            text = "\n" + text
-        return self.write(text, scroll_end)
-
-    def clear(self) -> Self:
-        """Clear the log."""
-        self._rows, self._source, self._partial = [], [], []
-        self._changed(0, None)
-        return self
-
-    def render_line(self, y: int) -> Strip:
-        """One screen line: the display line under it, cropped to the view."""
-        scroll_x, scroll_y = self.scroll_offset
-        style = self.rich_style
-        width = self.size.width
-        index = scroll_y + y
-        if index >= len(self._rows):
-            return Strip.blank(width, style)
-        text = self._rows[index]
-        strip = Strip([Segment(text, style)], cell_len(text))
-        return strip.crop_extend(scroll_x, scroll_x + width, style)
-
-    def _prune(self) -> bool:
-        if self.max_lines is None or len(self._rows) <= self.max_lines:
-            return False
-        del self._rows[: len(self._rows) - self.max_lines]
-        return True
-
-    def _changed(self, start: int, scroll_end: bool | None) -> None:
-        """Lines from ``start`` on changed: size, repaint, follow the end."""
-        width = self._wrap_width or max((cell_len(r) for r in self._rows), default=0)
-        self.virtual_size = Size(width, len(self._rows))
-        if start == 0:
-            self.refresh()
-        else:
-            self.refresh_lines(start, len(self._rows) - start)
-        if scroll_end or (scroll_end is None and self.auto_scroll):
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
-
-    def _remember(self, data: str) -> None:
-        first, *rest = data.split("\n")
-        self._partial.append(first)
-        if rest:
-            self._source.append("".join(self._partial))
-            self._source.extend(rest[:-1])
-            self._partial = [rest[-1]]
-            if self.max_lines is not None and len(self._source) >= self.max_lines:
-                del self._source[: len(self._source) - self.max_lines + 1]
-
-    def on_resize(self, event: events.Resize) -> None:
-        """Re-wrap everything at the new width."""
-        width = self.content_size.width - self.styles.scrollbar_size_vertical
-        if width < 1 or width == self._wrap_width:
-            return
-        self._wrap_width = width
-        lines = [*self._source, "".join(self._partial)]
-        self._partial = lines[-1:]
-        if lines == [""]:
-            lines = []  # nothing written yet: no lines at all (as ``Log``)
-        self._rows = [piece for line in lines for piece in wrap_line(line, width)]
-        self._prune()
-        self._changed(0, None)
 
 
 class PromptInput(Input):
@@ -258,9 +78,10 @@ class PromptConsole(Vertical):
     :class:`~tui.chat.ChatStore` (None: nothing saved), ``params`` the generation parameters
     for the next answer (None: defaults); all three are asked when needed. The App calls
     :meth:`use_model` when a model is loaded or unloaded. :meth:`start_answer`,
-    :meth:`append_tokens` and :meth:`finish_answer` draw into the log. Posts
-    :class:`AnswerDone`, :class:`LeaveRequested` and :class:`SystemPromptRequested`; F3 opens
-    the App's generation-parameters modal.
+    :meth:`append_tokens` and :meth:`finish_answer` draw into the log. The console edits its
+    system prompt (F2) and lists and reopens the saved chats (:meth:`show_saved_chats`) itself;
+    F3 opens the App's generation-parameters modal. Posts :class:`AnswerDone` and
+    :class:`LeaveRequested`.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -292,13 +113,6 @@ class PromptConsole(Vertical):
     class LeaveRequested(_ConsoleMessage):
         """Esc while idle: the App moves the focus back to the table."""
 
-    class SystemPromptRequested(_ConsoleMessage):
-        """The user wants to edit the system prompt (the App opens a modal)."""
-
-        def __init__(self, console: PromptConsole, current: str) -> None:
-            super().__init__(console)
-            self.current = current
-
     def __init__(
         self,
         *,
@@ -306,6 +120,7 @@ class PromptConsole(Vertical):
         runtime: Callable[[], Any] | None = None,
         chats: Callable[[], Any] | None = None,
         params: Callable[[], Any] | None = None,
+        now: Callable[[], float] | None = None,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
@@ -320,6 +135,7 @@ class PromptConsole(Vertical):
         self._runtime = runtime
         self._chats = chats
         self._params = params or (lambda: None)
+        self._now = now
         self._sessions: dict[str, ChatSession] = {}  # the open conversation of each model
         self._answer: _Answer | None = None
         self._flush_timer: Any = None
@@ -660,5 +476,60 @@ class PromptConsole(Vertical):
         self.clear_chat()
 
     def action_edit_system_prompt(self) -> None:
-        """Ask the App to open the system-prompt editor."""
-        self.post_message(self.SystemPromptRequested(self, self.system_prompt))
+        """Edit the system prompt in a modal (it applies to the open conversation)."""
+        from tui.app.screens import TextPromptScreen
+
+        def done(text: str | None) -> None:
+            if text is not None:
+                self.set_system_prompt(text)
+                self.notify("System prompt updated")
+
+        self.app.push_screen(
+            TextPromptScreen("System prompt", self.system_prompt, "You are a helpful assistant."),
+            done,
+        )
+
+    # -- saved chats -----------------------------------------------------------------------
+
+    def show_saved_chats(self) -> None:
+        """The saved conversations with the loaded model, newest first; one reopens."""
+        if self.model_id is None:
+            self.notify("Load a model first: its saved chats are listed", severity="warning")
+        elif self._chats is not None:
+            self._list_chats(self.model_id)
+
+    @work(thread=True, group="chats", exit_on_error=False)
+    def _list_chats(self, model_id: str) -> None:
+        assert self._chats is not None
+        chats = self._chats().list(model_id)
+        self.app.call_from_thread(self._show_chats, model_id, chats)
+
+    def _show_chats(self, model_id: str, chats: list[Any]) -> None:
+        if not self.is_attached:
+            return
+        if not chats:
+            self.notify("No saved chats with this model yet")
+            return
+        from tui.app.screens import ChatListScreen
+
+        def picked(conversation_id: str | None) -> None:
+            if conversation_id:
+                self._open_chat(conversation_id)
+
+        assert self._chats is not None
+        screen = ChatListScreen(self.model_name or model_id, chats, self._chats, now=self._now)
+        self.app.push_screen(screen, picked)
+
+    @work(thread=True, group="chats", exit_on_error=False)
+    def _open_chat(self, conversation_id: str) -> None:
+        assert self._chats is not None
+        session = self._chats().open(conversation_id)
+        self.app.call_from_thread(self._chat_opened, session)
+
+    def _chat_opened(self, session: ChatSession | None) -> None:
+        if session is None:
+            self.notify("That chat was deleted meanwhile", severity="warning")
+        elif session.model_id != self.model_id:
+            self.notify("That chat belongs to a model no longer loaded", severity="warning")
+        else:
+            self.open_session(session)

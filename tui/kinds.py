@@ -24,6 +24,8 @@ KINDS: tuple[str, ...] = (
     UNKNOWN,
 )
 RUNNABLE: frozenset[str] = frozenset({LLM, VLM})
+# Kinds loaded to make embeddings only (GGUF through llama.cpp: ``/v1/embeddings``), no answers.
+EMBEDS: frozenset[str] = frozenset({EMBEDDING})
 
 # The folder under ``models_dir`` new downloads of each kind go to (storage organised by kind).
 FOLDERS: dict[str, str] = {

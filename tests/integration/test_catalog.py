@@ -103,6 +103,11 @@ def test_add_local(services, tmp_path: Path) -> None:
         cat.add_local(tmp_path / "empty")
 
 
+def runs(kind: str, fmt: str | None) -> bool:
+    """What the runtime loads: LLMs and VLMs, and GGUF embedding models (for embeddings)."""
+    return kind in RUNNABLE or (kind == "embedding" and fmt == "gguf")
+
+
 def test_builtin_kinds_and_search_by_kind(services) -> None:
     cat = services.catalog
     kinds = {e.kind for e in cat.builtin}
@@ -110,7 +115,7 @@ def test_builtin_kinds_and_search_by_kind(services) -> None:
     for kind in kinds:
         found = cat.search(kind=kind)
         assert found and all(e.kind == kind for e in found)
-        assert all(e.runnable == (kind in RUNNABLE) for e in found)
+        assert all(e.runnable == runs(kind, e.format) for e in found)
     # kind and base model are searchable words too
     assert {e.id for e in cat.search(text="lora sdxl")} == {
         e.id for e in cat.builtin if e.kind == "lora" and e.base_model == "sdxl"}
@@ -125,7 +130,7 @@ def test_catalog_kind_filter(cli, kind: str) -> None:
     code, out, err = cli("catalog", "--kind", kind, "--json")
     entries = json.loads(out)
     assert code == 0 and err == "" and entries
-    assert all(e["kind"] == kind and e["runnable"] == (kind in RUNNABLE) for e in entries)
+    assert all(e["kind"] == kind and e["runnable"] == runs(kind, e["format"]) for e in entries)
     for e in entries:
         files = [f for q in e["quants"] for f in q["files"]] + e["files"]
         assert files and all(f["size"] > 0 for f in files)
@@ -140,7 +145,7 @@ def test_catalog_kind_filter(cli, kind: str) -> None:
     rows = [line.split() for line in lines[1:len(entries) + 1]]
     assert [r[0] for r in rows] == [e["id"] for e in entries]
     assert all(r[1] == kind for r in rows)
-    if kind in RUNNABLE:
+    if all(runs(kind, e["format"]) for e in entries):
         assert "Not runnable here" not in out
     else:
         assert lines[-1] == f"Not runnable here (downloaded, sized and deleted only): {kind}."
@@ -166,10 +171,12 @@ def test_fit_on_an_entry_modeldeck_does_not_run_is_one_line(cli, services, entry
     assert data["disk_bytes"] == entry.size_for() > 0 and isinstance(data["fits_on_disk"], bool)
 
 
-def test_fit_by_size_takes_the_quant(cli, services) -> None:
+def test_fit_takes_the_quant(cli, services) -> None:
+    """A GGUF embedding model runs (for embeddings): fitted like a GGUF, by the quant asked."""
     entry = services.catalog.require("nomic-embed-text-v1.5-gguf")
+    assert entry.kind == "embedding" and entry.runnable
     code, out, _ = cli("fit", entry.id, "--quant", "Q4_K_M", "--json")
-    assert code == 0 and json.loads(out)["disk_bytes"] == entry.quant("Q4_K_M").size
+    assert code == 0 and json.loads(out)["estimate"]["weights_bytes"] == entry.quant("Q4_K_M").size
     code, out, err = cli("fit", entry.id, "--quant", "Q9_Z")
     assert code != 0 and out == "" and len(err.strip().splitlines()) == 1
     assert "has no quant 'Q9_Z'" in err and "Traceback" not in err

@@ -130,6 +130,19 @@ def test_embeddings_of_a_gguf_model(tmp_path: Path) -> None:
         assert one.data[0].embedding == pytest.approx(floats.data[0].embedding, abs=1e-6)
 
 
+def test_an_embedding_gguf_makes_vectors_and_refuses_to_chat(tmp_path: Path) -> None:
+    """A GGUF told an embedding model (its pooling type) loads for /v1/embeddings; a chat
+    request gets a 400 that says what it is, not a load failure."""
+    emb = tiny_gguf(extra_kv=(("uint32", "llama.pooling_type", 1),))
+    with served(serve_settings(tmp_path), {"emb": (emb, "gguf")}) as s:
+        c = client(s.url)
+        got = c.embeddings.create(model="emb", input=["hello world"], encoding_format="float")
+        assert len(got.data[0].embedding) == 64
+        with pytest.raises(openai.BadRequestError, match="embedding model") as err:
+            c.chat.completions.create(model="emb", messages=ASK, max_tokens=4)
+        assert err.value.code == "not_a_chat_model"
+
+
 def test_errors_have_openai_shapes_and_statuses(tmp_path: Path) -> None:
     settings = serve_settings(tmp_path, serve_max_tokens=64)
     with served(settings, {"tiny": (tiny_gguf(), "gguf")}) as s:

@@ -111,7 +111,9 @@ class CatalogEntry:
         """False for kinds ModelDeck only manages (an image model, a LoRA, a VAE, …).
 
         An ``unknown`` kind (a custom entry nobody has looked inside yet) counts as runnable,
-        so the runtime decides from the files."""
+        so the runtime decides from the files. A GGUF embedding model runs (for embeddings)."""
+        if self.kind in kinds.EMBEDS and self.format == "gguf":
+            return True
         return self.kind in kinds.RUNNABLE or self.kind == kinds.UNKNOWN
 
     @property

@@ -334,7 +334,7 @@ def _print_info(data: dict[str, Any]) -> None:
 def _kind_lines(data: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, Any]]:
     """What kind of model it is and the details that go with it (LoRA rank and family, ONNX
     opset, a VLM's projector, an unsafe pickle, the cached revisions, the set of shards)."""
-    from tui.metadata.kinds import FORMAT_LABELS, describe, not_runnable
+    from tui.metadata.kinds import FORMAT_LABELS, describe, embeds_only, not_runnable
     from tui.metadata.types import ModelMetadata
 
     kind = data.get("kind")
@@ -348,6 +348,8 @@ def _kind_lines(data: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, A
         format=fmt_name, kind=kind)  # a catalog entry: its kind, no metadata yet
     if kind == "tokenizer":
         note = "; not a model"
+    elif embeds_only(fmt_name, record):
+        note = "; embeddings only (POST /v1/embeddings on modeldeck serve)"
     elif not_runnable("it", fmt_name, record) is None:
         note = ""
     elif kind in RUNNABLE:

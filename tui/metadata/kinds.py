@@ -466,10 +466,19 @@ def _article(text: str) -> str:
     return ("an " if text[:1].lower() in "aeiou" else "a ") + text
 
 
+def embeds_only(fmt: str, meta: ModelMetadata | None) -> bool:
+    """An embedding model llama.cpp loads: it makes vectors, not answers."""
+    return fmt == "gguf" and kind_of(meta, fmt) in K.EMBEDS
+
+
 def not_runnable(name: str, fmt: str, meta: ModelMetadata | None) -> str | None:
-    """Why ModelDeck cannot run this model here (one line), or ``None`` if it can."""
+    """Why ModelDeck cannot run (load) this model here (one line), or ``None`` if it can.
+
+    A GGUF embedding model loads (for embeddings only: see :func:`embeds_only`)."""
     kind = kind_of(meta, fmt)
     extra = meta.extra if meta is not None else {}
+    if embeds_only(fmt, meta):
+        return None
     if kind not in K.RUNNABLE:
         what = _article(describe(kind, extra))
     elif fmt not in RUNNABLE_FORMATS:

@@ -29,6 +29,10 @@ class GenerationError(RuntimeError_):
     """Generation failed (backend error, endpoint down or sending garbage)."""
 
 
+class NotAChatModelError(GenerationError):
+    """Asked for an answer from a model that makes embeddings only."""
+
+
 class ContextLengthError(GenerationError):
     """The prompt does not fit in the model's context (an HTTP server answers 400)."""
 

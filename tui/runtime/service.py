@@ -57,7 +57,7 @@ from typing import Any
 
 from tui import formatting as fmt
 from tui.errors import MetadataError, ModelDeckError, NotFoundError
-from tui.metadata.kinds import not_runnable
+from tui.metadata.kinds import embeds_only, not_runnable
 from tui.metadata.types import ModelMetadata
 from tui.runtime.backends.base import Backend, BackendStats, one_line
 from tui.runtime.channel import Channel
@@ -68,6 +68,7 @@ from tui.runtime.errors import (
     GenerationError,
     LoadError,
     ModelBusyError,
+    NotAChatModelError,
     NotLoadedError,
     QueueFullError,
     WontFitError,
@@ -874,6 +875,10 @@ class RuntimeService:
         self._requests[request.id] = request
         try:
             entry = await self._entry_for(ref, options)
+            if _embeds_only(entry.spec):
+                raise NotAChatModelError(
+                    f"{entry.spec.name} is an embedding model: it makes vectors, not answers",
+                    hint="ask it through POST /v1/embeddings (modeldeck serve)")
             extra: dict[str, Any] = {}
             if prompt is not None:
                 extra["prompt"] = prompt
@@ -1219,6 +1224,12 @@ def _busy_text(entry: _Entry) -> str:
         return f"{entry.spec.name} has {queued} request{'s' if queued != 1 else ''} queued"
     text = f"{entry.spec.name} is answering {running} request" + ("s" if running != 1 else "")
     return text + (f" ({queued} more queued)" if queued else "")
+
+
+def _embeds_only(spec: ModelSpec) -> bool:
+    """A loaded embedding model (vectors through :meth:`RuntimeService.embed`, no answers)."""
+    meta = spec.metadata
+    return spec.kind == "gguf" and embeds_only("gguf", meta)
 
 
 def _managed_only(spec: ModelSpec) -> str | None:

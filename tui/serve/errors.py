@@ -23,6 +23,7 @@ from tui.runtime.errors import (
     EmbeddingError,
     LoadError,
     ModelBusyError,
+    NotAChatModelError,
     NotLoadedError,
     QueueFullError,
     TemplateError,
@@ -97,6 +98,8 @@ def api_error(exc: BaseException) -> ApiError:
         return ApiError(400, text, code="context_length_exceeded")
     if isinstance(exc, EmbeddingError):
         return ApiError(400, text, code="embeddings_not_supported")
+    if isinstance(exc, NotAChatModelError):
+        return ApiError(400, text, code="not_a_chat_model")
     if isinstance(exc, TemplateError):
         return ApiError(400, text, code="chat_template_error")
     if isinstance(exc, AnswerStoppedError | NotLoadedError):

@@ -176,3 +176,17 @@ class ChatSession:
                 candidate = search.send(await count_tokens(candidate))
         except StopIteration as stop:
             return stop.value
+
+    async def fit_for(self, runtime: Any, context: int, max_tokens: int, *, hint: str) -> Trimmed:
+        """The conversation trimmed to ``context`` tokens as ``runtime`` counts them, leaving
+        room for an answer of ``max_tokens``; ContextFullError (with ``hint``: what the user
+        can change) when the newest prompt alone does not fit."""
+
+        async def count(messages: Sequence[Message]) -> int:
+            tokens = await runtime.count_tokens(self.model_id, messages)
+            return 0 if tokens is None else tokens
+
+        try:
+            return await self.amessages_for(context, count, answer_reserve(context, max_tokens))
+        except ContextFullError as exc:
+            raise ContextFullError(exc.tokens, exc.budget, exc.context, hint=hint) from None

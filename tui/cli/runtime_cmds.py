@@ -230,25 +230,14 @@ def _repl_command(ctx: Any, session: Any, name: str, argument: str | None) -> An
 
 async def _fit(ctx: Any, runtime: Any, info: Any, session: Any, params: Any) -> list[Any]:
     """The conversation trimmed to the context (a note on stderr when turns are left out)."""
-    from tui.chat.session import ContextFullError, answer_reserve
-
     context = info.context_length
     if not context:  # an endpoint
         return session.messages()
 
-    async def count(messages: Any) -> int:
-        tokens = await runtime.count_tokens(info.id, messages)
-        return 0 if tokens is None else tokens
-
-    try:
-        trimmed = await session.amessages_for(
-            context, count, answer_reserve(context, params.max_tokens))
-    except ContextFullError as exc:
-        raise ContextFullError(
-            exc.tokens, exc.budget, exc.context,
-            hint="shorten the prompt, /system to shorten the system prompt, lower --max-tokens, "
-            "or run with a larger --ctx",
-        ) from None
+    trimmed = await session.fit_for(
+        runtime, context, params.max_tokens,
+        hint="shorten the prompt, /system to shorten the system prompt, lower --max-tokens, "
+        "or run with a larger --ctx")
     note = trimmed.note()
     if note:
         ctx.err(f"({note})")

@@ -23,7 +23,7 @@ from textual.widgets import Input, Static
 
 from tui.app.views import MetricsView, metrics_text
 from tui.app.widgets.answer_log import AnswerLog
-from tui.chat.session import ChatSession, answer_reserve
+from tui.chat.session import ChatSession
 from tui.chat.session import Message as ChatMessage
 from tui.errors import ModelDeckError
 from tui.terminal_text import clean_line
@@ -311,27 +311,16 @@ class PromptConsole(Vertical):
         """The conversation trimmed to the model's context (oldest turns left out first,
         with a note in the log); raises ContextFullError when the newest prompt alone does
         not fit."""
-        from tui.chat.session import ContextFullError
-
         model_id = session.model_id
         info = next((m for m in runtime.loaded() if m.id == model_id), None)
         context = info.context_length if info is not None else 0
         if context <= 0:  # an endpoint: its server knows its context
             return session.messages()
 
-        async def count(messages: Any) -> int:
-            tokens = await runtime.count_tokens(model_id, messages)
-            return 0 if tokens is None else tokens
-
-        try:
-            trimmed = await session.amessages_for(
-                context, count, answer_reserve(context, params.max_tokens))
-        except ContextFullError as exc:
-            raise ContextFullError(
-                exc.tokens, exc.budget, exc.context,
-                hint="shorten the prompt or the system prompt (f2), lower max tokens (f3), or "
-                "load the model with a larger context (L: load with…)",
-            ) from None
+        trimmed = await session.fit_for(
+            runtime, context, params.max_tokens,
+            hint="shorten the prompt or the system prompt (f2), lower max tokens (f3), or "
+            "load the model with a larger context (L: load with…)")
         note = trimmed.note()
         if note:
             self.note(note)

@@ -139,10 +139,13 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     if args.format:
         models = [m for m in models if m.format == args.format]
     models.sort(key=_SORT_KEYS[args.sort])
+    remotes = _remote_rows(ctx) if not args.status and not args.format else []
     if args.json:
-        ctx.print_json([m.to_dict() for m in models])
+        ctx.print_json([m.to_dict() for m in models]
+                       + [{"id": mid, "source": "remote", "remote": r.name, "url": r.url}
+                          for mid, r in remotes])
         return 0
-    if not models:
+    if not models and not remotes:
         print(f"No models yet. Run 'modeldeck scan' or 'modeldeck pull <id>' "
               f"(models dir: {clean_line(ctx.settings.models_dir)}).")
         return 0
@@ -153,14 +156,25 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
             f"{m.tokens_per_s:.1f}" if m.tokens_per_s else "-", fmt.ago(m.last_used_at),
         ]
         for m in models
-    ]
+    ] + [[mid, "remote", "-", "-", "-", "remote", "remote", "-", "-"] for mid, _r in remotes]
     print(fmt.table(
         ["ID", "FORMAT", "QUANT", "PARAMS", "SIZE", "STATUS", "SOURCE", "TOK/S", "LAST USED"],
         rows,
     ))
     total = sum(m.size_bytes for m in models)
-    print(f"\n{len(models)} models, {fmt.size(total)}")
+    print(f"\n{len(models)} models, {fmt.size(total)}"
+          + (f"; {len(remotes)} on remotes" if remotes else ""))
     return 0
+
+
+def _remote_rows(ctx: Context) -> list[Any]:
+    """Models of the registered remotes (``<remote>/<id>``); a warning per unreachable one."""
+    from tui.remote.models import remote_listing
+
+    rows, warnings = remote_listing(ctx.settings.state_dir)
+    for line in warnings:
+        ctx.err(f"modeldeck: warning: {line}")
+    return rows
 
 
 # -- catalog -----------------------------------------------------------------------------

@@ -157,3 +157,26 @@ def list_all(remotes: dict[str, Remote], timeout: float = TIMEOUT) -> list[Remot
     if not remotes:
         return []
     return asyncio.run(ModelCache(ttl=0, timeout=timeout).all(remotes))
+
+
+def remote_listing(state_dir: object, timeout: float = TIMEOUT
+                   ) -> tuple[list[tuple[str, Remote]], list[str]]:
+    """Blocking: ``[("<remote>/<id>", remote), …]`` of every reachable remote, and one warning
+    line per remote that is not (or a registry that cannot be read). Never raises for them."""
+    from pathlib import Path
+
+    from tui.errors import InvalidInputError
+    from tui.remote.registry import load_remotes
+
+    try:
+        remotes = load_remotes(Path(str(state_dir)))
+    except InvalidInputError as exc:
+        return [], [str(exc)]
+    rows: list[tuple[str, Remote]] = []
+    warnings: list[str] = []
+    for result in list_all(remotes, timeout):
+        if result.error:
+            warnings.append(f"remote {result.remote.name} is unreachable, its models are not "
+                            f"listed: {result.error}")
+        rows.extend((f"{result.remote.name}/{model}", result.remote) for model in result.ids)
+    return rows, warnings

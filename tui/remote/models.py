@@ -58,9 +58,9 @@ def scrub(text: str, remote: Remote, limit: int = SHOWN) -> str:
     return clean_line(" ".join(text.split()), limit)
 
 
-def parse_models(raw: bytes) -> tuple[list[str], int]:
-    """The ids of an OpenAI model list and how many were skipped; ValueError when it is not
-    one."""
+def parse_models(raw: bytes, secret: str | None = None) -> tuple[list[str], int]:
+    """The ids of an OpenAI model list and how many were skipped (one holding ``secret``
+    too); ValueError when it is not one."""
     data = json.loads(raw.decode("utf-8"))
     items = data.get("data") if isinstance(data, dict) else None
     if not isinstance(items, list):
@@ -71,7 +71,8 @@ def parse_models(raw: bytes) -> tuple[list[str], int]:
     for item in items:
         model = item.get("id") if isinstance(item, dict) else None
         if not isinstance(model, str) or not model or len(model) > MAX_ID \
-                or clean_line(model) != model or model in seen or len(ids) >= MAX_MODELS:
+                or clean_line(model) != model or model in seen or len(ids) >= MAX_MODELS \
+                or (secret and secret in model):
             skipped += 1
             continue
         seen.add(model)
@@ -100,7 +101,7 @@ async def fetch_models(remote: Remote, timeout: float = TIMEOUT,
                     return _failed(remote, f"GET /v1/models answered HTTP "
                                            f"{response.status_code}" + (f": {text}" if text
                                                                         else ""))
-        ids, skipped = parse_models(bytes(body))
+        ids, skipped = parse_models(bytes(body), remote.key())
     except TimeoutError:
         return _failed(remote, f"no model list within {timeout:g} s")
     except httpx.ConnectError:

@@ -101,13 +101,16 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
-        self._loop.run_until_complete(self._runner.setup())
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock)
-        self._loop.run_until_complete(site.start())
+
+        async def start() -> None:  # in the server's own loop (a test's loop may be running)
+            await self._runner.setup()
+            await web.SockSite(self._runner, sock).start()
+
         self._thread.start()
+        asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -153,14 +153,20 @@ class ModelCache:
             self._lists.pop(name, None)
 
 
-def list_all(remotes: dict[str, Remote], timeout: float = TIMEOUT) -> list[RemoteModels]:
-    """Blocking: every remote's model list (for the CLI and the dashboard's row worker)."""
+_SHARED = ModelCache()  # the dashboard's: its rows are re-read often, the lists need not be
+
+
+def list_all(remotes: dict[str, Remote], timeout: float = TIMEOUT, *, cached: bool = False
+             ) -> list[RemoteModels]:
+    """Blocking: every remote's model list (for the CLI, and with ``cached`` the dashboard's
+    row worker, which reuses a list for :data:`TTL` seconds)."""
     if not remotes:
         return []
-    return asyncio.run(ModelCache(ttl=0, timeout=timeout).all(remotes))
+    cache = _SHARED if cached else ModelCache(ttl=0, timeout=timeout)
+    return asyncio.run(cache.all(remotes))
 
 
-def remote_listing(state_dir: object, timeout: float = TIMEOUT
+def remote_listing(state_dir: object, timeout: float = TIMEOUT, *, cached: bool = False
                    ) -> tuple[list[tuple[str, Remote]], list[str]]:
     """Blocking: ``[("<remote>/<id>", remote), …]`` of every reachable remote, and one warning
     line per remote that is not (or a registry that cannot be read). Never raises for them."""
@@ -175,7 +181,7 @@ def remote_listing(state_dir: object, timeout: float = TIMEOUT
         return [], [str(exc)]
     rows: list[tuple[str, Remote]] = []
     warnings: list[str] = []
-    for result in list_all(remotes, timeout):
+    for result in list_all(remotes, timeout, cached=cached):
         if result.error:
             warnings.append(f"remote {result.remote.name} is unreachable, its models are not "
                             f"listed: {result.error}")

@@ -12,11 +12,15 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tui.atomic import write_text_atomic
 from tui.errors import InvalidInputError, NotFoundError
 from tui.terminal_text import clean_line
+
+if TYPE_CHECKING:
+    from tui.runtime.types import ModelSpec
 
 REMOTES_FILE = "remotes.toml"
 MAX_FILE_BYTES = 256 << 10
@@ -192,3 +196,24 @@ def split_model(model: object, remotes: dict[str, Remote]) -> tuple[Remote, str]
     if remote is None or not upstream:
         return None
     return remote, upstream
+
+
+def remote_spec(state_dir: Path, model: str) -> ModelSpec | None:
+    """A runtime :class:`ModelSpec` for ``<remote>/<id>`` of a registered remote (the OpenAI
+    client backend, the key read now from the remote's variable); None for anything else.
+    Its id stays ``<remote>/<id>``."""
+    import dataclasses
+
+    from tui.runtime.types import ModelSpec
+
+    if "/" not in model:
+        return None
+    try:
+        target = split_model(model, load_remotes(state_dir))
+    except InvalidInputError:
+        return None
+    if target is None:
+        return None
+    remote, upstream = target
+    spec = ModelSpec.endpoint(remote.url, upstream, remote.key())
+    return dataclasses.replace(spec, id=model, name=model)

@@ -222,3 +222,68 @@ def test_unreachable_remote_is_a_502_and_nothing_else_fails(tmp_path: Path) -> N
         assert failed.value.status_code == 502
         assert "gone" in failed.value.message and "cannot be reached" in failed.value.message
         assert c.chat.completions.create(model="tiny", messages=ASK, max_tokens=2).choices
+
+
+# -- managed engines --------------------------------------------------------------------------
+
+
+def _engines(capsys: pytest.CaptureFixture[str], state: str) -> dict[str, dict[str, object]]:
+    code, out, err = cli(capsys, "--state-dir", state, "engine", "ls", "--json")
+    assert code == 0, err
+    return {e["name"]: e for e in json.loads(out)}
+
+
+def test_managed_engine_starts_restarts_after_kill_and_stops(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _need("llama_cpp")
+    for module in ("uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"llama_cpp.server needs {module}, which is not installed")
+    openai = pytest.importorskip("openai")
+    import os
+    import signal
+
+    from tests.support.upstream import free_port, llama_server_command
+
+    settings = serve_settings(tmp_path)
+    state = str(settings.state_dir)
+    port = free_port()
+    command = llama_server_command(tiny_gguf(), port)
+    with served(settings) as s:
+        # no engine token: the API key alone does not let a client start commands
+        refused = httpx.post(s.url + "/api/engines", timeout=LIMIT,
+                             json={"name": "x", "command": ["true"], "url": "http://h:1"})
+        assert refused.status_code == 403
+        # a key on the command line is refused before anything starts
+        code, out, err = cli(capsys, "--state-dir", state, "engine", "start", "bad", "--",
+                             *command, "--api_key", "sk-on-argv-123456")
+        assert code != 0 and len(err.strip().splitlines()) == 1 and "secret" in err
+        assert "sk-on-argv-123456" not in out + err
+
+        code, out, err = cli(capsys, "--state-dir", state, "engine", "start", "lc", "--",
+                             *command)
+        assert code == 0, err
+        assert " ".join(command[1:]) in out and "is up at" in out
+        first = _engines(capsys, state)["lc"]
+        assert first["state"] == "running" and isinstance(first["pid"], int)
+        c = openai.OpenAI(base_url=s.v1, api_key="none", max_retries=0, timeout=LIMIT)
+        model = next(m.id for m in c.models.list() if m.owned_by == "lc")
+        assert c.chat.completions.create(model=model, messages=ASK, max_tokens=4).choices
+
+        os.kill(first["pid"], signal.SIGKILL)  # it crashes: restarted, and serves again
+        wait_until(lambda: (e := _engines(capsys, state)["lc"])["state"] == "running"
+                   and e["restarts"] == 1 and e["pid"] != first["pid"],
+                   "the engine to be restarted", limit=120)
+        assert c.chat.completions.create(model=model, messages=ASK, max_tokens=4).choices
+
+        code, out, _ = cli(capsys, "--state-dir", state, "engine", "log", "lc", "-n", "10000")
+        assert code == 0 and out.count("starting ") == 2 and "exited with code" in out
+
+        pid = _engines(capsys, state)["lc"]["pid"]
+        code, out, err = cli(capsys, "--state-dir", state, "engine", "stop", "lc")
+        assert code == 0, err
+        assert _engines(capsys, state)["lc"]["state"] == "stopped"
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # type: ignore[arg-type]
+        assert "lc" not in (settings.state_dir / "remotes.toml").read_text()
+        assert all(m.owned_by != "lc" for m in c.models.list())

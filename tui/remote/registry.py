@@ -38,6 +38,7 @@ class Remote:
     name: str
     url: str  # base URL as given (http/https, no credentials, no trailing slash)
     key_env: str | None = None  # the environment variable holding its API key
+    managed: bool = False  # a managed engine's (``modeldeck engine start``), removed at its stop
 
     @property
     def api_base(self) -> str:
@@ -135,7 +136,8 @@ def load_remotes(state_dir: Path) -> dict[str, Remote]:
                 raise InvalidInputError("must be a table with url = \"…\"")
             key_env = entry.get("key_env")
             out[name] = Remote(name, check_url(entry.get("url")),
-                               check_env_name(key_env) if key_env else None)
+                               check_env_name(key_env) if key_env else None,
+                               entry.get("managed") is True)
         except InvalidInputError as exc:
             raise _bad(path, f"remote {clean_line(name, 80)!r}: {exc}") from None
     return out
@@ -155,16 +157,22 @@ def save_remotes(state_dir: Path, remotes: dict[str, Remote]) -> None:
         lines.append(f"url = {json.dumps(remote.url)}")
         if remote.key_env:
             lines.append(f"key_env = {json.dumps(remote.key_env)}")
+        if remote.managed:
+            lines.append("managed = true  # a managed engine's: removed when it stops")
         lines.append("")
     write_text_atomic(remotes_path(state_dir), "\n".join(lines))
 
 
 def add_remote(state_dir: Path, name: str, url: str, key_env: str | None = None, *,
-               replace: bool = False) -> Remote:
-    """Register (or with ``replace``, re-register) a remote; returns it."""
+               replace: bool = False, managed: bool = False) -> Remote:
+    """Register (or with ``replace``, re-register) a remote; returns it. A managed engine's
+    entry never replaces one the user added."""
     remote = Remote(check_name(name), check_url(url),
-                    check_env_name(key_env) if key_env else None)
+                    check_env_name(key_env) if key_env else None, managed)
     remotes = load_remotes(state_dir)
+    if managed and name in remotes and not remotes[name].managed:
+        raise InvalidInputError(f"a remote named {name!r} exists already",
+                                hint="pick another engine name, or modeldeck remote rm it")
     if name in remotes and not replace:
         raise InvalidInputError(f"a remote named {name!r} exists already",
                                 hint="remove it first (modeldeck remote rm) or pass --replace")

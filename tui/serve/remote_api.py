@@ -273,3 +273,65 @@ def _unreachable(remote: Remote, exc: Exception) -> ApiError:
         why = scrub(f"{type(exc).__name__}: {exc}", remote, 120)
     return ApiError(502, f"remote {remote.name} ({remote.url}) cannot be reached: {why}",
                     type="server_error", code="upstream_unreachable")
+
+
+# -- managed engines --------------------------------------------------------------------------
+
+TOKEN_HEADER = "x-modeldeck-engine-token"
+
+
+def engines_of(request: Request) -> Any:
+    """The server's :class:`tui.remote.engine.Engines`, once the caller showed the engine
+    token (``engine.token`` in the state dir: only its owner can read it). Starting a command
+    is more than the API key allows."""
+    from tui.remote.engine import Engines, token_ok
+
+    serve = request.app.state.serve
+    state_dir = serve.services.settings.state_dir
+    if not token_ok(state_dir, request.headers.get(TOKEN_HEADER)):
+        raise ApiError(403, "managing engines needs the engine token of this server's state "
+                       "dir (the modeldeck CLI of the same user sends it)",
+                       type="permission_error", code="engine_token")
+    engines = getattr(request.app.state, "engines", None)
+    if engines is None:
+        engines = request.app.state.engines = Engines(state_dir, serve.spawn)
+    return engines
+
+
+@router.get("/engines", summary="Managed engines (needs the engine token)")
+async def list_engines(request: Request) -> Response:
+    engines = engines_of(request)
+    return _json({"engines": [e.as_dict() for e in engines.engines.values()]})
+
+
+@router.post("/engines", summary="Start a managed engine (needs the engine token)")
+async def start_engine(request: Request) -> Response:
+    engines = engines_of(request)
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise ApiError(400, "the body is not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    name, command = body.get("name"), body.get("command")
+    url, key_env = body.get("url"), body.get("key_env")
+    if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
+        raise ApiError(400, "command must be a list of strings", param="command")
+    if url is not None and not isinstance(url, str):
+        raise ApiError(400, "url must be a string", param="url")
+    from tui.remote.registry import check_env_name
+
+    try:
+        if key_env is not None:
+            check_env_name(key_env)
+        engine = engines.start(name, command, url, key_env)
+    except InvalidInputError as exc:
+        raise ApiError(400, str(exc)) from None
+    return _json(engine.as_dict(), 202)
+
+
+@router.delete("/engines/{name}", summary="Stop a managed engine (needs the engine token)")
+async def stop_engine(name: str, request: Request) -> Response:
+    engines = engines_of(request)
+    engine = await engines.stop(name)
+    return _json(engine.as_dict())

@@ -115,3 +115,24 @@ def test_registry_file_edited_badly(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert "u:p" not in err and "Traceback" not in err
         code, _, err = cli(capsys, "--state-dir", str(state), "remote", "add", "y", "http://h")
         assert code != 0 and path.read_text() == text  # the user's file is left as it was
+
+
+@pytest.mark.parametrize(("model", "status", "needle"), [
+    ("notjson", 502, "not JSON"),
+    ("textfail", 503, "overloaded"),
+    ("weird", 502, "HTTP 999"),
+])
+def test_hostile_answers_are_one_clean_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             model: str, status: int, needle: str) -> None:
+    monkeypatch.setenv("HOSTILE_KEY", KEY)
+    settings = serve_settings(tmp_path)
+    with FakeUpstream(key=KEY) as up:
+        add_remote(settings.state_dir, "h", up.url, "HOSTILE_KEY")
+        with served(settings) as s:
+            r = httpx.post(s.v1 + "/chat/completions", timeout=LIMIT,
+                           json={"model": f"h/{model}", "messages": [{"role": "user",
+                                                                       "content": "x"}]})
+    assert r.status_code == status
+    message = r.json()["error"]["message"]
+    assert needle in message and "\n" not in message and KEY not in r.text
+    assert_no_control_chars(message)

@@ -126,6 +126,9 @@ def test_serve_proxies_to_llama_cpp_server(upstream: str, tmp_path: Path,
         assert len(models) == 1 and models[0].owned_by == "lc"
         model = models[0].id
         assert model.startswith("lc/")
+        assert c.models.retrieve(model).owned_by == "lc"
+        with pytest.raises(openai.NotFoundError):
+            c.models.retrieve("lc/no-such-model")
 
         whole = c.chat.completions.create(model=model, messages=ASK, max_tokens=8,
                                           temperature=0)
@@ -287,3 +290,39 @@ def test_managed_engine_starts_restarts_after_kill_and_stops(
             os.kill(pid, 0)  # type: ignore[arg-type]
         assert "lc" not in (settings.state_dir / "remotes.toml").read_text()
         assert all(m.owned_by != "lc" for m in c.models.list())
+
+
+def test_engine_crash_loop_gives_up_and_its_log_stays_bounded(tmp_path: Path) -> None:
+    import asyncio
+    import sys
+
+    from tui.remote.engine import LOG_LIMIT, Engines, log_path
+
+    from tests.support.upstream import free_port
+
+    state = tmp_path / "state"
+    noisy = "import sys; sys.stdout.write('x' * 1_500_000 + '\\nboom\\n'); raise SystemExit(3)"
+
+    async def run() -> dict[str, object]:
+        tasks: list[asyncio.Task[None]] = []
+
+        def spawn(coro: object) -> asyncio.Task[None]:
+            tasks.append(asyncio.ensure_future(coro))  # type: ignore[arg-type]
+            return tasks[-1]
+
+        engines = Engines(state, spawn, max_restarts=2, backoff=(0.0,))
+        engine = engines.start("crashy", [sys.executable, "-c", noisy],
+                               url=f"http://127.0.0.1:{free_port()}")
+        await asyncio.wait_for(asyncio.gather(*tasks), LIMIT)
+        return engine.as_dict()
+
+    result = asyncio.run(run())
+    assert result["state"] == "failed" and result["restarts"] == 2
+    assert "gave up after 2 restarts" in str(result["error"])
+    assert "exit code 3" in str(result["error"])
+    log = log_path(state, "crashy")
+    older = log.with_name(log.name + ".1")
+    assert log.stat().st_size <= LOG_LIMIT and older.stat().st_size <= LOG_LIMIT
+    assert sorted(p.name for p in log.parent.iterdir()) == ["crashy.log", "crashy.log.1"]
+    assert b"boom" in log.read_bytes() + older.read_bytes()
+    assert not (state / "remotes.toml").exists()  # never healthy: never registered

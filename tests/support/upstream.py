@@ -76,8 +76,9 @@ class FakeUpstream:
 
     ``models`` is what ``GET /v1/models`` answers (a JSON-able object, or bytes as is); the
     requested model picks the chat answer: ``endless`` streams events until the client leaves
-    (then :attr:`left` is set), ``fail`` is a 500 echoing the key, anything else a short answer
-    (streamed when asked) with usage.
+    (then :attr:`left` is set), ``fail`` is a 500 echoing the key in OpenAI's shape,
+    ``textfail`` a 503 in plain text echoing the key and escapes, ``notjson`` a 200 that is not
+    JSON, ``weird`` status 999; anything else a short answer (streamed when asked) with usage.
     """
 
     def __init__(self, models: Any = None, key: str = "") -> None:
@@ -133,6 +134,12 @@ class FakeUpstream:
             return web.json_response({"error": {"message": f"engine died, key {self.key} "
                                                 "\x1b[2J", "type": "server_error",
                                                 "code": "engine_dead"}}, status=500)
+        if body.get("model") == "notjson":
+            return web.Response(text="<html>\x1b[2Jnot json", content_type="application/json")
+        if body.get("model") == "textfail":
+            return web.Response(status=503, text=f"overloaded {self.key} \x1b]52;c;eA==\x07")
+        if body.get("model") == "weird":
+            return web.Response(status=999, text="{}")
         usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
         if not body.get("stream"):
             return web.json_response({

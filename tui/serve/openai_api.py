@@ -37,7 +37,7 @@ from tui.errors import InvalidInputError, NotFoundError
 from tui.runtime.types import GenerationMetrics, GenParams, ModelSpec
 from tui.serve.context import ServeState, state_of
 from tui.serve.errors import ApiError, api_error, bad_request
-from tui.serve.remote_api import proxy, remote_model_objects, target_of
+from tui.serve.remote_api import proxy, remote_model_object, remote_model_objects, target_of
 from tui.serve.schemas import (
     MAX_INPUTS,
     MAX_STOP,
@@ -73,9 +73,14 @@ async def list_models(request: Request) -> Response:
     return _json({"object": "list", "data": data})
 
 
-@router.get("/models/{model_id}", summary="One installed model")
+@router.get("/models/{model_id:path}", summary="One installed model (or a remote's)")
 async def get_model(model_id: str, request: Request) -> Response:
     state = state_of(request)
+    if "/" in model_id:
+        remote = await remote_model_object(request, model_id)
+        if remote is None:
+            raise _no_model(model_id)
+        return _json(remote)
     check_model_id(model_id)
     record = await asyncio.to_thread(state.services.inventory.get_model, model_id)
     if record is None or record.status != "installed":

@@ -47,6 +47,7 @@ class RemoteHub:
         self.cache = ModelCache()
         self._stamp: Any = None
         self._remotes: dict[str, Remote] = {}
+        self.warned: dict[str, float] = {}
 
     def remotes(self) -> dict[str, Remote]:
         """The registered remotes; a registry that cannot be read is one warning and none."""
@@ -88,13 +89,26 @@ def target_of(request: Request, model: Any) -> tuple[Remote, str] | None:
 async def remote_model_objects(request: Request) -> list[dict[str, Any]]:
     """``/v1/models`` entries of the reachable remotes (``owned_by`` the remote's name)."""
     out = []
-    for result in await hub_of(request).lists():
-        if result.error:
+    hub = hub_of(request)
+    for result in await hub.lists():
+        if result.error and hub.warned.get(result.remote.name) != result.fetched_at:
+            hub.warned[result.remote.name] = result.fetched_at  # once per fetch, not per call
             log.warning("remote %s is unreachable, its models are not listed: %s",
                         result.remote.name, result.error)
         out.extend({"id": f"{result.remote.name}/{model}", "object": "model", "created": 0,
                     "owned_by": result.remote.name} for model in result.ids)
     return out
+
+
+async def remote_model_object(request: Request, model: str) -> dict[str, Any] | None:
+    """The ``/v1/models/<remote>/<id>`` entry, when the remote lists that id."""
+    target = target_of(request, model)
+    if target is None:
+        return None
+    result = await hub_of(request).cache.get(target[0])
+    if target[1] not in result.ids:
+        return None
+    return {"id": model, "object": "model", "created": 0, "owned_by": target[0].name}
 
 
 @router.get("/remotes", summary="Registered remote engines and their models")

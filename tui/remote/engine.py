@@ -362,13 +362,15 @@ class Engine:
                 save_remotes(self.state_dir, remotes)
 
     async def stop(self) -> None:
-        """Stop it (SIGTERM, then SIGKILL) and forget its remote."""
+        """Stop it (SIGTERM, then SIGKILL) and forget its remote (a failed one is left
+        failed: it stopped already)."""
+        if self.task is None or self.task.done():
+            return
         self._stopping = True
         self.state = "stopping"
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
 
 class Engines:

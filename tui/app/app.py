@@ -409,7 +409,7 @@ class ModelDeckApp(App[None]):
     @on(ModelTable.Activated, "#models")
     def _row_activated(self, message: ModelTable.Activated) -> None:
         row = message.row
-        if row.installed:
+        if row.installed or row.status == "remote":  # a remote engine's model: no download
             self.load_row(row)
         elif row.status in ("queued", "downloading", "paused"):
             self.notify(f"{row.name} is {row.status}", severity="warning")

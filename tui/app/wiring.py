@@ -42,6 +42,16 @@ def load_rows(services: Services) -> list[ModelRow]:
     return rows
 
 
+def remote_rows(services: Services) -> list[ModelRow]:
+    """Rows of the registered remote engines' models (``<remote>/<id>``, status ``remote``);
+    blocking network, a few seconds at most. Unreachable remotes give none."""
+    from tui.remote.models import remote_listing
+
+    rows, _warnings = remote_listing(services.settings.state_dir, cached=True)
+    return [ModelRow(key=f"remote:{model_id}", name=model_id, status="remote",
+                     format="remote", model_id=model_id) for model_id, _remote in rows]
+
+
 def check_updates(services: Services) -> set[str]:
     """Ask the Hub about every Hub model (blocking, network) and remember the answers (which
     :func:`load_rows` marks); returns the ids of the models the Hub has newer commits of."""

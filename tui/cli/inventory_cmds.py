@@ -148,10 +148,13 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     if args.kind:
         models = [m for m in models if m.kind == args.kind]
     models.sort(key=_SORT_KEYS[args.sort])
+    remotes = _remote_rows(ctx) if not (args.status or args.format or args.kind) else []
     if args.json:
-        ctx.print_json([m.to_dict() for m in models])
+        ctx.print_json([m.to_dict() for m in models]
+                       + [{"id": mid, "source": "remote", "remote": r.name, "url": r.url}
+                          for mid, r in remotes])
         return 0
-    if not models:
+    if not models and not remotes:
         if args.kind or args.format:
             print("No models match.")
             return 0
@@ -166,14 +169,16 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
             f"{m.tokens_per_s:.1f}" if m.tokens_per_s else "-", fmt.ago(m.last_used_at),
         ]
         for m in models
-    ]
+    ] + [[mid, "-", "remote", "-", "-", "-", "remote", "remote", "-", "-"]
+         for mid, _r in remotes]
     print(fmt.table(
         ["ID", "KIND", "FORMAT", "QUANT", "PARAMS", "SIZE", "STATUS", "SOURCE", "TOK/S",
          "LAST USED"],
         rows,
     ))
     total = sum(m.size_bytes for m in models)
-    print(f"\n{len(models)} models, {fmt.size(total)}")
+    print(f"\n{len(models)} models, {fmt.size(total)}"
+          + (f"; {len(remotes)} on remotes" if remotes else ""))
     if any(_unsafe(m.metadata) for m in models):
         print(f"* {UNSAFE_NOTE}")
     return 0
@@ -182,6 +187,16 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
 def _unsafe(meta: Any) -> bool:
     extra = getattr(meta, "extra", None)
     return isinstance(extra, dict) and extra.get("unsafe_format") is True
+
+
+def _remote_rows(ctx: Context) -> list[Any]:
+    """Models of the registered remotes (``<remote>/<id>``); a warning per unreachable one."""
+    from tui.remote.models import remote_listing
+
+    rows, warnings = remote_listing(ctx.settings.state_dir)
+    for line in warnings:
+        ctx.err(f"modeldeck: warning: {line}")
+    return rows
 
 
 # -- catalog -----------------------------------------------------------------------------

@@ -120,6 +120,13 @@ def run_command(args: argparse.Namespace, ctx: Any) -> int:
     """``modeldeck run``."""
     from tui.runtime.types import GenParams, ModelSpec
 
+    params = GenParams(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        stop=tuple(args.stop),
+        seed=args.seed,
+    )
     key_var = None
     if args.endpoint:
         if not args.remote_model:
@@ -130,15 +137,12 @@ def run_command(args: argparse.Namespace, ctx: Any) -> int:
         target: Any = ModelSpec.endpoint(args.endpoint, args.remote_model, key)
     elif args.model:
         target = args.model
+        remote = _remote_target(ctx, args.model)
+        if remote is not None:
+            target = ModelSpec.endpoint(remote[0].url, remote[1], remote[0].key())
+            return _run_remote(ctx, args, target, remote[0], params)
     else:
         raise InvalidInputError("give a model id or path, or --endpoint URL --model NAME")
-    params = GenParams(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_tokens=args.max_tokens,
-        stop=tuple(args.stop),
-        seed=args.seed,
-    )
     coro = _run(ctx, target, _options(args), params, args.prompt, args.system)
     if not args.endpoint:
         return asyncio.run(coro)
@@ -153,6 +157,32 @@ def run_command(args: argparse.Namespace, ctx: Any) -> int:
             hint = (f"no key was sent: put it in ${args.api_key_env} or name the variable "
                     "with --api-key-env VAR")
         raise EndpointAuthError(exc.message, hint=hint) from None
+
+
+def _run_remote(ctx: Any, args: argparse.Namespace, target: Any, remote: Any,
+                params: Any) -> int:
+    """``modeldeck run <remote>/<model>``: the OpenAI client backend with the remote's URL and
+    the key read now from its variable."""
+    from tui.runtime.backends.openai import EndpointAuthError
+
+    try:
+        return asyncio.run(_run(ctx, target, _options(args), params, args.prompt, args.system))
+    except EndpointAuthError as exc:
+        hint = (f"check the key in ${remote.key_env}" if remote.key_env else
+                f"no key was sent: modeldeck remote add {remote.name} URL --key-env VAR --replace")
+        raise EndpointAuthError(exc.message, hint=hint) from None
+
+
+def _remote_target(ctx: Any, model: str) -> Any:
+    """``(remote, upstream id)`` when ``model`` is ``<remote>/<id>`` of a registered remote
+    (an existing path wins)."""
+    from pathlib import Path
+
+    from tui.remote.registry import load_remotes, split_model
+
+    if "/" not in model or Path(model).exists():
+        return None
+    return split_model(model, load_remotes(ctx.settings.state_dir))
 
 
 REPL_HELP = (

@@ -382,6 +382,10 @@ class RuntimeService:
         if record is None:
             path = Path(text).expanduser()
             if not path.exists():
+                from tui.remote.registry import remote_spec
+
+                if (spec := remote_spec(self.settings.state_dir, text)) is not None:
+                    return spec  # <remote>/<model-id>: the remote engine's OpenAI endpoint
                 raise NotFoundError(
                     f"no installed model or model file {text!r}",
                     hint="see 'modeldeck ls' for ids, or give a .gguf file or model folder",

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from tui import __version__
 from tui.errors import ModelDeckError
-from tui.serve import manage_api, openai_api
+from tui.serve import manage_api, openai_api, remote_api
 from tui.serve.auth import AuthMiddleware
 from tui.serve.context import MAX_BODY, ServeState
 from tui.serve.errors import ApiError, api_error
@@ -51,6 +51,7 @@ def create_app(
                                  max_body=max_body)
     app.include_router(openai_api.router)
     app.include_router(manage_api.router)
+    app.include_router(remote_api.router)
 
     @app.get("/metrics", tags=["Management"], summary="Prometheus metrics")
     async def prometheus() -> Response:

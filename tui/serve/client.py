@@ -43,11 +43,12 @@ class ServeClient:
         return self.info.url
 
     def request(self, method: str, path: str, body: Any = None, *,
-                timeout: float | None = 30.0) -> Any:
+                timeout: float | None = 30.0, headers: dict[str, str] | None = None) -> Any:
         """The JSON answer of ``method path``; ServerError (one line) for an error answer."""
         import httpx
 
-        headers = {"authorization": f"Bearer {self._key}"} if self._key else {}
+        headers = {**(headers or {}),
+                   **({"authorization": f"Bearer {self._key}"} if self._key else {})}
         try:
             with httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=5.0),
                               trust_env=False) as client, client.stream(

@@ -37,6 +37,7 @@ from tui.errors import InvalidInputError, NotFoundError
 from tui.runtime.types import GenerationMetrics, GenParams, ModelSpec
 from tui.serve.context import ServeState, state_of
 from tui.serve.errors import ApiError, api_error, bad_request
+from tui.serve.remote_api import proxy, remote_model_object, remote_model_objects, target_of
 from tui.serve.schemas import (
     MAX_INPUTS,
     MAX_STOP,
@@ -68,12 +69,18 @@ async def list_models(request: Request) -> Response:
     state = state_of(request)
     records = await asyncio.to_thread(state.services.inventory.list_models, status="installed")
     data = [_model_object(r) for r in records if r.format in ("gguf", "safetensors")]
+    data += await remote_model_objects(request)
     return _json({"object": "list", "data": data})
 
 
-@router.get("/models/{model_id}", summary="One installed model")
+@router.get("/models/{model_id:path}", summary="One installed model (or a remote's)")
 async def get_model(model_id: str, request: Request) -> Response:
     state = state_of(request)
+    if "/" in model_id:
+        remote = await remote_model_object(request, model_id)
+        if remote is None:
+            raise _no_model(model_id)
+        return _json(remote)
     check_model_id(model_id)
     record = await asyncio.to_thread(state.services.inventory.get_model, model_id)
     if record is None or record.status != "installed":
@@ -195,6 +202,8 @@ def _tools(body: ChatCompletionRequest) -> list[dict[str, Any]] | None:
 @router.post("/chat/completions", summary="Chat completion (streamed with stream=true)")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     state = state_of(request)
+    if (remote := target_of(request, body.model)) is not None:
+        return await proxy(request, remote, "chat/completions", "chat")
     fmt = body.response_format
     if fmt is not None and fmt.get("type", "text") != "text":
         raise bad_request("response_format other than text is not supported", "response_format")
@@ -211,6 +220,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 @router.post("/completions", summary="Text completion of a raw prompt (no chat template)")
 async def completions(body: CompletionRequest, request: Request) -> Response:
     state = state_of(request)
+    if (remote := target_of(request, body.model)) is not None:
+        return await proxy(request, remote, "completions", "completions")
     prompt = body.prompt
     if isinstance(prompt, list):
         if len(prompt) != 1 or not isinstance(prompt[0], str):
@@ -445,6 +456,8 @@ def _count(state: ServeState, shape: _Chat, status: int, m: GenerationMetrics | 
 @router.post("/embeddings", summary="Embeddings (GGUF models)")
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     state = state_of(request)
+    if (remote := target_of(request, body.model)) is not None:
+        return await proxy(request, remote, "embeddings", "embeddings")
     inputs = body.input
     if isinstance(inputs, str):
         inputs = [inputs]

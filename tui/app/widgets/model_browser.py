@@ -103,7 +103,10 @@ class ModelBrowser(Vertical):
         if self._prime_changes:  # what changes after this read is reported by the feed
             wiring.prime_changes(self.services)
         entries = {e.id: e for e in self.services.catalog.entries()}
-        self.post_message(ModelsLoaded(wiring.load_rows(self.services), entries))
+        rows = wiring.load_rows(self.services)
+        self.post_message(ModelsLoaded(rows, entries))
+        if extra := wiring.remote_rows(self.services):  # after the local rows: it may wait
+            self.post_message(ModelsLoaded(rows + extra, entries))
 
     @on(ModelsLoaded)
     def _models_loaded(self, message: ModelsLoaded) -> None:

@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "tui.cli.runtime_cmds",
     "tui.cli.maintenance_cmds",
     "tui.cli.serve_cmds",
+    "tui.cli.storage_cmds",
 )
 
 

@@ -152,3 +152,42 @@ def reclaim(services: Any, proposal: Proposal, *, loaded: set[str], busy: set[st
         if plan.refused:
             c.note = f"{len(plan.refused)} path(s) kept: {plan.refused[0].note}"
     return proposal.candidates
+
+
+# -- the dashboard's low-disk warning ------------------------------------------------------
+
+
+def bytes_short(setting: str, free: int, total: int) -> int:
+    """How many bytes the models volume (``free`` of ``total``) is below the
+    ``low_disk_warning`` threshold (0 or less: not low)."""
+    from tui.settings import low_disk_threshold
+
+    return low_disk_threshold(setting, total) - free
+
+
+def low_disk_text(setting: str, free: int, total: int) -> str | None:
+    """The warning line when the volume is low, else None."""
+    if total <= 0 or bytes_short(setting, free, total) <= 0:
+        return None
+    return f"Low disk: {fmt.size(free)} free (warning below {setting})"
+
+
+def propose(services: Any, target: int) -> Proposal:
+    """:func:`plan_reclaim` with the models in use now (loaded here or in the running server,
+    being downloaded) kept. Blocking."""
+    from tui.in_use import busy_ids, loaded_ids
+
+    return plan_reclaim(services, target, loaded=loaded_ids(services), busy=busy_ids(services))
+
+
+def carry_out(services: Any, proposal: Proposal) -> list[Candidate]:
+    """:func:`reclaim` with the models in use checked again now. Blocking."""
+    from tui.in_use import busy_ids, loaded_ids
+
+    return reclaim(services, proposal, loaded=loaded_ids(services), busy=busy_ids(services))
+
+
+def describe(proposal: Proposal) -> list[str]:
+    """One line per candidate (kind, bytes, what, why), as ``modeldeck reclaim`` prints."""
+    return [f"{c.kind:<10} {fmt.size(c.size):>10}  {c.what}  ({c.why})"
+            for c in proposal.candidates]

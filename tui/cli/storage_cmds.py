@@ -110,8 +110,7 @@ def cmd_pin(args: argparse.Namespace, ctx: Any) -> int:
 
 def cmd_reclaim(args: argparse.Namespace, ctx: Any) -> int:
     """``modeldeck reclaim --free SIZE``: list the proposal and its total, ask, delete."""
-    from tui.in_use import busy_ids, loaded_ids
-    from tui.reclaim import plan_reclaim, reclaim
+    from tui.reclaim import carry_out, describe, propose
     from tui.settings import parse_rate
 
     try:
@@ -121,10 +120,9 @@ def cmd_reclaim(args: argparse.Namespace, ctx: Any) -> int:
     if target <= 0:
         raise InvalidInputError("--free must be more than 0 (e.g. --free 50G)")
     services = ctx.services
-    loaded, busy = loaded_ids(services), busy_ids(services)
-    proposal = plan_reclaim(services, target, loaded=loaded, busy=busy)
-    for c in proposal.candidates:
-        print(clean_line(f"{c.kind:<10} {fmt.size(c.size):>10}  {c.what}  ({c.why})"))
+    proposal = propose(services, target)
+    for line in describe(proposal):
+        print(clean_line(line))
     if not proposal.candidates:
         print(f"nothing to reclaim: no orphan, duplicate or unpinned unused model frees space "
               f"(asked {fmt.size(target)})")
@@ -141,7 +139,7 @@ def cmd_reclaim(args: argparse.Namespace, ctx: Any) -> int:
     if not args.yes and not _confirm("Delete these? [y/N] ", "delete models"):
         print("Nothing deleted.")
         return 1
-    done = reclaim(services, proposal, loaded=loaded_ids(services), busy=busy_ids(services))
+    done = carry_out(services, proposal)
     for c in done:
         if c.note:
             print(clean_line(f"{'kept' if not c.done else 'note'} {c.what}: {c.note}"))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui.discovery import hf_cache_dir
+from tui.download.planner import KEPT_DIR, STAGE_DIR
 from tui.inventory_ops import file_unchanged, remove_empty_dirs, shown
 from tui.layout import hub_root_of, kind_folder, kind_folders
 from tui.settings import Settings
@@ -43,6 +44,7 @@ class Move:
     new_path: Path | None = None
     note: str = ""
     done: bool = False
+    left: list[Path] = field(default_factory=list)  # files it did not record, which stay
 
     @property
     def size(self) -> int:
@@ -94,7 +96,23 @@ def _plan_one(model: ModelRecord, base: Path) -> Move | None:
     if not main.is_relative_to(root) or not all(p.is_relative_to(root) for p in paths):
         return Move(model, note=f"its files are not all inside {shown(root)}; left alone")
     pairs = [(p, dest_root / p.relative_to(root)) for p in paths]
-    return Move(model, pairs, new_path=dest_root / main.relative_to(root))
+    move = Move(model, pairs, new_path=dest_root / main.relative_to(root))
+    folder = root if root != base else (main if main.is_dir() else None)
+    if folder is not None:
+        move.left = _unrecorded(folder, set(paths))
+    return move
+
+
+def _unrecorded(folder: Path, recorded: set[Path], limit: int = 100) -> list[Path]:
+    """Files in ``folder`` (not following symlinks, not ModelDeck's hidden folders) that are
+    not in ``recorded``: they stay where they are. At most ``limit``."""
+    out: list[Path] = []
+    for dirpath, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if d not in (STAGE_DIR, KEPT_DIR)]
+        out += [Path(dirpath) / n for n in files if Path(dirpath) / n not in recorded]
+        if len(out) >= limit:
+            return out[:limit]
+    return out
 
 
 def _base(settings: Settings) -> Path:
@@ -143,6 +161,7 @@ def organize(settings: Settings, inventory: Inventory, moves: list[Move],
             _rename_all(move.pairs, rename or os.rename)
         except OSError as exc:
             _forget(inventory, move.model.id)
+            _tidy(settings, inventory, [(dst, dst) for _, dst in move.pairs])
             move.note = _failure(exc)
             continue
         _commit(inventory, move.model.id, move.pairs, move.new_path)

@@ -214,8 +214,7 @@ def test_cross_device_is_one_line_from_the_cli(cli, monkeypatch: pytest.MonkeyPa
     lines = err.strip().splitlines()
     assert len(lines) == 2 and all("another volume" in line for line in lines)
     assert "Traceback" not in err
-    kept = {p: v for p, v in tree_digest(cli.models).items() if v[0] == "file"}
-    assert kept == {p: v for p, v in before.items() if v[0] == "file"}
+    assert tree_digest(cli.models) == before  # not even an empty kind folder is left
 
 
 def test_a_crash_between_rename_and_commit_is_finished_at_the_next_start(
@@ -347,3 +346,21 @@ def test_a_recovery_that_cannot_rename_puts_the_files_back(services, settings) -
     assert all(Path(p).is_file() for p in paths.values())
     assert sorted(Path(p).name for p in paths.values()) == ["a.gguf", "b.gguf"]
     assert sum(Path(p) in shards for p in paths.values()) == 1
+
+
+def test_a_folder_model_moves_its_recorded_files_and_says_what_stays(cli) -> None:
+    from tests.support.safetensors import write_safetensors_folder
+
+    folder = write_safetensors_folder(cli.models / "acme" / "st")
+    (folder / "NOTES.md").write_text("the user's notes")
+    assert cli("scan")[0] == 0
+    [model] = _ls(cli).values()
+    code, out, _ = cli("organize", "--dry-run")
+    assert code == 0 and "leaves 1 file(s) ModelDeck did not record" in out
+    assert str(folder / "NOTES.md") in out
+    code, out, err = cli("organize", "-y")
+    assert code == 0, err
+    moved = cli.models / "llm" / "acme" / "st"
+    assert _ls(cli)[model["id"]]["path"] == str(moved)
+    assert (moved / "model.safetensors").is_file() and (moved / "config.json").is_file()
+    assert (folder / "NOTES.md").read_text() == "the user's notes"  # not ModelDeck's: stays

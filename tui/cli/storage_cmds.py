@@ -71,6 +71,9 @@ def cmd_organize(args: argparse.Namespace, ctx: Any) -> int:
         print(clean_line(f"move   {m.model.id} ({m.model.kind}, {fmt.size(m.size)})"))
         for src, dst in m.pairs:
             print(clean_line(f"         {src} -> {dst}"))
+        if m.left:
+            print(clean_line(f"         leaves {len(m.left)} file(s) ModelDeck did not record "
+                             f"where they are, e.g. {m.left[0]}"))
     if not todo:
         print("nothing to move: every model ModelDeck can move is in its kind folder")
         return 0

@@ -45,6 +45,7 @@ class Move:
     note: str = ""
     done: bool = False
     left: list[Path] = field(default_factory=list)  # files it did not record, which stay
+    base: Path = Path("/")  # the models dir the move is inside
 
     @property
     def size(self) -> int:
@@ -96,7 +97,7 @@ def _plan_one(model: ModelRecord, base: Path) -> Move | None:
     if not main.is_relative_to(root) or not all(p.is_relative_to(root) for p in paths):
         return Move(model, note=f"its files are not all inside {shown(root)}; left alone")
     pairs = [(p, dest_root / p.relative_to(root)) for p in paths]
-    move = Move(model, pairs, new_path=dest_root / main.relative_to(root))
+    move = Move(model, pairs, new_path=dest_root / main.relative_to(root), base=base)
     folder = root if root != base else (main if main.is_dir() else None)
     if folder is not None:
         move.left = _unrecorded(folder, set(paths))
@@ -136,9 +137,19 @@ def _why_not(move: Move, inventory: Inventory, history: HistoryStore, loaded: se
     for f in model.files:
         if not file_unchanged(f):
             return f"{shown(f.path)} is not the file ModelDeck recorded; left alone"
+    return _target_problem(move)
+
+
+def _target_problem(move: Move) -> str:
+    """Why the files cannot go to their new places (taken, or a folder on the way leads out
+    of the models dir through a symlink), else ""."""
+    real_base = _resolve(move.base)
     for _, dst in move.pairs:
         if os.path.lexists(dst):
             return f"{shown(dst)} exists already; not overwriting it"
+        there = next((p for p in dst.parents if os.path.lexists(p)), move.base)
+        if not _resolve(there).is_relative_to(real_base):
+            return f"{shown(there)} leads out of the models dir; not moving files there"
     return ""
 
 
@@ -152,8 +163,11 @@ def organize(settings: Settings, inventory: Inventory, moves: list[Move],
     for move in moves:
         if not move.pairs or move.done:
             continue
-        if any(os.path.lexists(dst) for _, dst in move.pairs):
-            move.note = "a file appeared at its new place; not overwriting it"
+        changed = next((f.path for f in move.model.files if not file_unchanged(f)), None)
+        problem = _target_problem(move) or (
+            f"{shown(changed)} changed since the plan; left alone" if changed else "")
+        if problem:
+            move.note = problem
             continue
         _record(inventory, move)
         try:
@@ -251,6 +265,11 @@ def finish_moves(settings: Settings, inventory: Inventory, rename: Rename | None
             _forget(inventory, model_id)
             lines.append(f"{shown(model_id)}: an unreadable move record was dropped")
             continue
+        problem = _bad_record(settings, inventory, model_id, pairs)
+        if problem:
+            _forget(inventory, model_id)
+            lines.append(f"{shown(model_id)}: its move record was dropped: {problem}")
+            continue
         todo = [(s, d) for s, d in pairs if os.path.lexists(s) and not os.path.lexists(d)]
         try:
             _rename_all(todo, rename or os.rename)
@@ -264,6 +283,21 @@ def finish_moves(settings: Settings, inventory: Inventory, rename: Rename | None
         _tidy(settings, inventory, pairs)
         lines.append(f"{shown(model_id)}: finished the interrupted move")
     return lines
+
+
+def _bad_record(settings: Settings, inventory: Inventory, model_id: str,
+                pairs: list[tuple[Path, Path]]) -> str:
+    """Why a move record is not one :func:`organize` wrote for this model, else "": each
+    source must be a file the model records, each destination inside the models dir."""
+    model = inventory.get_model(model_id)
+    recorded = {f.path for f in model.files} if model is not None else set()
+    base = _base(settings)
+    for src, dst in pairs:
+        if str(src) not in recorded:
+            return f"{shown(src)} is not one of its files"
+        if not dst.is_absolute() or ".." in dst.parts or not dst.is_relative_to(base):
+            return f"{shown(dst)} is not inside the models dir"
+    return ""
 
 
 def _resolve(path: Path) -> Path:

@@ -204,8 +204,8 @@ def _failure(exc: OSError) -> str:
     if exc.errno == errno.EXDEV:
         return ("its kind folder is on another volume; not moved (ModelDeck only renames, "
                 "never copies and deletes)")
-    where = f" {shown(exc.filename)}" if exc.filename else ""
-    return f"not moved: {exc.strerror or exc}:{where}"
+    where = f": {shown(exc.filename)}" if exc.filename else ""
+    return f"not moved: {exc.strerror or exc}{where}"
 
 
 def _record(inventory: Inventory, move: Move) -> None:
@@ -270,13 +270,27 @@ def finish_moves(settings: Settings, inventory: Inventory, rename: Rename | None
             _forget(inventory, model_id)
             lines.append(f"{shown(model_id)}: its move record was dropped: {problem}")
             continue
+        moved = [(s, d) for s, d in pairs if os.path.lexists(d) and not os.path.lexists(s)]
         todo = [(s, d) for s, d in pairs if os.path.lexists(s) and not os.path.lexists(d)]
         try:
+            if len(moved) + len(todo) != len(pairs):  # a path is at both places, or neither
+                raise FileExistsError(errno.EEXIST, "a file is at both its old and its new "
+                                      "place, or at neither; not overwriting anything")
+            make_dirs(inventory, _base(settings), {d.parent for _, d in todo})
+            problem = _target_problem(Move(inventory.require_model(model_id), todo,
+                                           base=_base(settings)))
+            if problem:
+                raise FileExistsError(errno.EEXIST, problem)
             _rename_all(todo, rename or os.rename)
         except OSError as exc:
-            _rename_all([(d, s) for s, d in pairs if (s, d) not in todo
-                         and os.path.lexists(d) and not os.path.lexists(s)], os.rename)
+            try:
+                _rename_all([(d, s) for s, d in moved], os.rename)
+            except OSError as again:
+                lines.append(f"{shown(model_id)}: the interrupted move can be neither finished "
+                             f"nor undone yet ({_failure(again)}); it is tried again next time")
+                continue
             _forget(inventory, model_id)
+            _tidy(settings, inventory, [(d, d) for _, d in pairs])
             lines.append(f"{shown(model_id)}: the interrupted move was undone ({_failure(exc)})")
             continue
         _commit(inventory, model_id, pairs, new_path)

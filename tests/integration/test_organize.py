@@ -364,3 +364,35 @@ def test_a_folder_model_moves_its_recorded_files_and_says_what_stays(cli) -> Non
     assert _ls(cli)[model["id"]]["path"] == str(moved)
     assert (moved / "model.safetensors").is_file() and (moved / "config.json").is_file()
     assert (folder / "NOTES.md").read_text() == "the user's notes"  # not ModelDeck's: stays
+
+
+def test_a_recovery_never_overwrites_a_file_that_appeared(services, settings) -> None:
+    """Crash after the first of two renames; then a file of the user's appears where the
+    second should go: the move is undone instead, and that file is left alone."""
+    from tests.support.gguf import write_split_gguf
+
+    shards = write_split_gguf(settings.models_dir / "big", "big", 2)
+    Scanner(settings, services.inventory).scan()
+    [model] = services.inventory.list_models()
+    calls = []
+
+    def die_on_second(src: str, dst: str) -> None:
+        calls.append(src)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        os.rename(src, dst)
+
+    with pytest.raises(KeyboardInterrupt):
+        organize(settings, services.inventory, plan_organize(settings, services.inventory),
+                 rename=die_on_second)
+    second = settings.models_dir / "llm" / "big" / shards[1].name
+    second.write_bytes(b"the user's file")
+    report = reconcile(settings, services.inventory)
+    assert len(report.finished_moves) == 1 and "undone" in report.finished_moves[0]
+    assert "not overwriting" in report.finished_moves[0]
+    assert second.read_bytes() == b"the user's file"
+    assert all(p.is_file() for p in shards)
+    after = services.inventory.require_model(model.id)
+    assert sorted(f.path for f in after.files) == sorted(str(p) for p in shards)
+    with services.db.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM model_moves").fetchone()[0] == 0

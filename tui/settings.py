@@ -168,7 +168,11 @@ def _parse_threshold(text: Any) -> str:
     if isinstance(text, str) and text.strip().endswith("%"):
         share = _float_between(0.0, 100.0)(text.strip()[:-1])
         return f"{share:g}%"
-    parse_rate(text)
+    try:
+        parse_rate(text)
+    except ValueError:
+        raise ValueError(f"not a size or a share: {_show(text)} (use e.g. 10G or 5%; 0 turns "
+                         "the warning off)") from None
     return str(text).strip()
 
 

@@ -72,10 +72,11 @@ def plan_reclaim(services: Any, target: int, *, loaded: set[str], busy: set[str]
     ]
     models = inventory.list_models(status="installed")
     proposed: set[str] = set()
-    for model, original in _duplicates(services, models, keep):
+    for model, original, verified in _duplicates(services, models, keep):
         size = plan_removal(settings, inventory, model.id).freed_bytes
+        how = "same sha256" if verified else "same size and sampled bytes"
         if size > 0:
-            every.append(Candidate(DUPLICATE, model.id, size, f"a copy of {original}",
+            every.append(Candidate(DUPLICATE, model.id, size, f"a copy of {original}, {how}",
                                    model_id=model.id))
             proposed.add(model.id)
     rest = [m for m in models if m.id not in keep and m.id not in proposed]
@@ -96,16 +97,16 @@ def plan_reclaim(services: Any, target: int, *, loaded: set[str], busy: set[str]
 
 
 def _duplicates(services: Any, models: list[ModelRecord], keep: set[str]
-                ) -> list[tuple[ModelRecord, str]]:
-    """(model, the model kept) for each model all of whose weight files another model holds
-    too. In each group of copies the one kept is a model that must stay (pinned, loaded,
-    busy), else the one used (or installed) most recently."""
+                ) -> list[tuple[ModelRecord, str, bool]]:
+    """(model, the model kept, whether sha256 says so) for each model all of whose weight
+    files another model holds too. In each group of copies the one kept is a model that must
+    stay (pinned, loaded, busy), else the one used (or installed) most recently."""
     from tui.discovery import Scanner
 
     groups = Scanner(services.settings, services.inventory).find_duplicates(models)
     owner = {f.path: m for m in models for f in m.files}
     keepers: set[str] = set()
-    copy_of: dict[str, dict[str, str]] = {}  # model id -> {its path: the kept model's id}
+    copy_of: dict[str, dict[str, tuple[str, bool]]] = {}  # id -> {path: (kept id, verified)}
     for group in groups:
         held = [owner[p] for p in group.paths if p in owner]
         if len({m.id for m in held}) < 2:
@@ -116,7 +117,7 @@ def _duplicates(services: Any, models: list[ModelRecord], keep: set[str]
         for path in group.paths:
             m = owner.get(path)
             if m is not None and m.id != kept.id:
-                copy_of.setdefault(m.id, {})[path] = kept.id
+                copy_of.setdefault(m.id, {})[path] = (kept.id, group.verified)
     out = []
     for model in models:
         copies = copy_of.get(model.id, {})
@@ -124,7 +125,7 @@ def _duplicates(services: Any, models: list[ModelRecord], keep: set[str]
         if model.id in keep or model.id in keepers or not weights or \
                 not all(p in copies for p in weights):
             continue
-        out.append((model, copies[weights[0]]))
+        out.append((model, copies[weights[0]][0], all(copies[p][1] for p in weights)))
     return out
 
 

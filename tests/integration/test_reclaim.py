@@ -89,7 +89,7 @@ def test_order_orphans_duplicates_then_lru_skipping_pinned_loaded_busy(shelf) ->
         (UNUSED, ids["dupa"]),
         (UNUSED, ids["never"]),
     ]
-    assert "a copy of " + ids["dupa"] in everything.candidates[1].why
+    assert everything.candidates[1].why == f"a copy of {ids['dupa']}, same size and sampled bytes"
     assert not everything.met and everything.available == everything.total
     # stops as soon as the target is reached
     orphan_bytes = everything.candidates[0].size

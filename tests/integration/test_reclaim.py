@@ -222,3 +222,34 @@ def test_a_model_loaded_in_the_running_server_is_never_proposed(tmp_path: Path, 
         out = capsys.readouterr().out
         assert "nothing to reclaim" in out and not out.startswith("unused")
     assert model.is_file()
+
+
+async def test_downloaded_copies_are_duplicates_by_sha256(hub: FakeHub, dl_settings,
+                                                          tmp_path: Path) -> None:
+    from tests.fakehub.testing import make_service
+
+    data = write_gguf(tmp_path / "src" / "m.gguf").read_bytes()
+    hub.add_repo("acme/one", {"m-Q4_K_M.gguf": data})
+    hub.add_repo("mirror/one", {"m-Q4_K_M.gguf": data})
+    service = make_service(dl_settings)
+    services = build_services(dl_settings)
+    try:
+        jobs = await service.run_until_complete([
+            service.enqueue(JobSpec(kind="hf", repo="acme/one")),
+            service.enqueue(JobSpec(kind="hf", repo="mirror/one"))])
+        assert [j.state for j in jobs] == ["done", "done"]
+        first, second = (j.model_id for j in jobs)
+        services.inventory.touch_last_used(first, 2000)
+        services.inventory.touch_last_used(second, 1000)
+        proposal = plan_reclaim(services, len(data), loaded=set(), busy=set())
+        assert [(c.kind, c.model_id) for c in proposal.candidates] == [(DUPLICATE, second)]
+        assert proposal.candidates[0].why == f"a copy of {first}, same sha256"
+        [done] = reclaim(services, proposal, loaded=set(), busy=set())
+        assert done.done and done.size == len(data)
+        assert not (dl_settings.models_dir / "mirror").exists()  # ModelDeck's folders went
+        kept = services.inventory.require_model(first)
+        assert Path(kept.path).read_bytes() == data
+    finally:
+        await service.stop()
+        service.db.close()
+        services.close()

@@ -23,13 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui.discovery import hf_cache_dir
-from tui.download.planner import KEPT_DIR, STAGE_DIR
 from tui.inventory_ops import file_unchanged, remove_empty_dirs, shown
 from tui.layout import hub_root_of, kind_folder, kind_folders
 from tui.settings import Settings
 from tui.store import Inventory, ModelRecord
 from tui.store.history import HistoryStore
-from tui.updates import make_dirs
 
 Rename = Callable[[str, str], None]
 HUB_SOURCES = ("hf", "catalog")
@@ -107,6 +105,8 @@ def _plan_one(model: ModelRecord, base: Path) -> Move | None:
 def _unrecorded(folder: Path, recorded: set[Path], limit: int = 100) -> list[Path]:
     """Files in ``folder`` (not following symlinks, not ModelDeck's hidden folders) that are
     not in ``recorded``: they stay where they are. At most ``limit``."""
+    from tui.download.planner import KEPT_DIR, STAGE_DIR
+
     out: list[Path] = []
     for dirpath, dirs, files in os.walk(folder, followlinks=False):
         dirs[:] = [d for d in dirs if d not in (STAGE_DIR, KEPT_DIR)]
@@ -238,6 +238,13 @@ def _commit(inventory: Inventory, model_id: str, pairs: list[tuple[Path, Path]],
                        (str(new_path), model_id))
             tx.execute("UPDATE models SET path = ? WHERE id = ?", (str(new_path), model_id))
         tx.execute("DELETE FROM model_moves WHERE model_id = ?", (model_id,))
+
+
+def make_dirs(inventory: Inventory, root: Path, folders: set[Path]) -> None:
+    """:func:`tui.updates.make_dirs` (imported when a move happens: it pulls in the planner)."""
+    from tui.updates import make_dirs as make
+
+    make(inventory, root, folders)
 
 
 def _tidy(settings: Settings, inventory: Inventory, pairs: list[tuple[Path, Path]]) -> None:

@@ -660,7 +660,8 @@ class DownloadService:
                     return rel[0] if len(rel) == 3 else None
         if not self.settings.organize_by_kind:
             return None
-        entry = self.catalog.get(spec.catalog_id) if spec.catalog_id else None
+        catalog = self.catalog if spec.catalog_id else None
+        entry = catalog.get(spec.catalog_id) if catalog is not None else None
         return kind_folder(entry.kind if entry is not None else "llm")
 
     def _against_installed(self, spec: JobSpec, plan: Plan) -> Plan:

@@ -32,6 +32,8 @@ def _isolate_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("MODELDECK_WORKSPACE_ROOT", str(home / "no-workspace"))
+    # Tests expect the flat layout (models_dir/owner/repo); the kind layout's tests turn it on.
+    monkeypatch.setenv("MODELDECK_ORGANIZE_BY_KIND", "0")
     yield
 
 

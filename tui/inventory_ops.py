@@ -619,16 +619,21 @@ class ReconcileReport:
     marked_missing: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # one line per path left alone
+    finished_moves: list[str] = field(default_factory=list)  # `organize` moves a crash cut
 
 
 def reconcile(settings: Settings, inventory: Inventory) -> ReconcileReport:
     """Bring rows in line with the disk after a crash or outside changes.
 
-    Rows left ``deleting`` are finished under the same rules as :func:`remove_model`;
+    Moves ``modeldeck organize`` left half done are finished first
+    (:func:`tui.organize.finish_moves`). Rows left ``deleting`` are finished under the same
+    rules as :func:`remove_model`;
     installed rows whose files are gone become ``missing``; ``missing`` rows whose files are
     back become ``installed`` again.
     """
-    report = ReconcileReport()
+    from tui.organize import finish_moves
+
+    report = ReconcileReport(finished_moves=finish_moves(settings, inventory))
     for model in inventory.list_models():
         if model.status == "deleting":
             plan = _plan(settings, inventory, model)

@@ -99,18 +99,18 @@ def _in_revision(model: ModelRecord, file_path: str) -> bool:
 
 
 def _repo_relative(model: ModelRecord, file_path: str, models_dir: Path | None) -> str:
-    """The file's path inside its Hub repo (files live under models_dir/owner/name/...)."""
+    """The file's path inside its Hub repo (files live under models_dir/[kind/]owner/name/...)."""
     if model.source == "hf-cache":
         parts = Path(file_path).parts
         if "snapshots" in parts:
             i = parts.index("snapshots")
             return Path(*parts[i + 2 :]).as_posix()
     if models_dir is not None and model.source_ref and "/" in model.source_ref:
-        repo_root = models_dir / model.source_ref
-        try:
+        from tui.layout import hub_root_of
+
+        repo_root = hub_root_of(models_dir, model.source_ref, [file_path])
+        if repo_root is not None:
             return Path(file_path).relative_to(repo_root).as_posix()
-        except ValueError:
-            pass
     return _relative_name(model, file_path)
 
 

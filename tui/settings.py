@@ -163,6 +163,26 @@ def _choice(*options: str):
     return parse
 
 
+def _parse_threshold(text: Any) -> str:
+    """A free-space threshold: a size (``10G``) or a share of the volume (``5%``)."""
+    if isinstance(text, str) and text.strip().endswith("%"):
+        share = _float_between(0.0, 100.0)(text.strip()[:-1])
+        return f"{share:g}%"
+    try:
+        parse_rate(text)
+    except ValueError:
+        raise ValueError(f"not a size or a share: {_show(text)} (use e.g. 10G or 5%; 0 turns "
+                         "the warning off)") from None
+    return str(text).strip()
+
+
+def low_disk_threshold(setting: str, total: int) -> int:
+    """Bytes of free space below which the models volume counts as low (``total`` its size)."""
+    if setting.endswith("%"):
+        return int(total * float(setting[:-1]) / 100)
+    return parse_rate(setting)
+
+
 _HOST_RE = re.compile(r"^[A-Za-z0-9.:%_-]{1,253}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.\[\]:_-]{1,253}(:\d{1,5})?$")
@@ -256,6 +276,10 @@ class Settings:
     serve_cors_origins: tuple[str, ...] = ()  # browser origins allowed (none: CORS off)
     serve_max_tokens: int = 4096  # the most tokens one answer may ask for
     serve_with_dashboard: bool = False  # the dashboard starts the server too
+    # New downloads go to models_dir/<kind folder>/... (load_settings turns it on by default;
+    # a Settings built directly keeps the flat layout).
+    organize_by_kind: bool = False
+    low_disk_warning: str = "10G"  # the dashboard warns below this much free space (or "5%")
     theme: str = "dark"
     ascii: bool = False
     bell: bool = True
@@ -311,6 +335,8 @@ _PARSERS: dict[str, Any] = {
     "serve_cors_origins": _parse_origins,
     "serve_max_tokens": _int_between(1, 1_000_000),
     "serve_with_dashboard": _parse_bool,
+    "organize_by_kind": _parse_bool,
+    "low_disk_warning": _parse_threshold,
     "theme": _choice("dark", "light"),
     "ascii": _parse_bool,
     "bell": _parse_bool,
@@ -343,6 +369,7 @@ def load_settings(
     values: dict[str, Any] = {
         "models_dir": default_models_dir(),
         "state_dir": default_state_dir(),
+        "organize_by_kind": True,
     }
     sources: dict[str, str] = {}
     warnings: list[str] = []

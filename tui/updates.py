@@ -27,6 +27,7 @@ from tui.download.planner import KEPT_DIR, STAGE_DIR
 from tui.download.verify import fsync_dir
 from tui.errors import InvalidInputError
 from tui.inventory_ops import delete_recorded, file_unchanged, remove_empty_dirs
+from tui.layout import hub_root_of
 from tui.registration import register_download
 from tui.settings import Settings
 from tui.store import Inventory, ModelRecord
@@ -77,16 +78,12 @@ class UpdateCheck:
 
 
 def model_root(settings: Settings, model: ModelRecord) -> Path | None:
-    """``<models dir>/<owner>/<repo>`` of a model ModelDeck downloaded from the Hub (every
-    recorded file inside it), else None."""
+    """``<models dir>/[<kind folder>/]<owner>/<repo>`` of a model ModelDeck downloaded from
+    the Hub (every recorded file inside it), else None."""
     ref = model.source_ref or ""
     if model.source not in HUB_SOURCES or not _REPO_RE.match(ref) or ".." in ref:
         return None
-    owner, name = ref.split("/")
-    root = Path(settings.models_dir) / owner / name
-    if not model.files or not all(Path(f.path).is_relative_to(root) for f in model.files):
-        return None
-    return root
+    return hub_root_of(Path(settings.models_dir), ref, [f.path for f in model.files])
 
 
 def hub_models(settings: Settings, inventory: Inventory) -> list[ModelRecord]:

@@ -26,7 +26,7 @@ from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
 from tui import formatting
-from tui.app import wiring
+from tui.app import reclaim_ui, wiring
 from tui.app.commands import ModelDeckCommands, model_choices, quant_choices
 from tui.app.messages import (
     DeletePlanned,
@@ -103,6 +103,7 @@ class ModelDeckApp(App[None]):
         Binding("ctrl+f", "hub_search", "Hub search"),
         Binding("L", "load_with", "Load with…", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
+        Binding("F", "reclaim", "Reclaim disk space", show=False),
         # The panel's keys, on the job of the table's row (cancel and retry ask first).
         Binding("p", "download_key('pause')", "Pause download", show=False),
         Binding("r", "download_key('resume')", "Resume download", show=False),
@@ -155,6 +156,8 @@ class ModelDeckApp(App[None]):
         self.load_options: Any = None
         # GenParams for answers (None: runtime defaults); set with F3, kept for the session.
         self.gen_params: Any = None
+        self.disk_usage: tuple[int, int] | None = None  # the models volume's (free, total)
+        self.low_disk = False  # below low_disk_warning (tui.app.reclaim_ui)
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -394,6 +397,11 @@ class ModelDeckApp(App[None]):
         """A sample the sidebar showed, bubbled up: the one-line form shows it too."""
         if self._ui_alive():
             self._main("#resource-line", ResourceLine).update_snapshot(message.snapshot)
+            reclaim_ui.check_disk(self, message.snapshot)
+
+    def action_reclaim(self) -> None:
+        """Propose what to delete to get the models volume back above the low-disk level."""
+        reclaim_ui.start(self)
 
     @on(InventoryChanged)
     def _inventory_changed(self) -> None:

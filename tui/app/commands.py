@@ -50,6 +50,8 @@ def palette_commands(app: ModelDeckApp) -> list[Command]:
         ("Open chat" + ellipsis, app.action_open_chat, "Saved conversations with the loaded model"),
         ("Load with" + ellipsis, app.action_load_with,
          "Context length, GPU layers, threads (remembered per model)"),
+        ("Reclaim disk space" + ellipsis, app.action_reclaim,
+         "Orphans, duplicates, least recently used models (F)"),
     ]
     entries = app.catalog_entries
     for row in app.model_table.all_rows.values():

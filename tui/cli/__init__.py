@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "tui.cli.maintenance_cmds",
     "tui.cli.serve_cmds",
     "tui.cli.remote_cmds",
+    "tui.cli.storage_cmds",
 )
 
 

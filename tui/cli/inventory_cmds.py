@@ -131,10 +131,12 @@ _SORT_KEYS: dict[str, Any] = {
 
 
 def _reconcile(ctx: Context) -> None:
-    """Finish interrupted deletes (and mark missing models); paths left alone go to stderr."""
+    """Finish interrupted moves and deletes (and mark missing models); what was finished and
+    the paths left alone go to stderr."""
     from tui.inventory_ops import reconcile
 
-    for line in reconcile(ctx.settings, ctx.services.inventory).refused:
+    report = reconcile(ctx.settings, ctx.services.inventory)
+    for line in [*report.finished_moves, *report.refused]:
         print(f"modeldeck: {line}", file=sys.stderr)
 
 

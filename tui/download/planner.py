@@ -1,7 +1,9 @@
 """Resolve a :class:`JobSpec` into the files to fetch (URL, destination, size, hashes).
 
 Every remote name is validated (``safe_join``) before anything touches the disk. Hub files go
-to ``models_dir/<owner>/<repo>/<path>``, direct URLs to ``models_dir/direct/<filename>``.
+to ``models_dir/<owner>/<repo>/<path>``, direct URLs to ``models_dir/direct/<filename>``; with
+a kind ``folder`` (``organize_by_kind``, :mod:`tui.layout`) both go under
+``models_dir/<folder>/`` (``llm/<owner>/<repo>/…``, ``lora/direct/…``).
 
 A destination already held by a different source (an installed model, another job's file or
 partial, a file ModelDeck did not download) is never overwritten (:func:`place_files`): a
@@ -106,11 +108,12 @@ def select_hub_files(listing: RepoListing, spec: JobSpec) -> list[HubFile]:
     return chosen
 
 
-def plan_hub(spec: JobSpec, listing: RepoListing, models_dir: Path, hub: HubClient) -> Plan:
-    """Files of a Hub job at the listing's commit."""
+def plan_hub(spec: JobSpec, listing: RepoListing, models_dir: Path, hub: HubClient,
+             folder: str | None = None) -> Plan:
+    """Files of a Hub job at the listing's commit (under ``models_dir/<folder>`` if given)."""
     repo = validate_repo_id(str(spec.repo))
     owner, name = repo.split("/")
-    root = safe_join(models_dir, f"{owner}/{name}")
+    root = safe_join(models_dir, f"{folder}/{owner}/{name}" if folder else f"{owner}/{name}")
     files: list[JobFile] = []
     for f in select_hub_files(listing, spec):
         dest = safe_join(root, f.path)  # validates the remote name first
@@ -133,15 +136,15 @@ def plan_hub(spec: JobSpec, listing: RepoListing, models_dir: Path, hub: HubClie
                 name=spec.name)
 
 
-def plan_url(spec: JobSpec, models_dir: Path) -> Plan:
-    """The single file of a direct-URL job."""
+def plan_url(spec: JobSpec, models_dir: Path, folder: str | None = None) -> Plan:
+    """The single file of a direct-URL job (under ``models_dir/<folder>`` if given)."""
     url = str(spec.url)
     filename = spec.filename or url_filename(url)
     validate_remote_name(filename)
     if "/" in filename:
         raise InvalidInputError(f"file name {filename[:80]!r} must not contain '/'")
     filename = fit_filename(filename)
-    root = models_dir / "direct"
+    root = safe_join(models_dir, f"{folder}/direct") if folder else models_dir / "direct"
     dest = safe_join(root, filename)
     return Plan(
         root=root,

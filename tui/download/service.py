@@ -623,11 +623,12 @@ class DownloadService:
             return _plan_from_record(job, root)
         if spec.kind == "catalog":
             spec = resolve_catalog(spec, self.catalog)
+        folder = await in_thread(self._kind_folder, spec)
         if spec.kind == "hf":
             listing = await in_thread(self.hub.list_repo, str(spec.repo), spec.revision)
-            plan = plan_hub(spec, listing, models_dir, self.hub)
+            plan = plan_hub(spec, listing, models_dir, self.hub, folder)
         else:
-            plan = plan_url(spec, models_dir)
+            plan = plan_url(spec, models_dir, folder)
         plan = await in_thread(self._against_installed, spec, plan)
         if plan.update_of:
             spec.update_of = plan.update_of
@@ -643,6 +644,25 @@ class DownloadService:
         job.files = plan.files
         job.dest = str(plan.root)
         return plan
+
+    def _kind_folder(self, spec: JobSpec) -> str | None:
+        """The kind folder a new download goes to (None: the flat layout). A Hub repo already
+        installed stays where it is (so pulling it again is a no-op or an update)."""
+        from tui.layout import hub_root_of, kind_folder
+
+        if spec.kind == "hf" and spec.repo:
+            models_dir = Path(self.settings.models_dir)
+            for m in self.inventory.list_models(status="installed"):
+                root = hub_root_of(models_dir, str(spec.repo), [f.path for f in m.files]) \
+                    if m.source_ref == spec.repo else None
+                if root is not None:
+                    rel = root.relative_to(models_dir).parts
+                    return rel[0] if len(rel) == 3 else None
+        if not self.settings.organize_by_kind:
+            return None
+        catalog = self.catalog if spec.catalog_id else None
+        entry = catalog.get(spec.catalog_id) if catalog is not None else None
+        return kind_folder(entry.kind if entry is not None else "llm")
 
     def _against_installed(self, spec: JobSpec, plan: Plan) -> Plan:
         """Compare a fresh plan with what is installed from the same source: all of it there

@@ -195,4 +195,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX models_kind ON models(kind);
     DELETE FROM scan_cache;
     """,
+    # 9: storage: models pinned against `modeldeck reclaim`, and the moves `modeldeck organize`
+    # is making (recorded before the first rename, so a crash is finished at the next start).
+    """
+    ALTER TABLE models ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE model_moves (
+        model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+        moves TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 ]

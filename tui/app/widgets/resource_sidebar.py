@@ -120,6 +120,8 @@ class ResourceSidebar(VerticalScroll):
         self._own = Line("", id="res-own")
         self._disk = Line("", id="res-disk")
         self._disk_bar = Line("", id="res-disk-bar")
+        self._disk_warn = Line("", id="res-disk-warn", classes="-low")
+        self._disk_warn.display = False
         self._boxes: list[GpuBox] = []
 
     def compose(self) -> ComposeResult:
@@ -132,6 +134,7 @@ class ResourceSidebar(VerticalScroll):
         yield self._own
         yield self._disk
         yield self._disk_bar
+        yield self._disk_warn
 
     @work(exclusive=True, group="sampler", exit_on_error=False)
     async def follow(self, make_sampler: Callable[[], SamplerLike]) -> None:
@@ -152,6 +155,12 @@ class ResourceSidebar(VerticalScroll):
     @on(ResourcesSampled)
     def _sampled(self, message: ResourcesSampled) -> None:
         self.update_snapshot(message.snapshot, message.history)
+
+    def show_disk_warning(self, text: str | None) -> None:
+        """The low-disk warning under the disk lines (None hides it)."""
+        self._disk_warn.display = text is not None
+        if text is not None:
+            self._disk_warn.set(text)
 
     def gpu_boxes(self) -> list[GpuBox]:
         """The per-GPU widgets, in index order."""

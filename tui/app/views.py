@@ -133,6 +133,7 @@ class ModelRow:
     model_id: str | None = None
     quants: tuple[str, ...] = ()
     update: bool = False  # the Hub has a newer commit of its tracked revision
+    served: int = 0  # requests the dashboard's API server answered with this model
     search_text: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
@@ -256,12 +257,26 @@ UPDATE_LABEL = "update avail."  # an installed model whose Hub revision moved on
 
 def status_label(row: ModelRow) -> str:
     """``downloading 42%`` while downloading, ``update avail.`` for an installed model the
-    Hub has a newer commit of, else the status word."""
+    Hub has a newer commit of, ``loaded, 12 req`` for a loaded model the API server answered
+    requests with, else the status word."""
     if row.status == "downloading" and row.progress is not None:
         return f"downloading {int(row.progress * 100):d}%"
     if row.update and row.status == "installed":
         return UPDATE_LABEL
+    if row.status == "loaded" and row.served > 0:
+        return f"loaded, {count_text(row.served)} req"
     return row.status
+
+
+def count_text(n: int) -> str:
+    """``12``, ``999``, ``1.2k``, ``35k``, ``1.2M``: at most 4 characters."""
+    if n < 1000:
+        return str(n)
+    for unit, size in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
+        if n < size * 1000 - size / 2:
+            value = n / size
+            return f"{value:.1f}{unit}" if value < 9.95 else f"{value:.0f}{unit}"
+    return "many"
 
 
 def row_cells(row: ModelRow, now: float) -> tuple[str, ...]:

@@ -424,6 +424,7 @@ async def _stream(
     except Exception as exc:  # after the first token: a last error event
         error = api_error(exc)
         status = error.status
+        state.metrics.stats.error(error.status, error.message)
         yield event(error.payload())
     finally:
         watch.close()

@@ -1,0 +1,202 @@
+"""The API server inside the dashboard (Pilot, headless, REAL services): started and stopped
+with its key, started on mount by ``serve_with_dashboard``, a bind failure as one line, and
+its panel and the model table watched live while the official ``openai`` client makes real
+requests against a tiny GGUF in llama.cpp, from another thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tui.app.app import ModelDeckApp
+from tui.serve.state import read_state
+
+from tests.support.app import make_app, make_services, no_gpu_sampler, wait_for, wait_ready
+from tests.support.checks import assert_no_control_chars
+from tests.support.runtime import register_model
+from tests.support.tiny_models import tiny_gguf
+
+SIZE = (120, 40)
+MODEL = "tiny-chat"
+
+
+def recorded_notices(app: ModelDeckApp) -> list[tuple[str, str, str]]:
+    """Record ``(title, message, severity)`` of every notification the app shows."""
+    seen: list[tuple[str, str, str]] = []
+    notify = app.notify
+
+    def record(message: str, *, title: str = "", severity: Any = "information",
+               **kwargs: Any) -> None:
+        seen.append((title, str(message), str(severity)))
+        notify(message, title=title, severity=severity, **kwargs)
+
+    app.notify = record  # type: ignore[method-assign]
+    return seen
+
+
+def make_dashboard(tmp_path: Path, **settings: Any) -> ModelDeckApp:
+    settings.setdefault("serve_port", 0)  # any free port
+    settings.setdefault("parallel_requests", 2)
+    settings.setdefault("keep_alive_minutes", 0.0)
+    services = make_services(tmp_path, fixed_catalog=False, **settings)
+    register_model(services.inventory, MODEL, tiny_gguf(), "gguf")
+    return make_app(services, sampler=no_gpu_sampler())
+
+
+def port_closed(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def row_status(app: ModelDeckApp) -> str:
+    from tui.app.views import status_label
+
+    row = next(r for r in app.model_table.all_rows.values() if r.model_id == MODEL)
+    return status_label(row)
+
+
+async def in_thread(fn: Callable[[], Any]) -> Any:
+    """Run a blocking client call off the app's loop (as another program would)."""
+    return await asyncio.to_thread(fn)
+
+
+@pytest.fixture(autouse=True)
+def _no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODELDECK_SERVE_API_KEY", raising=False)
+
+
+async def test_key_starts_server_panel_follows_requests_key_stops_it(tmp_path: Path) -> None:
+    from openai import BadRequestError, OpenAI
+
+    app = make_dashboard(tmp_path)
+    notes = recorded_notices(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        panel = app.server_panel
+        assert not panel.display or panel.has_class("-hidden")
+        await pilot.press("A")
+        assert await wait_for(pilot, lambda: app.api_server is not None)
+        handle = app.api_server
+        url = handle.url
+        assert await wait_for(pilot, lambda: not panel.has_class("-hidden"))
+        assert f"{url}/v1" in panel.text
+        assert f"ssh -N -L {handle.port}:127.0.0.1:{handle.port}" in panel.text
+        assert "in flight 0  queued 0  0 req/min  0 tok/min" in panel.text
+        info = read_state(app.settings.state_dir)
+        assert info is not None and info.port == handle.port  # `modeldeck ps` finds it
+
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+        def three_answers() -> list[int]:
+            tokens = []
+            for _ in range(2):
+                done = client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "hello"}],
+                    max_tokens=6, temperature=0)
+                tokens.append(done.usage.completion_tokens)
+            stream = client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=6,
+                temperature=0, stream=True, stream_options={"include_usage": True})
+            for chunk in stream:
+                if chunk.usage is not None:
+                    tokens.append(chunk.usage.completion_tokens)
+            return tokens
+
+        tokens = await in_thread(three_answers)
+        assert len(tokens) == 3 and all(tokens)
+        total = sum(tokens)
+        assert await wait_for(
+            pilot, lambda: f"3 req/min  {total} tok/min  (3 answered)" in panel.text), panel.text
+        # The loaded model's row counts what the server answered with it.
+        assert await wait_for(pilot, lambda: row_status(app) == "loaded, 3 req"), row_status(app)
+
+        # An error a client was sent is the panel's last error, one clean line.
+        def unknown_model() -> None:
+            with pytest.raises(BadRequestError):
+                client.chat.completions.create(
+                    model="no-such\x1b[31mmodel", messages=[{"role": "user", "content": "x"}])
+
+        await in_thread(unknown_model)
+        assert await wait_for(pilot, lambda: "last error: 400" in panel.text), panel.text
+        error_line = panel.text.splitlines()[-1]
+        assert_no_control_chars(error_line)
+
+        # The palette's entry says Stop now; the key stops it.
+        from tui.app.commands import palette_commands
+
+        labels = [label for label, _cb, _help in palette_commands(app)]
+        assert "Stop API server" in labels and "Start API server" not in labels
+        await pilot.press("A")
+        assert await wait_for(pilot, lambda: app.api_server is None and not app._server_busy)
+        assert await wait_for(pilot, lambda: panel.has_class("-hidden"))
+        assert port_closed(handle.port)
+        assert read_state(app.settings.state_dir) is None
+        assert ("API server", "API server stopped", "information") in notes
+        # The model stays loaded for the console: the server shared the runtime.
+        assert app.services.runtime.is_loaded(MODEL)
+        assert row_status(app) == "loaded"
+
+
+async def test_port_in_use_is_one_line_and_nothing_breaks(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        app = make_dashboard(tmp_path, serve_port=port)
+        notes = recorded_notices(app)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_ready(app, pilot)
+            await pilot.press("A")
+            assert await wait_for(pilot, lambda: any(n[0] == "API server not started"
+                                                     for n in notes)), notes
+            await pilot.pause()
+            [(_title, message, severity)] = [n for n in notes if n[0].startswith("API server")]
+            assert severity == "error"
+            assert "\n" not in message and "Traceback" not in message
+            assert f"cannot listen on 127.0.0.1:{port}" in message
+            assert "pick another --port" in message
+            assert app.api_server is None and not app._server_busy
+            assert app.server_panel.has_class("-hidden")
+            assert read_state(app.settings.state_dir) is None
+            # Nothing else broke: the table answers keys, and the key tries again.
+            await pilot.press("down")
+            notes.clear()
+            await pilot.press("A")
+            assert await wait_for(pilot, lambda: len(notes) == 1), notes
+            assert notes[0][0] == "API server not started"
+    finally:
+        holder.close()
+
+
+async def test_beyond_loopback_without_key_is_refused(tmp_path: Path) -> None:
+    app = make_dashboard(tmp_path, serve_host="0.0.0.0")
+    notes = recorded_notices(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        await pilot.press("A")
+        assert await wait_for(pilot, lambda: bool(notes)), notes
+        title, message, severity = notes[0]
+        assert title == "API server not started" and severity == "error"
+        assert "refusing to listen on 0.0.0.0 without an API key" in message
+        assert "MODELDECK_SERVE_API_KEY" in message and "\n" not in message
+        assert app.api_server is None
+
+
+async def test_serve_with_dashboard_starts_on_mount_and_quit_stops(tmp_path: Path) -> None:
+    app = make_dashboard(tmp_path, serve_with_dashboard=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        assert await wait_for(pilot, lambda: app.api_server is not None)
+        handle = app.api_server
+        assert await wait_for(pilot, lambda: not app.server_panel.has_class("-hidden"))
+        assert handle.url + "/v1" in app.server_panel.text
+        assert not port_closed(handle.port)
+        await pilot.press("q")
+    assert port_closed(handle.port)
+    assert read_state(app.settings.state_dir) is None

@@ -1,13 +1,16 @@
 """The API server inside the dashboard (Pilot, headless, REAL services): started and stopped
 with its key, started on mount by ``serve_with_dashboard``, a bind failure as one line, and
 its panel and the model table watched live while the official ``openai`` client makes real
-requests against a tiny GGUF in llama.cpp, from another thread."""
+requests against a tiny GGUF in llama.cpp, from another thread; and the console's
+"(estimated)" mark on a token count an endpoint did not send."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +203,68 @@ async def test_serve_with_dashboard_starts_on_mount_and_quit_stops(tmp_path: Pat
         await pilot.press("q")
     assert port_closed(handle.port)
     assert read_state(app.settings.state_dir) is None
+
+
+# -- the console's "(estimated)" mark --------------------------------------------------------
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+@asynccontextmanager
+async def endpoint(with_usage: bool) -> AsyncIterator[str]:
+    """A real OpenAI-compatible server on 127.0.0.1 (aiohttp) streaming a 5-token answer,
+    with or without ``usage`` (as vLLM without ``stream_options`` support)."""
+    from aiohttp import web
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "remote"}]})
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.json()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in ("one", " two", " three", " four", " five"):
+            await resp.write(sse({"object": "chat.completion.chunk", "choices": [
+                {"index": 0, "delta": {"content": piece}, "finish_reason": None}]}))
+        await resp.write(sse({"object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        if with_usage:
+            await resp.write(sse({"object": "chat.completion.chunk", "choices": [], "usage": {
+                "prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}))
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("with_usage", [False, True])
+async def test_console_marks_token_counts_an_endpoint_did_not_send(
+        tmp_path: Path, with_usage: bool) -> None:
+    from tui.runtime import ModelSpec
+
+    app = make_dashboard(tmp_path)
+    async with app.run_test(size=SIZE) as pilot, endpoint(with_usage) as url:
+        await wait_ready(app, pilot)
+        spec = ModelSpec.endpoint(url, "remote")
+        await app.services.runtime.load(spec)
+        console = app.prompt_console
+        console.use_model(spec.id, "remote")
+        app.show_console = True
+        await pilot.pause()
+        await pilot.press(*"hello", "enter")
+        assert await wait_for(pilot, lambda: "5 tokens" in str(console.metrics_line.render()))
+        line = str(console.metrics_line.render())
+        assert ("5 tokens (estimated)" in line) == (not with_usage), line

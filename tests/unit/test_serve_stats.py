@@ -83,3 +83,10 @@ def test_count_text_is_short() -> None:
     assert [count_text(n) for n in (0, 999, 1000, 1234, 9949, 9950, 999_499, 999_500)] == [
         "0", "999", "1.0k", "1.2k", "9.9k", "10k", "999k", "1.0M"]
     assert all(len(count_text(10 ** k)) <= 4 for k in range(13))
+
+
+def test_metrics_line_marks_estimated_token_counts() -> None:
+    from tui.app.views import MetricsView, metrics_text
+
+    assert metrics_text(MetricsView(tokens=5, estimated=True)) == "5 tokens (estimated)"
+    assert metrics_text(MetricsView(tokens=5)) == "5 tokens"

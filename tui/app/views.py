@@ -434,6 +434,7 @@ class MetricsView:
     tokens_per_s: float | None = None
     tokens: int | None = None
     cancelled: bool = False
+    estimated: bool = False  # the token count is an estimate (an endpoint sent no usage)
 
 
 def metrics_text(m: MetricsView) -> str:
@@ -444,7 +445,8 @@ def metrics_text(m: MetricsView) -> str:
     if m.tokens_per_s is not None:
         parts.append(f"{m.tokens_per_s:.1f} tok/s")
     if m.tokens is not None:
-        parts.append(f"{m.tokens} token{'' if m.tokens == 1 else 's'}")
+        estimated = " (estimated)" if m.estimated else ""
+        parts.append(f"{m.tokens} token{'' if m.tokens == 1 else 's'}{estimated}")
     if m.cancelled:
         parts.append("cancelled")
     return " | ".join(parts)

@@ -268,3 +268,53 @@ async def test_console_marks_token_counts_an_endpoint_did_not_send(
         assert await wait_for(pilot, lambda: "5 tokens" in str(console.metrics_line.render()))
         line = str(console.metrics_line.render())
         assert ("5 tokens (estimated)" in line) == (not with_usage), line
+
+
+async def test_stop_lets_an_answer_in_flight_finish(tmp_path: Path) -> None:
+    """A request queued behind the console's answer is in flight and queued on the panel;
+    stopping the server then lets it finish (graceful), and the runtime stays the console's."""
+    from openai import OpenAI
+
+    from tui.runtime.service import RuntimeService
+    from tui.runtime.types import GenParams
+
+    from tests.support.app import fixed_probe
+
+    app = make_dashboard(tmp_path, parallel_requests=1)
+    services = app.services
+    services.__dict__["runtime"] = RuntimeService(  # one slot; a reader that stops, blocks
+        services.settings, services.inventory, memory_probe=fixed_probe(), stream_buffer=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        runtime = services.runtime
+        # The console's own answer takes the only slot and parks after its first token.
+        held = runtime.generate(MODEL, [{"role": "user", "content": "hold"}],
+                                GenParams(temperature=0, max_tokens=400))
+        while not isinstance(await held.__anext__(), str):
+            pass
+        await pilot.press("A")
+        assert await wait_for(pilot, lambda: app.api_server is not None)
+        handle, panel = app.api_server, app.server_panel
+        client = OpenAI(base_url=f"{handle.url}/v1", api_key="unused", max_retries=0,
+                        timeout=60)
+
+        def streamed() -> tuple[str, str | None]:
+            text, finish = "", None
+            for chunk in client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=6,
+                    temperature=0, stream=True):
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+                    finish = chunk.choices[0].finish_reason or finish
+            return text, finish
+
+        answer = asyncio.ensure_future(in_thread(streamed))
+        assert await wait_for(pilot, lambda: "in flight 1  queued 1" in panel.text), panel.text
+        await pilot.press("A")  # stop: no new connections, open answers get their time
+        assert await wait_for(pilot, lambda: app.api_server is None and app._server_busy)
+        await held.aclose()  # the slot frees: the queued answer runs to its end
+        text, finish = await asyncio.wait_for(answer, 60)
+        assert text and finish == "length"
+        assert await wait_for(pilot, lambda: not app._server_busy and panel.has_class("-hidden"))
+        assert port_closed(handle.port)
+        assert runtime.is_loaded(MODEL)

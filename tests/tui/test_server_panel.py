@@ -137,6 +137,7 @@ async def test_key_starts_server_panel_follows_requests_key_stops_it(tmp_path: P
         await pilot.press("A")
         assert await wait_for(pilot, lambda: app.api_server is None and not app._server_busy)
         assert await wait_for(pilot, lambda: panel.has_class("-hidden"))
+        assert not panel.sampling
         assert port_closed(handle.port)
         assert read_state(app.settings.state_dir) is None
         assert ("API server", "API server stopped", "information") in notes
@@ -191,14 +192,20 @@ async def test_beyond_loopback_without_key_is_refused(tmp_path: Path) -> None:
         assert app.api_server is None
 
 
-async def test_serve_with_dashboard_starts_on_mount_and_quit_stops(tmp_path: Path) -> None:
-    app = make_dashboard(tmp_path, serve_with_dashboard=True)
+@pytest.mark.parametrize("low_redraw", [False, True])
+async def test_serve_with_dashboard_starts_on_mount_and_quit_stops(
+        tmp_path: Path, low_redraw: bool) -> None:
+    from tui.app.widgets.server_panel import INTERVAL, LOW_REDRAW_INTERVAL
+
+    app = make_dashboard(tmp_path, serve_with_dashboard=True, low_redraw=low_redraw)
     async with app.run_test(size=SIZE) as pilot:
         await wait_ready(app, pilot)
         assert await wait_for(pilot, lambda: app.api_server is not None)
         handle = app.api_server
         assert await wait_for(pilot, lambda: not app.server_panel.has_class("-hidden"))
         assert handle.url + "/v1" in app.server_panel.text
+        assert app.server_panel.sampling
+        assert app.server_panel.interval == (LOW_REDRAW_INTERVAL if low_redraw else INTERVAL)
         assert not port_closed(handle.port)
         await pilot.press("q")
     assert port_closed(handle.port)

@@ -80,6 +80,11 @@ class ServerPanel(Vertical):
         return LOW_REDRAW_INTERVAL if self.low_redraw else INTERVAL
 
     @property
+    def sampling(self) -> bool:
+        """Whether the panel follows a server (its timer runs)."""
+        return self._timer is not None
+
+    @property
     def per_model(self) -> dict[str, int]:
         """Requests answered per model id, as last sampled (empty while off)."""
         return dict(self._per_model)

@@ -143,7 +143,7 @@ async def test_key_starts_server_panel_follows_requests_key_stops_it(tmp_path: P
         assert ("API server", "API server stopped", "information") in notes
         # The model stays loaded for the console: the server shared the runtime.
         assert app.services.runtime.is_loaded(MODEL)
-        assert row_status(app) == "loaded"
+        assert await wait_for(pilot, lambda: row_status(app) == "loaded"), row_status(app)
 
 
 async def test_port_in_use_is_one_line_and_nothing_breaks(tmp_path: Path) -> None:

@@ -325,3 +325,54 @@ async def test_stop_lets_an_answer_in_flight_finish(tmp_path: Path) -> None:
         assert await wait_for(pilot, lambda: not app._server_busy and panel.has_class("-hidden"))
         assert port_closed(handle.port)
         assert runtime.is_loaded(MODEL)
+
+
+async def test_quit_while_the_server_stops_waits_for_the_stop(tmp_path: Path) -> None:
+    """Quitting while a stop waits on an answer in flight: the stop still ends (the open
+    answer is cancelled after its grace) before the runtime closes; nothing is left
+    listening and serve.json is gone."""
+    import threading
+
+    from openai import OpenAI
+
+    from tui.runtime.service import RuntimeService
+    from tui.runtime.types import GenParams
+
+    from tests.support.app import fixed_probe
+
+    app = make_dashboard(tmp_path, parallel_requests=1)
+    services = app.services
+    services.__dict__["runtime"] = RuntimeService(
+        services.settings, services.inventory, memory_probe=fixed_probe(), stream_buffer=1)
+    outcome: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        held = services.runtime.generate(MODEL, [{"role": "user", "content": "hold"}],
+                                         GenParams(temperature=0, max_tokens=400))
+        while not isinstance(await held.__anext__(), str):
+            pass
+        await pilot.press("A")
+        assert await wait_for(pilot, lambda: app.api_server is not None)
+        handle = app.api_server
+        client = OpenAI(base_url=f"{handle.url}/v1", api_key="unused", max_retries=0,
+                        timeout=60)
+
+        def queued() -> None:
+            try:
+                client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=6)
+                outcome.append("answered")
+            except Exception as exc:
+                outcome.append(type(exc).__name__)
+
+        thread = threading.Thread(target=queued, daemon=True)
+        thread.start()
+        panel = app.server_panel
+        assert await wait_for(pilot, lambda: "in flight 1  queued 1" in panel.text), panel.text
+        await pilot.press("A")
+        assert await wait_for(pilot, lambda: app._server_busy)
+        await app.action_quit()  # no downloads: quits at once, the stop still under way
+    assert port_closed(handle.port)
+    assert read_state(app.settings.state_dir) is None
+    thread.join(60)
+    assert outcome and outcome[0] != "answered"  # cancelled after its grace, not hung

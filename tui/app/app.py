@@ -162,6 +162,7 @@ class ModelDeckApp(App[None]):
         # or stopping (the key is ignored meanwhile).
         self.api_server: Any = None
         self._server_busy = False
+        self._server_stopping: asyncio.Future[None] | None = None  # a stop under way
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -330,9 +331,10 @@ class ModelDeckApp(App[None]):
         runtime (unloads every model)."""
         self._closing = True
         server, self.api_server = self.api_server, None
-        if server is not None:  # its open answers end before the runtime closes
+        stopping = server.stop() if server is not None else self._server_stopping
+        if stopping is not None:  # its open answers end before the runtime closes
             try:
-                await server.stop()
+                await stopping
             except Exception as exc:
                 self.log.error(f"stopping the API server failed: {exc!r}")
         if self._runtime_unsubscribe is not None:
@@ -733,8 +735,11 @@ class ModelDeckApp(App[None]):
     @work(group="server", exit_on_error=False)
     async def _stop_server(self) -> None:
         handle, self.api_server = self.api_server, None  # its end is expected now
+        # The stop runs on even if this worker is cancelled (the app quits): on_unmount
+        # waits for it before the runtime closes.
+        self._server_stopping = asyncio.ensure_future(handle.stop())
         try:
-            await handle.stop()
+            await asyncio.shield(self._server_stopping)
         finally:
             self._server_busy = False
             if self._ui_alive():

@@ -17,7 +17,7 @@ SERVICE_MODULES = [
     "tui.metadata.safetensors", "tui.resources.sampler", "tui.download.service",
     "tui.hub.client", "tui.runtime.service", "tui.cli.download_cmds", "tui.cli.runtime_cmds",
     "tui.store.changes", "tui.discovery_watch", "tui.cli.serve_cmds", "tui.serve.client",
-    "tui.serve.state", "tui.serve.auth", "tui.serve.validate",
+    "tui.serve.state", "tui.serve.auth", "tui.serve.validate", "tui.serve.stats",
 ]
 
 
@@ -57,3 +57,10 @@ def test_modeldeck_ls_imports_no_serving_stack(tmp_path) -> None:
             f"{str(tmp_path / 'models')!r}, 'ls'])")
     loaded = _top(_loaded_after(code))
     assert not loaded & set(SERVING) and not loaded & set(HEAVY) and "textual" not in loaded
+
+
+def test_dashboard_imports_no_serving_stack_until_it_serves() -> None:
+    """The dashboard (with its server panel) imports the serving stack only when the API
+    server is started."""
+    loaded = _top(_loaded_after("import tui.app.app, tui.app.widgets.server_panel"))
+    assert "textual" in loaded and not loaded & set(SERVING) and not loaded & set(HEAVY)

@@ -53,6 +53,7 @@ from tui.app.widgets import (
     PromptConsole,
     ResourceLine,
     ResourceSidebar,
+    ServerPanel,
 )
 from tui.app.widgets.resource_sidebar import SamplerLike
 from tui.errors import ModelDeckError
@@ -101,6 +102,7 @@ class ModelDeckApp(App[None]):
         Binding("u", "unload", "Unload"),
         Binding("a", "add_model", "Add model"),
         Binding("ctrl+f", "hub_search", "Hub search"),
+        Binding("A", "toggle_server", "API server", show=False),
         Binding("L", "load_with", "Load with…", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
         Binding("F", "reclaim", "Reclaim disk space", show=False),
@@ -158,6 +160,11 @@ class ModelDeckApp(App[None]):
         self.gen_params: Any = None
         self.disk_usage: tuple[int, int] | None = None  # the models volume's (free, total)
         self.low_disk = False  # below low_disk_warning (tui.app.reclaim_ui)
+        # The API server running in this loop (a ServerHandle), and whether one is starting
+        # or stopping (the key is ignored meanwhile).
+        self.api_server: Any = None
+        self._server_busy = False
+        self._server_stopping: asyncio.Future[None] | None = None  # a stop under way
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -172,6 +179,7 @@ class ModelDeckApp(App[None]):
                     else USED_REFRESH_S,
                     prime_changes=self._watch_changes, compute_fit=self._compute_fit,
                     id="browser")
+                yield ServerPanel(low_redraw=settings.low_redraw, id="server")
                 yield DownloadsPanel(self.services, ascii=settings.ascii, now=self._now,
                                      low_redraw=settings.low_redraw, id="downloads")
                 yield PromptConsole(
@@ -204,6 +212,11 @@ class ModelDeckApp(App[None]):
     def downloads_panel(self) -> DownloadsPanel:
         """The downloads panel."""
         return self._main("#downloads", DownloadsPanel)
+
+    @property
+    def server_panel(self) -> ServerPanel:
+        """The API server's panel (hidden while the server is off)."""
+        return self._main("#server", ServerPanel)
 
     @property
     def sidebar(self) -> ResourceSidebar:
@@ -304,6 +317,8 @@ class ModelDeckApp(App[None]):
         if self._check_updates:
             self.browser.check_updates()
             self.set_interval(UPDATE_CHECK_S, self.browser.check_updates, name="update-check")
+        if self.settings.serve_with_dashboard:
+            self.start_api_server()
 
     @work(thread=True, group="discovery", exit_on_error=False)
     def _start_discovery(self) -> None:
@@ -318,6 +333,13 @@ class ModelDeckApp(App[None]):
         """Stop the download queue (running jobs stay queued for the next start) and the
         runtime (unloads every model)."""
         self._closing = True
+        server, self.api_server = self.api_server, None
+        stopping = server.stop() if server is not None else self._server_stopping
+        if stopping is not None:  # its open answers end before the runtime closes
+            try:
+                await stopping
+            except Exception as exc:
+                self.log.error(f"stopping the API server failed: {exc!r}")
         if self._runtime_unsubscribe is not None:
             self._runtime_unsubscribe()
         await asyncio.to_thread(wiring.stop_live, self.services)
@@ -383,14 +405,18 @@ class ModelDeckApp(App[None]):
         self.models_ready.set()
 
     def _mark_loaded_rows(self) -> None:
-        """Rows of models the runtime holds show "loaded" (after a reload from the inventory)."""
+        """Rows of models the runtime holds show "loaded" and the requests the API server
+        answered with them (after a reload from the inventory)."""
         if not wiring.runtime_built(self.services):
             return
         table = self.model_table
+        served = self.server_panel.per_model
         for row in list(table.all_rows.values()):
             loaded = row.model_id and self.services.runtime.is_loaded(row.model_id)
-            if loaded and row.status != "loaded":
-                table.update_row(dataclasses.replace(row, status="loaded"))
+            count = served.get(row.model_id or "", 0)
+            if (loaded and row.status != "loaded") or row.served != count:
+                table.update_row(dataclasses.replace(
+                    row, status="loaded" if loaded else row.status, served=count))
 
     @on(ResourcesSampled)
     def _resources_sampled(self, message: ResourcesSampled) -> None:
@@ -658,6 +684,81 @@ class ModelDeckApp(App[None]):
             await wiring.unload_model(self.services, model_id, force)
         except ModelBusyError as exc:
             self.post_message(ModelBusy(model_id, " ".join(exc.message.split())))
+
+    # -- API server --------------------------------------------------------------------------
+
+    def action_toggle_server(self) -> None:
+        """Start/stop the API server (``modeldeck serve`` in the dashboard, same runtime)."""
+        if self._server_busy:
+            self.notify("The API server is starting or stopping", severity="warning")
+        elif self.api_server is not None:
+            self.stop_api_server()
+        else:
+            self.start_api_server()
+
+    def start_api_server(self) -> None:
+        """Serve the OpenAI and management APIs from this process, on the settings' host,
+        port and key; one line in a notification when it cannot start."""
+        if self.api_server is None and not self._server_busy and not self._closing:
+            self._server_busy = True
+            self._start_server()
+
+    def stop_api_server(self) -> None:
+        """Stop the API server gracefully (open answers get a few seconds, then stop)."""
+        if self.api_server is not None and not self._server_busy:
+            self._server_busy = True
+            self._stop_server()
+
+    @work(group="server", exit_on_error=False)
+    async def _start_server(self) -> None:
+        try:
+            handle = await wiring.start_server(self.services)
+        except ModelDeckError as exc:
+            self.notify(str(exc), title="API server not started", severity="error", timeout=15)
+            return
+        finally:
+            self._server_busy = False
+        if self._closing or not self._ui_alive():  # the app ended meanwhile
+            await handle.stop()
+            return
+        self.api_server = handle
+        self._follow_runtime()
+        self.server_panel.show_server(handle)
+        self.notify(f"API server on {handle.url}/v1", title="API server")
+        handle.task.add_done_callback(lambda _task: self.call_later(self._server_ended, handle))
+
+    @work(group="server", exit_on_error=False)
+    async def _stop_server(self) -> None:
+        handle, self.api_server = self.api_server, None  # its end is expected now
+        # The stop runs on even if this worker is cancelled (the app quits): on_unmount
+        # waits for it before the runtime closes.
+        self._server_stopping = asyncio.ensure_future(handle.stop())
+        try:
+            await asyncio.shield(self._server_stopping)
+        finally:
+            self._server_busy = False
+            if self._ui_alive():
+                self.server_panel.hide_server()
+        self.notify("API server stopped", title="API server")
+
+    def _server_ended(self, handle: Any) -> None:
+        """``handle``'s server task ended without being asked to (uvicorn failed): say so,
+        hide its panel."""
+        if self.api_server is not handle:
+            return
+        self.api_server = None
+        self.run_worker(handle.stop(), group="server", exit_on_error=False)
+        if self._ui_alive():
+            self.server_panel.hide_server()
+            self.notify("The API server stopped unexpectedly; A starts it again",
+                        title="API server", severity="error", timeout=15)
+
+    @on(ServerPanel.Sampled)
+    def _server_sampled(self, message: ServerPanel.Sampled) -> None:
+        """Loaded rows show how many requests the server answered with them."""
+        if not self._ui_alive():
+            return
+        self._mark_loaded_rows()
 
     # -- delete ----------------------------------------------------------------------------
 

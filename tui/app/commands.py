@@ -35,6 +35,8 @@ def palette_commands(app: ModelDeckApp) -> list[Command]:
         ("Toggle sidebar", app.action_toggle_sidebar, "Show/hide resources"),
         ("Toggle downloads", app.action_toggle_downloads, "Show/hide the downloads panel"),
         ("Toggle console", app.action_toggle_console, "Show/hide the prompt console"),
+        ("Stop API server" if app.api_server is not None else "Start API server",
+         app.action_toggle_server, "OpenAI-compatible API on this runtime (serve_host:port)"),
         ("Switch theme", app.action_toggle_theme, "Dark / light"),
         ("Installed only", app.model_table.action_toggle_installed, "Status filter"),
         ("Help", app.action_help, "All key bindings"),

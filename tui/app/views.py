@@ -137,6 +137,7 @@ class ModelRow:
     quants: tuple[str, ...] = ()
     update: bool = False  # the Hub has a newer commit of its tracked revision
     kind: str | None = None  # tui.kinds: what the model is for
+    served: int = 0  # requests the dashboard's API server answered with this model
     search_text: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
@@ -272,12 +273,26 @@ UPDATE_LABEL = "update avail."  # an installed model whose Hub revision moved on
 
 def status_label(row: ModelRow) -> str:
     """``downloading 42%`` while downloading, ``update avail.`` for an installed model the
-    Hub has a newer commit of, else the status word."""
+    Hub has a newer commit of, ``loaded, 12 req`` for a loaded model the API server answered
+    requests with, else the status word."""
     if row.status == "downloading" and row.progress is not None:
         return f"downloading {int(row.progress * 100):d}%"
     if row.update and row.status == "installed":
         return UPDATE_LABEL
+    if row.status == "loaded" and row.served > 0:
+        return f"loaded, {count_text(row.served)} req"
     return row.status
+
+
+def count_text(n: int) -> str:
+    """``12``, ``999``, ``1.2k``, ``35k``, ``1.2M``: at most 4 characters."""
+    if n < 1000:
+        return str(n)
+    for unit, size in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
+        if n < size * 1000 - size / 2:
+            value = n / size
+            return f"{value:.1f}{unit}" if value < 9.95 else f"{value:.0f}{unit}"
+    return "many"
 
 
 def row_cells(row: ModelRow, now: float) -> tuple[str, ...]:
@@ -437,6 +452,7 @@ class MetricsView:
     tokens_per_s: float | None = None
     tokens: int | None = None
     cancelled: bool = False
+    estimated: bool = False  # the token count is an estimate (an endpoint sent no usage)
 
 
 def metrics_text(m: MetricsView) -> str:
@@ -447,7 +463,8 @@ def metrics_text(m: MetricsView) -> str:
     if m.tokens_per_s is not None:
         parts.append(f"{m.tokens_per_s:.1f} tok/s")
     if m.tokens is not None:
-        parts.append(f"{m.tokens} token{'' if m.tokens == 1 else 's'}")
+        estimated = " (estimated)" if m.estimated else ""
+        parts.append(f"{m.tokens} token{'' if m.tokens == 1 else 's'}{estimated}")
     if m.cancelled:
         parts.append("cancelled")
     return " | ".join(parts)

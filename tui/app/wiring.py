@@ -446,6 +446,28 @@ async def close_runtime(services: Services) -> None:
         await services.runtime.aclose()
 
 
+async def start_server(services: Services) -> Any:
+    """Start the API server (``modeldeck serve``) in the running loop over ``services``, on
+    the settings' host, port and API key; returns its
+    :class:`~tui.serve.server.ServerHandle`. The serving stack is imported in a thread (the
+    loop keeps drawing). Raises InvalidInputError (one line) when another ``modeldeck
+    serve`` runs for this state dir, the key is missing or unreadable, or the address
+    cannot be bound."""
+    import importlib
+
+    from tui.errors import InvalidInputError
+    from tui.serve.state import read_state
+
+    other = await asyncio.to_thread(read_state, services.settings.state_dir)
+    if other is not None:
+        raise InvalidInputError(
+            f"modeldeck serve already runs for this state dir at {other.url} (pid {other.pid})",
+            hint="use that server, or stop it first")
+    await asyncio.to_thread(lambda: services.runtime)  # its first use imports it
+    server = await asyncio.to_thread(importlib.import_module, "tui.serve.server")
+    return await server.start_server(services)
+
+
 async def fit_for(services: Services, rows: list[ModelRow]) -> list[ModelRow]:
     """Rows with their ``fit`` column filled (``gpu``/``part``/``cpu``/``no``).
 

@@ -24,6 +24,7 @@ from tui.serve.auth import AuthMiddleware
 from tui.serve.context import MAX_BODY, ServeState
 from tui.serve.errors import ApiError, api_error
 from tui.serve.metrics import CONTENT_TYPE, ServeMetrics
+from tui.serve.stats import ServeStats
 
 DESCRIPTION = """\
 ModelDeck's OpenAI-compatible API (`/v1`) over the models installed on this machine, and its
@@ -62,6 +63,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _any_error)
+    app.add_middleware(InFlight, stats=metrics.stats)
     app.add_middleware(BodyLimit, limit=max_body)
     if api_key is not None:
         app.add_middleware(AuthMiddleware, key=api_key)
@@ -72,33 +74,43 @@ def create_app(
     return app
 
 
+def _error_response(request: Request, error: ApiError) -> Response:
+    """``error``'s response, remembered as the server's last error (the dashboard shows it)."""
+    state = getattr(request.app.state, "serve", None)
+    if state is not None:
+        state.metrics.stats.error(error.status, error.message)
+    return error.response()
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
-    return api_error(exc).response()
+    return _error_response(request, api_error(exc))
 
 
 async def _any_error(request: Request, exc: Exception) -> Response:
     """A bug: one line to the client and to the log (Starlette then re-raises it to the
     server, whose log the CLI keeps to one line too)."""
-    return api_error(exc).response()
+    return _error_response(request, api_error(exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
-        return ApiError(404, f"no such endpoint: {request.method} {request.url.path}",
-                        code="not_found").response()
-    if exc.status_code == 405:
-        return ApiError(405, f"{request.method} is not allowed on {request.url.path}",
-                        code="method_not_allowed").response()
-    if exc.status_code == 400:  # FastAPI could not parse the body at all
-        return ApiError(400, "the body could not be read as JSON (nested too deeply, or a "
-                        "number too long?)", code="invalid_json").response()
-    return ApiError(exc.status_code, str(exc.detail)).response()
+        error = ApiError(404, f"no such endpoint: {request.method} {request.url.path}",
+                         code="not_found")
+    elif exc.status_code == 405:
+        error = ApiError(405, f"{request.method} is not allowed on {request.url.path}",
+                         code="method_not_allowed")
+    elif exc.status_code == 400:  # FastAPI could not parse the body at all
+        error = ApiError(400, "the body could not be read as JSON (nested too deeply, or a "
+                         "number too long?)", code="invalid_json")
+    else:
+        error = ApiError(exc.status_code, str(exc.detail))
+    return _error_response(request, error)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return validation_error(exc.errors()).response()
+    return _error_response(request, validation_error(exc.errors()))
 
 
 def validation_error(errors: Any) -> ApiError:
@@ -112,6 +124,24 @@ def validation_error(errors: Any) -> ApiError:
     if not where:
         return ApiError(400, f"the body must be a JSON object: {message}")
     return ApiError(400, f"{where}: {message}", param=where)
+
+
+class InFlight:
+    """Count the API requests (``/v1/…``) from arrival to the end of their answer."""
+
+    def __init__(self, app: Any, stats: ServeStats) -> None:
+        self.app = app
+        self.stats = stats
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        self.stats.arrived()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.stats.left()
 
 
 class BodyLimit:

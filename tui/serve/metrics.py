@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from tui.download.progress import DownloadEvent
+from tui.serve.stats import ServeStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -43,6 +44,7 @@ class ServeMetrics:
                              registry=r)
         self.download_done: dict[str, int] = {}
         self.download_bytes = 0
+        self.stats = ServeStats(services)  # the same numbers in plain Python (the dashboard)
         r.register(_Live(services, self))
 
     def on_download(self, event: DownloadEvent) -> None:
@@ -58,6 +60,7 @@ class ServeMetrics:
                  completion: int = 0, ttft_s: float | None = None,
                  tokens_per_s: float | None = None) -> None:
         """One request done."""
+        self.stats.answered(model, status, completion)
         self.requests.labels(endpoint, model, str(status)).inc()
         if prompt:
             self.prompt_tokens.labels(model).inc(prompt)

@@ -33,6 +33,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from tui import kinds
 from tui.errors import InvalidInputError, NotFoundError
 from tui.runtime.types import GenerationMetrics, GenParams, ModelSpec
 from tui.serve.context import ServeState, state_of
@@ -64,11 +65,48 @@ def _json(data: Any, status: int = 200) -> Response:
 # -- models -----------------------------------------------------------------------------------
 
 
-@router.get("/models", summary="Installed models (ids for the model field)")
+# What this server runs: text models (and embedding models, for /v1/embeddings); a kind
+# nobody has looked inside yet counts too (the runtime decides from the files).
+SERVED_KINDS = kinds.RUNNABLE | {kinds.EMBEDDING, kinds.UNKNOWN}
+
+
+def model_kind(services: Any, record: Any) -> str:
+    """What an installed model is (:data:`tui.kinds.KINDS`): the inventory's own ``kind``
+    when its records have one, else its catalog entry's, else ``unknown`` (blocking)."""
+    kind = getattr(record, "kind", None)
+    if not kind and record.catalog_id:
+        entry = services.catalog.get(record.catalog_id)
+        kind = entry.kind if entry is not None else None
+    return kinds.normalise(kind)
+
+
+def not_runnable(services: Any, record: Any) -> str | None:
+    """Why this server cannot answer with ``record`` (its kind, a format no backend
+    reads), or None when it can. The one check behind ``/v1/models`` and every request."""
+    if record.format not in ("gguf", "safetensors"):
+        return f"a {record.format} model"
+    kind = model_kind(services, record)
+    if kind in kinds.EMBEDS and record.format != "gguf":  # llama.cpp embeds; transformers not
+        return f"a {record.format} {kind} model"
+    return None if kind in SERVED_KINDS else f"a {kind} model"
+
+
+def _not_runnable(model_id: str, why: str, status: int = 400) -> ApiError:
+    return ApiError(status, f"{model_id!r} is {why}: not runnable here (only text and "
+                    "embedding models are); see GET /v1/models for the ids",
+                    param="model", code="model_not_runnable")
+
+
+@router.get("/models", summary="Installed models this server can run (ids for the model field)")
 async def list_models(request: Request) -> Response:
     state = state_of(request)
-    records = await asyncio.to_thread(state.services.inventory.list_models, status="installed")
-    data = [_model_object(r) for r in records if r.format in ("gguf", "safetensors")]
+    services = state.services
+
+    def runnable() -> list[Any]:
+        records = services.inventory.list_models(status="installed")
+        return [r for r in records if not_runnable(services, r) is None]
+
+    data = [_model_object(r) for r in await asyncio.to_thread(runnable)]
     data += await remote_model_objects(request)
     return _json({"object": "list", "data": data})
 
@@ -85,6 +123,9 @@ async def get_model(model_id: str, request: Request) -> Response:
     record = await asyncio.to_thread(state.services.inventory.get_model, model_id)
     if record is None or record.status != "installed":
         raise _no_model(model_id)
+    why = await asyncio.to_thread(not_runnable, state.services, record)
+    if why is not None:
+        raise _not_runnable(model_id, why, 404)
     return _json(_model_object(record))
 
 
@@ -113,6 +154,9 @@ async def model_ref(state: ServeState, model: Any) -> tuple[str, str | ModelSpec
         record = runtime.inventory.get_model(model_id)
         if record is None:
             raise _no_model(model_id)
+        why = not_runnable(state.services, record)
+        if why is not None:
+            raise _not_runnable(model_id, why)
         try:
             spec = runtime.resolve(record.id)
         except NotFoundError as exc:
@@ -435,6 +479,7 @@ async def _stream(
     except Exception as exc:  # after the first token: a last error event
         error = api_error(exc)
         status = error.status
+        state.metrics.stats.error(error.status, error.message)
         yield event(error.payload())
     finally:
         watch.close()

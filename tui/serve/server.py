@@ -26,6 +26,7 @@ from tui.serve.app import create_app
 from tui.serve.auth import check_bind, load_api_key
 from tui.serve.context import MAX_BODY
 from tui.serve.state import ServerInfo, connect_host, new_info, remove_state, write_state
+from tui.serve.stats import ServeStats
 from tui.settings import Settings
 from tui.terminal_text import clean_line
 
@@ -67,6 +68,11 @@ class ServerHandle:
     def url(self) -> str:
         """The base URL from this machine (``http://127.0.0.1:8765``)."""
         return self.info.url
+
+    @property
+    def stats(self) -> ServeStats:
+        """The live numbers (requests in flight, per minute, per model, last error)."""
+        return self.app.state.serve.metrics.stats
 
     @property
     def running(self) -> bool:

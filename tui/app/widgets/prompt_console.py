@@ -373,6 +373,7 @@ class PromptConsole(Vertical):
             ttft_ms=metrics.ttft_ms, tokens_per_s=metrics.tokens_per_s,
             tokens=metrics.completion_tokens,
             cancelled=cancelled or metrics.finish_reason == "cancelled",
+            estimated=metrics.usage == "estimated",
         ))
         self.post_message(self.AnswerDone(self, session.model_id, metrics))
 

@@ -12,8 +12,6 @@ import httpx
 import openai
 import pytest
 
-from tui.store.records import CustomEntry
-
 from tests.support.safetensors import write_safetensors_folder
 from tests.support.serve import LIMIT, serve_settings, served
 from tests.support.tiny_models import tiny_gguf
@@ -22,12 +20,9 @@ ASK = [{"role": "user", "content": "hello"}]
 
 
 def with_kind(services, model_id: str, kind: str) -> None:
-    """Give ``model_id`` a catalog entry of ``kind`` (as an entry added for it would)."""
-    entry_id = f"{model_id}-entry"
+    """Record ``kind`` for ``model_id`` (as discovery does from its contents)."""
     record = services.inventory.get_model(model_id)
-    services.inventory.add_custom(CustomEntry(id=entry_id, kind="local", data={
-        "name": model_id, "kind": kind, "format": record.format, "local_path": record.path}))
-    services.inventory.upsert_model(dataclasses.replace(record, catalog_id=entry_id))
+    services.inventory.upsert_model(dataclasses.replace(record, kind=kind))
 
 
 def test_models_that_are_not_runnable_are_not_listed_nor_answered(tmp_path: Path) -> None:

@@ -71,10 +71,10 @@ SERVED_KINDS = kinds.RUNNABLE | {kinds.EMBEDDING, kinds.UNKNOWN}
 
 
 def model_kind(services: Any, record: Any) -> str:
-    """What an installed model is (:data:`tui.kinds.KINDS`): the inventory's own ``kind``
-    when its records have one, else its catalog entry's, else ``unknown`` (blocking)."""
-    kind = getattr(record, "kind", None)
-    if not kind and record.catalog_id:
+    """What an installed model is (:data:`tui.kinds.KINDS`): the kind discovery read from
+    its contents, else its catalog entry's, else ``unknown`` (blocking)."""
+    kind = record.kind
+    if kind in (None, "", kinds.UNKNOWN) and record.catalog_id:
         entry = services.catalog.get(record.catalog_id)
         kind = entry.kind if entry is not None else None
     return kinds.normalise(kind)

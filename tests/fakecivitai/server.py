@@ -27,6 +27,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -272,7 +273,8 @@ class FakeCivitai:
         with self._lock:
             self._blobs[key] = f.data
         location = self.redirect_to or (
-            f"{self.storage_url}/model/{key}/{f.name}?X-Amz-Expires=3600&X-Amz-Signature={key}")
+            f"{self.storage_url}/model/{key}/{quote(f.name, safe='')}"
+            f"?X-Amz-Expires=3600&X-Amz-Signature={key}")
         return web.Response(status=307, headers={"Location": location})
 
     async def _storage(self, request: web.Request) -> web.StreamResponse:

@@ -15,22 +15,7 @@ from tui.cli import main
 
 from tests.fakecivitai import FakeCivitai, FakeFile, FakeModel, FakeVersion
 from tests.fakecivitai.server import TOKEN
-
-
-def lora_bytes(seed: int = 0) -> bytes:
-    """A real (tiny) SDXL LoRA in safetensors, as kohya writes it."""
-    rng = np.random.default_rng(seed)
-    name = "lora_unet_down_blocks_0_attentions_0_proj_in"
-    return save({f"{name}.lora_down.weight": rng.random((4, 32), dtype=np.float32),
-                 f"{name}.lora_up.weight": rng.random((32, 4), dtype=np.float32),
-                 f"{name}.alpha": np.array(4.0, dtype=np.float32)},
-                metadata={"ss_base_model_version": "sdxl_base_v1-0"})
-
-
-def vae_bytes() -> bytes:
-    """A real (tiny) VAE-shaped safetensors file."""
-    return save({"encoder.conv_in.weight": np.zeros((8, 3, 3, 3), dtype=np.float16),
-                 "decoder.conv_out.weight": np.zeros((3, 8, 3, 3), dtype=np.float16)})
+from tests.fakecivitai.testing import lora_bytes, vae_bytes
 
 
 @pytest.fixture

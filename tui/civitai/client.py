@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -319,7 +320,10 @@ def _int(value: object) -> int | None:
 
 
 def _text(value: object) -> str | None:
+    """Printable text (control, format and unassigned characters dropped), one line, cut."""
     if not isinstance(value, str):
         return None
-    text = " ".join(value.split())[:MAX_TEXT]
+    text = "".join(c for c in value[:4 * MAX_TEXT] if unicodedata.category(c)[0] != "C"
+                   or c in "\t\n")
+    text = " ".join(text.split())[:MAX_TEXT]
     return text or None

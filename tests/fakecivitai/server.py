@@ -14,7 +14,8 @@ require a login to download). Unauthorised answers are ``{"error": "Unauthorized
 401, as https://developer.civitai.com/site/guide/authentication shows.
 
 Fault injection: :meth:`FakeCivitai.answer` replaces an API answer (status, raw body);
-:attr:`FakeCivitai.redirect_to` replaces the download redirect's ``Location``.
+:attr:`FakeCivitai.redirect_to` replaces the download redirect's ``Location``;
+:attr:`FakeCivitai.rate` caps the storage's bytes/s per answer.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class FakeCivitai:
         self.requests: list[Request] = []
         self.answers: dict[str, tuple[int, bytes]] = {}
         self.redirect_to: str | None = None
+        self.rate: int | None = None
+        self.bytes_served = 0
         self._blobs: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -300,8 +303,18 @@ class FakeCivitai:
         headers["Content-Length"] = str(end - start)
         resp = web.StreamResponse(status=status, headers=headers)
         await resp.prepare(request)
-        if request.method != "HEAD":
-            await resp.write(data[start:end])
+        pos = start
+        while request.method != "HEAD" and pos < end:
+            n = min(end - pos, 64 << 10, self.rate or end)
+            try:
+                await resp.write(data[pos:pos + n])
+            except (ConnectionError, RuntimeError):
+                return resp
+            pos += n
+            with self._lock:
+                self.bytes_served += n
+            if self.rate:
+                await asyncio.sleep(n / self.rate)
         await resp.write_eof()
         return resp
 

@@ -190,3 +190,51 @@ def test_fake_answers_use_documented_fields(civitai: FakeCivitai) -> None:
     redirect = httpx.get(f["downloadUrl"])
     assert redirect.status_code == 307 and redirect.headers["location"].startswith(
         civitai.storage_url)
+
+
+def test_ctrl_c_pauses_and_the_same_pull_resumes(civitai: FakeCivitai, tmp_path: Path) -> None:
+    """A pull interrupted by Ctrl-C (a real process) resumes when run again, from its bytes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.checks import REPO
+
+    data = save({"lora_unet_x.lora_down.weight": np.zeros((4, 1 << 18), dtype=np.float32)})
+    civitai.add(FakeModel(31, "Slow One", "LORA", [FakeVersion(310, files=[
+        FakeFile("slow.safetensors", data)])]))
+    civitai.rate = 1 << 20
+    env = {**os.environ, "CIVITAI_ENDPOINT": civitai.url, "CIVITAI_TOKEN": TOKEN,
+           "MODELDECK_STATE_DIR": str(tmp_path / "state"),
+           "MODELDECK_MODELS_DIR": str(tmp_path / "models"), "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "tui", "pull", "civitai:31", "-q"]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while civitai.bytes_served < len(data) // 4:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the download did not start"
+            time.sleep(0.05)
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert TOKEN.encode() not in cmdline
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "paused" in err and TOKEN not in out + err
+    civitai.rate = None
+    served = civitai.bytes_served
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert TOKEN not in done.stdout + done.stderr
+    dest = tmp_path / "models/lora/civitai/slow-one-310/slow.safetensors"
+    assert dest.read_bytes() == data
+    assert civitai.bytes_served - served < len(data)  # resumed, not started over
+    jobs = subprocess.run([sys.executable, "-m", "tui", "jobs"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert jobs.stdout.count("civitai:31") == 1, jobs.stdout  # one job, not two

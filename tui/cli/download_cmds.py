@@ -109,9 +109,9 @@ def cmd_pull(args: argparse.Namespace, ctx: Any) -> int:
 
 def _existing_job(service: Any, spec: JobSpec) -> str | None:
     """An unfinished job with the same spec (so re-running a pull resumes it)."""
-    wanted = spec.to_json()
+    wanted = spec.request_json()
     for job in service.list_jobs():
-        if job.state not in ("done", "cancelled") and job.spec.to_json() == wanted:
+        if job.state not in ("done", "cancelled") and job.spec.request_json() == wanted:
             if job.state in ("paused", "failed"):
                 service.resume(job.id)
             return job.id

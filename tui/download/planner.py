@@ -173,7 +173,7 @@ def plan_civitai(spec: JobSpec, version: Any, models_dir: Path) -> Plan:
     root = safe_join(models_dir, f"{FOLDERS[kind]}/civitai/"
                                  f"{slugify(version.model_name, max_length=60)}-{version.id}")
     dest = safe_join(root, filename)
-    spec.civitai_version, spec.model_kind, spec.base_model = version.id, kind, version.base_model
+    spec.civitai_pinned, spec.model_kind, spec.base_model = version.id, kind, version.base_model
     return Plan(
         root=root,
         files=[JobFile(path=filename, url=chosen.download_url, dest=str(dest),

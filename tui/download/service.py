@@ -1030,7 +1030,7 @@ def _plan_from_record(job: JobRecord, root: Path) -> Plan:
     if spec.kind == "hf":
         source, ref = ("catalog" if spec.catalog_id else "hf"), str(spec.repo)
     elif spec.kind == "civitai":
-        source, ref = "civitai", f"civitai:{spec.civitai_model}@{spec.civitai_version}"
+        source, ref = "civitai", f"civitai:{spec.civitai_model}@{spec.civitai_pinned}"
     else:
         source, ref = ("catalog" if spec.catalog_id else "url"), str(spec.url)
     return Plan(root=root, files=job.files, source=source, source_ref=ref, revision=revision,
@@ -1044,7 +1044,7 @@ def _source_details(spec: JobSpec) -> dict[str, Any]:
     from tui.metadata.kinds import normalise_family
 
     extra: dict[str, Any] = {"civitai": {"model": spec.civitai_model,
-                                         "version": spec.civitai_version}}
+                                         "version": spec.civitai_pinned}}
     family = normalise_family(spec.base_model)
     if family:
         extra["base_model"], extra["base_family"] = spec.base_model, family

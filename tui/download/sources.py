@@ -24,8 +24,8 @@ class JobSpec:
     a manifest), ``"url"`` (``url`` + optional ``sha256``, ``filename``) or ``"catalog"``
     (``catalog_id`` + optional ``quant``; resolved through the catalog) or ``"civitai"``
     (``civitai_model`` + optional ``civitai_version``, ``files`` (one file name) and
-    ``allow_pickle``; planning pins the version and fills ``model_kind`` and ``base_model``
-    from CivitAI's answer).
+    ``allow_pickle``; planning fills ``civitai_pinned`` (the version it chose), ``model_kind``
+    and ``base_model`` from CivitAI's answer: :meth:`request_json` leaves them out).
     ``connections`` and ``limit_rate`` (bytes/s) override the settings for this job.
     ``update_of`` names the installed model a Hub job updates (set by planning or by
     ``modeldeck update``): only changed files are fetched, then swapped in together.
@@ -49,6 +49,7 @@ class JobSpec:
     update_of: str | None = None
     civitai_model: int | None = None
     civitai_version: int | None = None
+    civitai_pinned: int | None = None
     allow_pickle: bool = False
     model_kind: str | None = None
     base_model: str | None = None
@@ -96,6 +97,13 @@ class JobSpec:
     def to_json(self) -> str:
         """Serialised form stored in the jobs table."""
         return json.dumps(asdict(self), sort_keys=True)
+
+    def request_json(self) -> str:
+        """:meth:`to_json` of what was asked for, without what planning filled in (a pull
+        asked again finds its job)."""
+        data = asdict(self)
+        data.update(civitai_pinned=None, model_kind=None, base_model=None)
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:

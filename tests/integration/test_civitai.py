@@ -125,9 +125,11 @@ def test_token_only_to_the_api_origin_and_never_shown(cli, civitai: FakeCivitai,
     storage = civitai.requests_to("storage")
     assert storage and all(r.authorization is None for r in storage)
     for args in (("ls", "--json"), ("info", _ls(cli)[0]["id"], "--json"), ("jobs",),
-                 ("config",)):
+                 ("config",), ("doctor", "--json")):
         code, out, err = cli(*args)
         assert TOKEN not in out + err
+    checks = {c["name"]: c for c in json.loads(cli("doctor", "--json")[1])}
+    assert checks["civitai token"]["detail"] == "present (CIVITAI_TOKEN)"
     db = b"".join(p.read_bytes() for p in cli.state.glob("modeldeck.db*"))
     assert TOKEN.encode() not in db
 

@@ -72,6 +72,12 @@ def test_pull_latest_version_by_model_id(cli, civitai: FakeCivitai) -> None:
     assert "LoRA adapter (SDXL" in out and "base model:" in out and "SDXL 1.0" in out
     code, out, _ = cli("ls")
     assert "lora" in out and "civitai" in out
+    mine = cli.models / "lora/civitai/notes.txt"  # the user's file next to it is kept
+    mine.write_text("mine")
+    code, out, err = cli("rm", model["id"], "-y")
+    assert code == 0, err
+    assert not dest.exists() and not dest.parent.exists() and mine.read_text() == "mine"
+    assert _ls(cli) == []
 
 
 def test_pull_pinned_version_and_pasted_url(cli, civitai: FakeCivitai) -> None:
@@ -99,6 +105,9 @@ def test_kind_folder_from_civitai_type(cli, civitai: FakeCivitai) -> None:
     assert cli("pull", "civitai:8", "-q")[0] == 0
     assert (cli.models / "vae/civitai/clear-vae-70/clearvae.safetensors").is_file()
     assert (cli.models / "textual-inversion/civitai/bad-hands-80/badhands.safetensors").is_file()
+    kinds = {m["source_ref"]: m["kind"] for m in _ls(cli)}
+    assert kinds == {"civitai:7@70": "vae", "civitai:8@80": "textual-inversion"}
+    assert cli("scan")[0] == 0  # a rescan keeps what the download recorded
     kinds = {m["source_ref"]: m["kind"] for m in _ls(cli)}
     assert kinds == {"civitai:7@70": "vae", "civitai:8@80": "textual-inversion"}
 

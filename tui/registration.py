@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from tui.kinds import KINDS, UNKNOWN
 from tui.metadata.gguf import split_gguf_info as split_parts
 from tui.metadata.types import ModelMetadata
 from tui.safe_paths import slugify
@@ -576,7 +577,7 @@ def register_download(
     base = _id_base(catalog_id, source_ref, groups)
     for fmt, main, members in groups:
         meta = read_metadata(fmt, main, members if fmt == "gguf" else None)
-        if kind and kind != "unknown":
+        if kind in KINDS and kind != UNKNOWN:
             meta.kind = kind
         if extra:
             meta.extra.update(extra)

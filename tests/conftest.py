@@ -12,7 +12,7 @@ import pytest
 from tui.services import Services, build_services
 from tui.settings import Settings
 
-pytest_plugins = ["tests.fakehub.testing"]
+pytest_plugins = ["tests.fakehub.testing", "tests.fakecivitai.testing"]
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +20,8 @@ def _isolate_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     """No test reads the developer's config, tokens or HF cache, or reaches the real Hub."""
     home = tmp_path_factory.mktemp("home")
     for var in list(os.environ):
-        if var.startswith("MODELDECK_") or var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if var.startswith("MODELDECK_") or var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+                                                   "CIVITAI_TOKEN", "CIVITAI_ENDPOINT"):
             monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))

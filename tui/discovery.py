@@ -389,7 +389,8 @@ class Scanner:
         for path, model in existing.items():
             if path in seen_paths or model.status == "deleting":
                 continue
-            if model.source not in ("scan", "hf-cache", "hf", "url", "catalog", "local"):
+            if model.source not in ("scan", "hf-cache", "hf", "url", "catalog", "local",
+                                    "civitai"):
                 continue
             under = any(_is_relative(Path(path), root) for root in scanned_roots)
             # A FIFO, socket or device now at the path is not the model: missing, never read.

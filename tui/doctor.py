@@ -148,4 +148,7 @@ def run_checks(settings: Settings) -> list[Check]:
     )
     endpoint = os.environ.get("HF_ENDPOINT")
     checks.append(Check("hub endpoint", "ok", endpoint or "https://huggingface.co (default)"))
+    civitai = bool((os.environ.get("CIVITAI_TOKEN") or "").strip())
+    checks.append(Check("civitai token", "ok", "present (CIVITAI_TOKEN)" if civitai else
+                        "absent (files whose creator requires a login need CIVITAI_TOKEN)"))
     return checks

@@ -16,12 +16,13 @@ VAE = "vae"  # an image autoencoder
 TEXT_ENCODER = "text-encoder"  # CLIP / T5 text encoders used by image models
 CONTROLNET = "controlnet"
 EMBEDDING = "embedding"  # a sentence/text embedding model
+TEXTUAL_INVERSION = "textual-inversion"  # an image model's learned prompt token (not EMBEDDING)
 TOKENIZER = "tokenizer"  # a vocabulary-only file (llama.cpp's ``ggml-vocab-*.gguf``)
 UNKNOWN = "unknown"
 
 KINDS: tuple[str, ...] = (
     LLM, VLM, PROJECTOR, DIFFUSION, LORA, VAE, TEXT_ENCODER, CONTROLNET, EMBEDDING, TOKENIZER,
-    UNKNOWN,
+    TEXTUAL_INVERSION, UNKNOWN,
 )
 RUNNABLE: frozenset[str] = frozenset({LLM, VLM})
 # Kinds loaded to make embeddings only (GGUF through llama.cpp: ``/v1/embeddings``), no answers.
@@ -39,6 +40,7 @@ FOLDERS: dict[str, str] = {
     CONTROLNET: "controlnet",
     EMBEDDING: "embedding",
     TOKENIZER: "tokenizers",
+    TEXTUAL_INVERSION: "textual-inversion",
     UNKNOWN: "other",
 }
 

@@ -7,8 +7,10 @@ import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
+from tui.kinds import KINDS, UNKNOWN
 from tui.metadata.gguf import split_gguf_info as split_parts
 from tui.metadata.types import ModelMetadata
 from tui.safe_paths import slugify
@@ -534,7 +536,7 @@ def _id_base(catalog_id: str | None, source_ref: str, groups: list[tuple[str, Pa
     downloaded file's name (decoded, Unicode kept; the host if nothing readable is left)."""
     if catalog_id:
         return slugify(catalog_id)
-    if "://" in source_ref and groups:
+    if ("://" in source_ref or source_ref.startswith("civitai:")) and groups:
         fmt, main, _ = groups[0]
         host = urlparse(source_ref).hostname or "download"
         return slugify(display_name(main, fmt), fallback=host)
@@ -553,12 +555,16 @@ def register_download(
     name: str | None = None,
     verified: dict[Path, str] | None = None,
     tracked: str | None = None,
+    kind: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> list[ModelRecord]:
     """Register the verified files of a finished download as installed model(s).
 
     ``files`` are (absolute path, size, sha256); ``verified`` maps paths to how each was
     checked (see :class:`ModelFile`); ``tracked`` is the branch or tag a Hub download follows
-    (what ``modeldeck outdated`` compares with). The files group as a scan groups them
+    (what ``modeldeck outdated`` compares with); ``kind`` (the source's, e.g. CivitAI's type)
+    overrides the kind read from the files unless unknown, ``extra`` adds to the metadata's
+    ``extra`` (a base model). The files group as a scan groups them
     (:func:`group_model_files`, all from one repo: a projector goes with every GGUF model of
     its folder); a vocabulary-only GGUF is recorded too (kind tokenizer), so ModelDeck can
     delete what it downloaded. Returns the records written.
@@ -571,6 +577,10 @@ def register_download(
     base = _id_base(catalog_id, source_ref, groups)
     for fmt, main, members in groups:
         meta = read_metadata(fmt, main, members if fmt == "gguf" else None)
+        if kind in KINDS and kind != UNKNOWN:
+            meta.kind = kind
+        if extra:
+            meta.extra.update(extra)
         existing = inventory.find_by_path(str(main))
         if existing is not None:
             model_id = existing.id

@@ -114,7 +114,8 @@ def fold(text: str) -> str:
 
 _FORMAT_SHORT = {"gguf": "gguf", "safetensors": "st", "pytorch": "pt", "tflite": "tfl",
                  "coreml": "cml"}
-_KIND_SHORT = {"text-encoder": "text-enc", "controlnet": "ctrlnet", "unknown": ""}
+_KIND_SHORT = {"text-encoder": "text-enc", "controlnet": "ctrlnet", "textual-inversion": "txt-inv",
+               "unknown": ""}
 
 
 @dataclass(slots=True)

@@ -1,8 +1,9 @@
 """``modeldeck pull`` and ``modeldeck jobs``: downloads from the command line.
 
 The token is never an argument (it would show in ``ps``): it comes from ``HF_TOKEN`` or the
-store of ``hf auth login``. Ctrl-C during a pull pauses the job (partial kept) and prints how
-to resume. :func:`run_jobs` is what ``modeldeck import`` uses to run enqueued jobs.
+store of ``hf auth login`` (``CIVITAI_TOKEN`` for CivitAI). Ctrl-C during a pull pauses the
+job (partial kept) and prints how to resume. :func:`run_jobs` is what ``modeldeck import`` uses
+to run enqueued jobs.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from tui.terminal_text import clean_line
 def register(subparsers: Any) -> None:
     """Add ``pull`` and ``jobs``."""
     pull = subparsers.add_parser(
-        "pull", help="download a model (catalog id, owner/repo[:QUANT] or URL)",
+        "pull", help="download a model (catalog id, owner/repo[:QUANT], civitai:ID[@VER] or URL)",
         description="Download a model into the models directory, verify it and register it.",
     )
-    pull.add_argument("source", help="catalog id, owner/repo, owner/repo:QUANT or http(s) URL")
+    pull.add_argument("source", help="catalog id, owner/repo, owner/repo:QUANT, "
+                      "civitai:ID[@VERSION], a CivitAI model URL or an http(s) URL")
     pull.add_argument("--file", action="append", default=[], dest="files", metavar="F",
                       help="repo file to fetch (repeatable)")
     pull.add_argument("--include", action="append", default=[], metavar="GLOB")
@@ -40,6 +42,9 @@ def register(subparsers: Any) -> None:
     pull.add_argument("--sha256", help="expected sha256 of a URL download")
     pull.add_argument("--connections", type=int, help="connections per file")
     pull.add_argument("--limit-rate", help="bandwidth cap for this pull, e.g. 50M")
+    pull.add_argument("--allow-pickle", action="store_true",
+                      help="CivitAI: accept a PyTorch pickle file (unsafe format) when there "
+                      "is no SafeTensor one")
     _output_flags(pull)
     pull.set_defaults(func=cmd_pull)
 
@@ -95,7 +100,7 @@ def cmd_pull(args: argparse.Namespace, ctx: Any) -> int:
     spec = parse_source(
         args.source, is_catalog_id=is_catalog_id, files=args.files, include=args.include,
         exclude=args.exclude, quant=args.quant, revision=args.revision, sha256=args.sha256,
-        connections=args.connections, limit_rate=limit,
+        connections=args.connections, limit_rate=limit, allow_pickle=args.allow_pickle,
     )
     service = services.downloads
     job_id = _existing_job(service, spec) or service.enqueue(spec)
@@ -104,9 +109,9 @@ def cmd_pull(args: argparse.Namespace, ctx: Any) -> int:
 
 def _existing_job(service: Any, spec: JobSpec) -> str | None:
     """An unfinished job with the same spec (so re-running a pull resumes it)."""
-    wanted = spec.to_json()
+    wanted = spec.request_json()
     for job in service.list_jobs():
-        if job.state not in ("done", "cancelled") and job.spec.to_json() == wanted:
+        if job.state not in ("done", "cancelled") and job.spec.request_json() == wanted:
             if job.state in ("paused", "failed"):
                 service.resume(job.id)
             return job.id

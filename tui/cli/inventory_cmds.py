@@ -374,6 +374,8 @@ def _kind_lines(data: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, A
     else:
         note = "; managed, not runnable here"
     lines: list[tuple[str, Any]] = [("kind", describe(kind, extra) + note)]
+    if data.get("source") == "civitai" and isinstance(extra.get("base_model"), str):
+        lines.append(("base model", extra["base_model"]))  # as CivitAI names it
     if extra.get("unsafe_format") is True:
         lines.append(("warning", UNSAFE_NOTE))
         suspicious = extra.get("suspicious_imports")

@@ -3,7 +3,8 @@
 Every remote name is validated (``safe_join``) before anything touches the disk. Hub files go
 to ``models_dir/<owner>/<repo>/<path>``, direct URLs to ``models_dir/direct/<filename>``; with
 a kind ``folder`` (``organize_by_kind``, :mod:`tui.layout`) both go under
-``models_dir/<folder>/`` (``llm/<owner>/<repo>/…``, ``lora/direct/…``).
+``models_dir/<folder>/`` (``llm/<owner>/<repo>/…``, ``lora/direct/…``). A CivitAI version's
+model file goes to ``models_dir/[<kind folder>/]civitai/<model slug>-<version>/<file>``.
 
 A destination already held by a different source (an installed model, another job's file or
 partial, a file ModelDeck did not download) is never overwritten (:func:`place_files`): a
@@ -26,7 +27,14 @@ from tui.download.sources import JobSpec, url_filename
 from tui.download.verify import git_blob_sha1_file
 from tui.errors import InvalidInputError, NotFoundError
 from tui.hub.client import HubClient, HubFile, RepoListing, gguf_quant, validate_repo_id
-from tui.safe_paths import check_name_bytes, fit_filename, safe_join, validate_remote_name
+from tui.safe_paths import (
+    check_name_bytes,
+    fit_filename,
+    safe_filename,
+    safe_join,
+    slugify,
+    validate_remote_name,
+)
 from tui.store.records import ModelFile, ModelRecord
 
 MAX_BLOB_COMPARE = 64 << 20  # a file on disk up to this size is compared by git blob id
@@ -151,6 +159,32 @@ def plan_url(spec: JobSpec, models_dir: Path, folder: str | None = None) -> Plan
         files=[JobFile(path=filename, url=url, dest=str(dest), sha256=spec.sha256)],
         source="catalog" if spec.catalog_id else "url", source_ref=url, revision=None,
         catalog_id=spec.catalog_id, name=spec.name,
+    )
+
+
+def plan_civitai(spec: JobSpec, version: Any, models_dir: Path, by_kind: bool = True) -> Plan:
+    """The model file of a CivitAI version (a :class:`tui.civitai.client.CivitaiVersion`):
+    the SafeTensor one unless ``--file`` names another or only a pickle exists and
+    ``allow_pickle`` is set; CivitAI's SHA256 is the file's expected hash. Pins ``spec`` to
+    the version and records its kind and base model in it (a resumed job plans nothing).
+    ``by_kind`` (``organize_by_kind``) puts it under its kind folder."""
+    from tui.kinds import FOLDERS
+
+    chosen = version.pick(spec.files[0] if spec.files else None, allow_pickle=spec.allow_pickle)
+    filename = safe_filename(chosen.name)
+    validate_remote_name(filename)
+    kind = version.kind
+    under = f"{FOLDERS[kind]}/civitai" if by_kind else "civitai"
+    slug = slugify(version.model_name, max_length=60)
+    root = safe_join(models_dir, f"{under}/{slug}-{version.id}")
+    dest = safe_join(root, filename)
+    spec.civitai_pinned, spec.model_kind, spec.base_model = version.id, kind, version.base_model
+    return Plan(
+        root=root,
+        files=[JobFile(path=filename, url=chosen.download_url, dest=str(dest),
+                       sha256=chosen.sha256)],
+        source="civitai", source_ref=version.ref, revision=None,
+        name=spec.name or f"{version.model_name} {version.name}"[:120],
     )
 
 
@@ -322,5 +356,6 @@ def quant_of(path: str) -> str | None:
     return gguf_quant(path)
 
 
-__all__ = ["Claim", "DownloadError", "Plan", "place_files", "plan_hub", "plan_url",
+__all__ = ["Claim", "DownloadError", "Plan", "place_files", "plan_civitai", "plan_hub",
+           "plan_url",
            "resolve_catalog", "select_hub_files"]

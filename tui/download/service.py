@@ -71,6 +71,7 @@ from tui.download.planner import (
     file_source,
     installed_match,
     place_files,
+    plan_civitai,
     plan_hub,
     plan_url,
     resolve_catalog,
@@ -627,6 +628,12 @@ class DownloadService:
         if spec.kind == "hf":
             listing = await in_thread(self.hub.list_repo, str(spec.repo), spec.revision)
             plan = plan_hub(spec, listing, models_dir, self.hub, folder)
+        elif spec.kind == "civitai":
+            from tui.civitai.client import CivitaiClient
+
+            version = await in_thread(CivitaiClient().version, int(spec.civitai_model or 0),
+                                      spec.civitai_version)
+            plan = plan_civitai(spec, version, models_dir, self.settings.organize_by_kind)
         else:
             plan = plan_url(spec, models_dir, folder)
         plan = await in_thread(self._against_installed, spec, plan)
@@ -796,6 +803,10 @@ class DownloadService:
 
         token = self.hub.token if hub_like else None
         auth_origin = endpoint if hub_like else None
+        if job.spec.kind == "civitai":  # CIVITAI_TOKEN, only to CivitAI's own origin
+            from tui.civitai.client import civitai_endpoint, civitai_token
+
+            token, auth_origin = civitai_token, civitai_endpoint()
 
         async def resolve_file(url: str, stale: Resolved | None) -> Resolved:
             return await self._resolve(rt, url, stale, token, auth_origin)
@@ -991,6 +1002,7 @@ class DownloadService:
                 source_ref=plan.source_ref, revision=plan.revision, catalog_id=plan.catalog_id,
                 name=plan.name, verified=verified,
                 tracked=(job.spec.revision or "main") if job.spec.kind == "hf" else None,
+                **_source_details(job.spec),
             )
             self.jobs.save_files(job.id, [_copy_file(f) for f in job.files])
             self.jobs.set_model(job.id, records[0].id if records else None)
@@ -1037,10 +1049,26 @@ def _plan_from_record(job: JobRecord, root: Path) -> Plan:
     revision = job.files[0].commit_hash if job.files else None
     if spec.kind == "hf":
         source, ref = ("catalog" if spec.catalog_id else "hf"), str(spec.repo)
+    elif spec.kind == "civitai":
+        source, ref = "civitai", f"civitai:{spec.civitai_model}@{spec.civitai_pinned}"
     else:
         source, ref = ("catalog" if spec.catalog_id else "url"), str(spec.url)
     return Plan(root=root, files=job.files, source=source, source_ref=ref, revision=revision,
                 catalog_id=spec.catalog_id, name=spec.name, update_of=spec.update_of)
+
+
+def _source_details(spec: JobSpec) -> dict[str, Any]:
+    """What a CivitAI job knows from the API: the kind (from its type) and base model."""
+    if spec.kind != "civitai":
+        return {}
+    from tui.metadata.kinds import normalise_family
+
+    extra: dict[str, Any] = {"civitai": {"model": spec.civitai_model,
+                                         "version": spec.civitai_pinned}}
+    family = normalise_family(spec.base_model)
+    if family:
+        extra["base_model"], extra["base_family"] = spec.base_model, family
+    return {"kind": spec.model_kind, "extra": extra}
 
 
 def _verification(jf: JobFile, *, size_known: bool) -> str:
@@ -1070,6 +1098,17 @@ def _map_http_error(job: JobRecord, exc: HttpStatusError) -> Exception:
     spec = job.spec
     where = spec.repo if spec.kind == "hf" else redact(str(spec.url))[:200]
     from_hub = origin(exc.url) == origin(hub_endpoint())
+    if spec.kind == "civitai":
+        where = spec.describe()
+        from tui.civitai.client import TOKEN_HINT, civitai_endpoint, civitai_token
+
+        if exc.status in (401, 403) and origin(exc.url) == origin(civitai_endpoint()):
+            if civitai_token():
+                return DownloadError(f"CivitAI refused CIVITAI_TOKEN for {where} (HTTP "
+                                     f"{exc.status})", hint="check the key, or whether the "
+                                     "file needs early access on civitai.com")
+            return DownloadError(f"{where} needs a CivitAI login to download (HTTP "
+                                 f"{exc.status})", hint=TOKEN_HINT)
     if exc.status in (401, 403):
         if from_hub and (spec.kind == "hf" or exc.error_code in ("GatedRepo", "RepoNotFound")):
             return gated_message(str(spec.repo or where))

@@ -25,6 +25,7 @@ LABELS: dict[str, str] = {
     K.CONTROLNET: "ControlNet",
     K.EMBEDDING: "embedding model",
     K.TOKENIZER: "tokenizer (vocabulary only)",
+    K.TEXTUAL_INVERSION: "textual-inversion embedding",
     K.UNKNOWN: "model of unknown kind",
 }
 FAMILY_LABELS: dict[str, str] = {
@@ -447,7 +448,8 @@ def details(kind: str, extra: dict[str, Any] | None) -> list[str]:
     extra = extra if isinstance(extra, dict) else {}
     out = []
     family = extra.get("base_family")
-    if isinstance(family, str) and family and kind in (K.LORA, K.DIFFUSION, K.CONTROLNET):
+    if isinstance(family, str) and family and kind in (K.LORA, K.DIFFUSION, K.CONTROLNET,
+                                                       K.TEXTUAL_INVERSION):
         out.append(FAMILY_LABELS.get(family, family))
     rank = extra.get("lora_rank")
     if kind == K.LORA and isinstance(rank, int) and not isinstance(rank, bool):

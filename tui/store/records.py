@@ -8,7 +8,7 @@ from typing import Any
 from tui.metadata.types import ModelMetadata
 
 MODEL_STATUSES = ("installed", "missing", "deleting")
-MODEL_SOURCES = ("catalog", "hf", "url", "local", "scan", "hf-cache")
+MODEL_SOURCES = ("catalog", "hf", "url", "local", "scan", "hf-cache", "civitai")
 
 
 @dataclass(slots=True)

@@ -1,4 +1,5 @@
-"""The add-custom-model modal: a Hub repo (pick GGUF files), a direct URL, or a local path."""
+"""The add-custom-model modal: a Hub repo (pick GGUF files), a direct URL (a CivitAI model URL
+is downloaded from CivitAI), or a local path."""
 
 from __future__ import annotations
 
@@ -131,7 +132,8 @@ class AddModelScreen(ModalScreen[list[str] | None]):
                         yield Checkbox("Download now", True, id="add-download")
                         yield Button("Add selected", id="add-hub-ok", variant="primary")
                 with TabPane("URL", id="tab-url"):
-                    yield Input(placeholder="https://host/path/model.gguf", id="add-url")
+                    yield Input(placeholder="https://host/path/model.gguf or a CivitAI model URL",
+                                id="add-url")
                     yield Input(placeholder="sha256 (optional)", id="add-sha")
                     with Horizontal(classes="add-row"):
                         yield Checkbox("Download now", True, id="add-url-download")
@@ -219,7 +221,28 @@ class AddModelScreen(ModalScreen[list[str] | None]):
         url = self.query_one("#add-url", Input).value
         sha = self.query_one("#add-sha", Input).value
         download = self.query_one("#add-url-download", Checkbox).value
+        if self._pull_civitai(url):
+            return
         self._apply(lambda: [wiring.add_url(self.services, url, sha)], download)
+
+    def _pull_civitai(self, text: str) -> bool:
+        """Queue a CivitAI model URL (or ``civitai:ID[@VER]``) as a download: True if it was
+        one (the dialog closes; a bad one shows its error)."""
+        from tui.civitai.client import parse_ref
+        from tui.download.sources import JobSpec
+
+        try:
+            ref = parse_ref(text)
+            if ref is None:
+                return False
+            self.services.downloads.enqueue(
+                JobSpec(kind="civitai", civitai_model=ref[0], civitai_version=ref[1]))
+        except Exception as exc:  # one line; nothing queued
+            self.show_error(one_line(exc))
+            return True
+        self.app.notify(f"Downloading civitai:{ref[0]}" + (f"@{ref[1]}" if ref[1] else ""))
+        self.dismiss([])
+        return True
 
     @on(Input.Submitted, "#add-path")
     @on(Button.Pressed, "#add-local-ok")

@@ -1,0 +1,1 @@
+"""CivitAI as a download source: its public REST API (:mod:`tui.civitai.client`)."""

@@ -81,7 +81,7 @@ async def test_dot_dot_names_stay_inside_the_version_folder(civitai: FakeCivitai
     assert job.state == "done", job.error
     [model] = service.inventory.list_models()
     path = Path(model.path)
-    assert path.resolve().is_relative_to((dl_settings.models_dir / "lora/civitai").resolve())
+    assert path.resolve().is_relative_to((dl_settings.models_dir / "civitai").resolve())
     assert ".." not in path.relative_to(dl_settings.models_dir).parts
     assert "/" not in path.name and path.read_bytes() == lora_bytes(3)
     assert tree_digest(tmp_path, skip=(dl_settings.models_dir, dl_settings.state_dir)) == before

@@ -220,7 +220,8 @@ def test_ctrl_c_pauses_and_the_same_pull_resumes(civitai: FakeCivitai, tmp_path:
     civitai.rate = 1 << 20
     env = {**os.environ, "CIVITAI_ENDPOINT": civitai.url, "CIVITAI_TOKEN": TOKEN,
            "MODELDECK_STATE_DIR": str(tmp_path / "state"),
-           "MODELDECK_MODELS_DIR": str(tmp_path / "models"), "PYTHONPATH": str(REPO)}
+           "MODELDECK_MODELS_DIR": str(tmp_path / "models"), "PYTHONPATH": str(REPO),
+           "MODELDECK_ORGANIZE_BY_KIND": "1"}
     cmd = [sys.executable, "-m", "tui", "pull", "civitai:31", "-q"]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

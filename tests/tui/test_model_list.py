@@ -244,8 +244,8 @@ async def test_a_header_click_sorts_and_marks_the_column() -> None:
     app = Host(many_rows(30))
     async with app.run_test(size=(120, 20)) as pilot:
         ml = app.model_list
-        x = sum(w + 2 for _, w in ml.shown_columns[:6])  # the Size column starts here
-        assert ml.shown_columns[6][0] == "size"
+        keys = [key for key, _ in ml.shown_columns]
+        x = sum(w + 2 for _, w in ml.shown_columns[:keys.index("size")])  # Size starts here
         await pilot.click(ml, offset=(x + 1, 0))
         assert ml.sort_column == "size" and not ml.sort_reverse
         assert "Size↑" in line(ml, 0)
@@ -394,3 +394,27 @@ async def test_a_cut_id_ends_in_an_ellipsis() -> None:
 
 def test_column_keys_start_with_status_and_id() -> None:
     assert COLUMN_KEYS[:3] == ("status", "id", "name")
+
+
+async def test_the_base_model_has_its_column_and_the_filter_finds_it(tmp_path: Path) -> None:
+    """A LoRA from CivitAI (its base model in the metadata) and a catalog VAE show their base
+    family in the Base column, and typing it filters to them."""
+    from tui.app.views import row_from_record
+    from tui.metadata.types import ModelMetadata
+    from tui.store.records import ModelRecord
+
+    lora = ModelRecord(id="detail-xl", name="detail-xl", format="safetensors", source="civitai",
+                       path=str(tmp_path / "d.safetensors"), kind="lora",
+                       metadata=ModelMetadata(format="safetensors", kind="lora",
+                                              extra={"base_family": "sdxl", "rank": 8}))
+    rows = [row_from_record(lora), ModelRow(key="entry:vae", name="flux vae", entry_id="vae",
+                                            kind="vae", base="flux1"), *many_rows(5)]
+    app = Host(rows)
+    async with app.run_test(size=(160, 20)) as pilot:
+        ml = app.model_list
+        assert "base" in [key for key, _ in ml.shown_columns]
+        assert ml.get_cell("model:detail-xl", "base") == "sdxl"
+        assert ml.get_cell("entry:vae", "base") == "flux1"
+        ml.filter_text = "sdxl"
+        await pilot.pause()
+        assert ml.visible_keys == ["model:detail-xl"]

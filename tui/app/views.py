@@ -62,6 +62,7 @@ COLUMNS: tuple[Column, ...] = (
     Column(FLEX_COLUMN, "ID", 24),  # most catalog ids fit in 26
     Column("name", "Name", 20, drop=1),
     Column("kind", "Kind", 9, drop=4),  # llm, vlm, lora, diffusion, vae, … (tui.kinds)
+    Column("base", "Base", 6, drop=2),  # an image model's family: sd1, sdxl, flux1, …
     Column("format", "Fmt", 4, drop=6),
     Column("quant", "Quant", 6),
     Column("params", "Params", 6, drop=5),
@@ -138,14 +139,15 @@ class ModelRow:
     quants: tuple[str, ...] = ()
     update: bool = False  # the Hub has a newer commit of its tracked revision
     kind: str | None = None  # tui.kinds: what the model is for
+    base: str | None = None  # the base model family of an image model, LoRA, VAE (sdxl, …)
     served: int = 0  # requests the dashboard's API server answered with this model
     search_text: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not self.search_text:  # once per row: what the filter matches, folded
             self.search_text = fold(" ".join(
-                filter(None, [self.model_id, self.entry_id, self.name, self.kind, self.format,
-                              self.quant, *self.quants])
+                filter(None, [self.model_id, self.entry_id, self.name, self.kind, self.base,
+                              self.format, self.quant, *self.quants])
             ))
 
     @property
@@ -174,6 +176,7 @@ def row_from_entry(entry: CatalogEntry) -> ModelRow:
         entry_id=entry.id,
         quants=tuple(q.quant for q in entry.quants),
         kind=getattr(entry, "kind", None),
+        base=getattr(entry, "base_model", None),
     )
 
 
@@ -196,7 +199,16 @@ def row_from_record(record: ModelRecord, entry: CatalogEntry | None = None) -> M
         model_id=record.id,
         quants=tuple(q.quant for q in entry.quants) if entry is not None else (),
         kind=record_kind(record),
+        base=record_base(record) or (entry.base_model if entry is not None else None),
     )
+
+
+def record_base(record: ModelRecord) -> str | None:
+    """The base model family read from an installed model (a LoRA's, a checkpoint's, a
+    CivitAI download's), or None."""
+    extra = record.metadata.extra if record.metadata is not None else None
+    base = extra.get("base_family") if isinstance(extra, dict) else None
+    return base if isinstance(base, str) and base else None
 
 
 def record_kind(record: ModelRecord) -> str:
@@ -304,6 +316,7 @@ def row_cells(row: ModelRow, now: float) -> tuple[str, ...]:
         clean_line(row.cli_id),
         clean_line(row.name),
         clean_line(_KIND_SHORT.get(row.kind or "", row.kind or "")),
+        clean_line(row.base or ""),
         clean_line(_FORMAT_SHORT.get(row.format or "", row.format or "")),
         clean_line(row.quant or ""),
         format_params(row.parameters),

@@ -238,3 +238,33 @@ async def test_a_broken_file_copied_in_is_one_escaped_line(tmp_path: Path) -> No
         assert "\x1b" not in line and "\\x1b[2J" in line and "\n" not in line
         assert not services.inventory.list_models()
     services.close()
+
+
+async def test_the_dashboard_finishes_an_interrupted_organize_at_start(tmp_path: Path) -> None:
+    """``organize`` killed between a rename and its commit: the dashboard's start finishes the
+    move (as every CLI command does) and says so, instead of showing the model missing."""
+    from tui.organize import organize, plan_organize
+
+    services = make_services(tmp_path)
+    settings = services.settings
+    old = write_gguf(settings.models_dir / "one.gguf")
+    Scanner(settings, services.inventory).scan()
+    [model] = services.inventory.list_models()
+
+    def rename_then_die(src: str, dst: str) -> None:
+        os.rename(src, dst)
+        raise KeyboardInterrupt  # the process dies after the rename, before the commit
+
+    with pytest.raises(KeyboardInterrupt):
+        organize(settings, services.inventory, plan_organize(settings, services.inventory),
+                 rename=rename_then_die)
+    new = settings.models_dir / "llm" / "one.gguf"
+    assert new.is_file() and not old.exists()
+    app = _live_app(services, watch_folders=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(app, pilot)
+        assert await wait_for(
+            pilot, lambda: services.inventory.require_model(model.id).path == str(new), 20)
+        assert await wait_for(pilot, lambda: any(
+            "finished the interrupted move" in n.message for n in app._notifications), 10)
+        assert services.inventory.require_model(model.id).status == "installed"

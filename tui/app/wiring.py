@@ -326,10 +326,17 @@ def follow_changes(
 
 
 def watch_folders(services: Services, problems: Callable[[list[str]], None]) -> None:
-    """Start discovery: one incremental scan, then follow the managed folders (a thread of its
-    own). What it registers or marks missing reaches the table through the change feed;
-    ``problems`` gets one line per file that changed and could not be registered."""
+    """Start discovery: finish what a crash cut short (an ``organize`` move, a delete: as
+    every CLI command does), one incremental scan, then follow the managed folders (a thread
+    of its own). What it registers or marks missing reaches the table through the change
+    feed; ``problems`` gets one line per file that changed and could not be registered, and
+    one per move or delete finished at start."""
+    from tui.inventory_ops import reconcile
     from tui.terminal_text import clean_line
+
+    report = reconcile(services.settings, services.inventory)
+    if report.finished_moves or report.refused:
+        problems([clean_line(line, 300) for line in [*report.finished_moves, *report.refused]])
 
     def on_scan(report: Any, changed: list[str]) -> None:
         wanted = set(changed)

@@ -209,8 +209,8 @@ def test_sandbox_escapes_still_blocked() -> None:
 SCRIPT = """
 import sys
 from tui.runtime.templates import render_bounded
-print("rendering", flush=True)
-try:
+try:  # the signal may come as soon as the line is out: catch it from there on
+    print("rendering", flush=True)
     render_bounded(sys.argv[1], {}, seconds=600)
 except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import threading
 import tracemalloc
 from collections.abc import Callable
@@ -229,6 +230,7 @@ def test_ctrl_c_interrupts_a_render_in_the_main_thread() -> None:
                             stderr=subprocess.PIPE, text=True, env=child_env())
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "rendering\n"
+        time.sleep(0.3)  # well into the render (it runs for ever): the signal must stop it
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=30)
     finally:

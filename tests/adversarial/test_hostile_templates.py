@@ -14,8 +14,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import threading
+import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path

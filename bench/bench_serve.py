@@ -2,7 +2,7 @@
 same settings (context, llama.cpp threads), greedy decoding.
 
     python bench/bench_serve.py [--reps 5] [--tokens 128] [--clients 8] [--threads 1]
-                                [--only tiny|small]
+                                [--only tiny|small|medium]
 
 Needs ``llama_cpp.server``'s own dependencies (``pip install 'llama-cpp-python[server]'``:
 pydantic-settings, sse-starlette, starlette-context, PyYAML).
@@ -328,17 +328,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="llama.cpp threads, both sides (2 spinning ggml threads on a "
                         "shared 2-core box make every number swing)")
-    parser.add_argument("--only", choices=("tiny", "small"))
+    parser.add_argument("--only", choices=("tiny", "small", "medium"),
+                        help="one model; without it tiny and small (medium, ~250M F16 whose "
+                        "decoding is memory-bound as a real model's is, only when asked: "
+                        "try --tokens 32 --reps 3)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as name:
         tmp = Path(name)
-        if args.only != "small":
+        if args.only in (None, "tiny"):
             tiny = make_tiny_gguf(tmp / "tiny.gguf", context_length=CTX)
             results.append(bench_model("tiny", tiny, tmp, args.reps, args.tokens, args.clients,
                                        args.threads))
-        if args.only != "tiny":
+        if args.only == "medium":
+            medium = make_tiny_gguf(
+                tmp / "medium.gguf", n_embd=1024, n_layers=16, n_heads=16, n_kv_heads=8,
+                n_ff=2816, extra_vocab=31000, context_length=CTX, f16=True, seed=11,
+            )
+            results.append(bench_model("medium", medium, tmp, args.reps, args.tokens,
+                                       args.clients, args.threads))
+        if args.only in (None, "small"):
             small = make_tiny_gguf(
                 tmp / "small.gguf", n_embd=512, n_layers=8, n_heads=8, n_kv_heads=4, n_ff=1408,
                 extra_vocab=31000, context_length=CTX, f16=True, seed=7,

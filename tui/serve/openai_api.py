@@ -290,6 +290,7 @@ class _Chat:
 
     endpoint = "chat"
     prefix = "chatcmpl-"
+    chunk_object = "chat.completion.chunk"  # the "object" of a streamed chunk
 
     def __init__(self, model_id: str, body: Any) -> None:
         self.model = model_id
@@ -314,24 +315,23 @@ class _Chat:
     def closing(self, finish: str) -> bytes:
         return event(self._chunk({}, finish))
 
+    def _object(self, obj: str, choices: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "system_fingerprint": None, "choices": choices, **more}
+
     def _chunk(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "system_fingerprint": None,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                             "finish_reason": finish}]}
+        return self._object(self.chunk_object, [{"index": 0, "delta": delta, "logprobs": None,
+                                                 "finish_reason": finish}])
 
     def usage_chunk(self, usage: dict[str, int]) -> bytes:
-        return event({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                      "model": self.model, "system_fingerprint": None, "choices": [],
-                      "usage": usage})
+        """The last chunk of a stream asked with ``include_usage``: no choices, the usage."""
+        return event(self._object(self.chunk_object, [], usage=usage))
 
     def whole(self, text: str, finish: str, usage: dict[str, int]) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion", "created": self.created,
-                "model": self.model, "system_fingerprint": None,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                                     "refusal": None},
-                             "logprobs": None, "finish_reason": finish}],
-                "usage": usage}
+        message = {"role": "assistant", "content": text, "refusal": None}
+        return self._object("chat.completion", [{"index": 0, "message": message,
+                                                 "logprobs": None, "finish_reason": finish}],
+                            usage=usage)
 
 
 class _Text(_Chat):
@@ -339,6 +339,7 @@ class _Text(_Chat):
 
     endpoint = "completions"
     prefix = "cmpl-"
+    chunk_object = "text_completion"
 
     def frame(self) -> tuple[bytes, bytes]:
         head = "data: " + self._head("text_completion")
@@ -349,22 +350,12 @@ class _Text(_Chat):
         return b""
 
     def closing(self, finish: str) -> bytes:
-        return event({"id": self.id, "object": "text_completion", "created": self.created,
-                      "model": self.model, "system_fingerprint": None,
-                      "choices": [{"index": 0, "text": "", "logprobs": None,
-                                   "finish_reason": finish}]})
-
-    def usage_chunk(self, usage: dict[str, int]) -> bytes:
-        return event({"id": self.id, "object": "text_completion", "created": self.created,
-                      "model": self.model, "system_fingerprint": None, "choices": [],
-                      "usage": usage})
+        return event(self._object("text_completion", [
+            {"index": 0, "text": "", "logprobs": None, "finish_reason": finish}]))
 
     def whole(self, text: str, finish: str, usage: dict[str, int]) -> dict[str, Any]:
-        return {"id": self.id, "object": "text_completion", "created": self.created,
-                "model": self.model, "system_fingerprint": None,
-                "choices": [{"index": 0, "text": text, "logprobs": None,
-                             "finish_reason": finish}],
-                "usage": usage}
+        return self._object("text_completion", [
+            {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}], usage=usage)
 
 
 def _usage(m: GenerationMetrics | None) -> dict[str, int]:

@@ -194,9 +194,9 @@ def full_sha256(path: Path, chunk: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-def _walk_files(root: Path) -> Iterator[Path]:
-    """Model files under ``root`` (and every file inside a ``.mlpackage``), skipping hidden
-    folders and partial downloads."""
+def walk_entries(root: Path) -> Iterator[tuple[os.DirEntry[str], bool]]:
+    """Every entry under ``root`` that is not a folder, hidden names skipped, symlinked
+    folders not followed; with whether it lies inside a ``.mlpackage``."""
     stack = [(root, False)]
     while stack:
         folder, in_package = stack.pop()
@@ -212,12 +212,23 @@ def _walk_files(root: Path) -> Iterator[Path]:
                 if entry.is_dir(follow_symlinks=False):
                     inside = in_package or entry.name.lower().endswith(MLPACKAGE)
                     stack.append((Path(entry.path), inside))
-                elif entry.is_file() and (
-                    in_package or entry.name.lower().endswith(FOUND_SUFFIXES)
-                ) and not entry.name.lower().endswith(SKIP_SUFFIXES):
-                    yield Path(entry.path)
+                    continue
             except OSError:
                 continue
+            yield entry, in_package
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    """Model files under ``root`` (and every file inside a ``.mlpackage``), skipping hidden
+    folders and partial downloads."""
+    for entry, in_package in walk_entries(root):
+        name = entry.name.lower()
+        try:
+            if entry.is_file() and (in_package or name.endswith(FOUND_SUFFIXES)) \
+                    and not name.endswith(SKIP_SUFFIXES):
+                yield Path(entry.path)
+        except OSError:
+            continue
 
 
 @dataclass(slots=True)

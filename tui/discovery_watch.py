@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tui.discovery import SKIP_SUFFIXES, Root, Scanner, ScanReport, roots_for
+from tui.discovery import SKIP_SUFFIXES, Root, Scanner, ScanReport, roots_for, walk_entries
 from tui.errors import ModelDeckError, StoreError
 from tui.registration import WEIGHT_SUFFIXES
 from tui.settings import Settings
@@ -344,25 +344,13 @@ def _snapshot(root: Path) -> dict[str, Signature]:
     """Every weight file under ``root`` (hidden names and partials skipped) with its
     signature: what the poller compares."""
     out: dict[str, Signature] = {}
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
+    for entry, _in_package in walk_entries(root):
+        if entry.name.lower().endswith((*WEIGHT_SUFFIXES, ".json")):
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.name.lower().endswith((*WEIGHT_SUFFIXES, ".json")):
-                    st = entry.stat()
-                    out[entry.path] = (0, st.st_size, st.st_mtime_ns)
+                st = entry.stat()
             except OSError:
                 continue
+            out[entry.path] = (0, st.st_size, st.st_mtime_ns)
     return out
 
 

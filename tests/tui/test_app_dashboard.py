@@ -191,11 +191,11 @@ def assert_columns_fit(table: ModelTable) -> None:
 @pytest.mark.parametrize(
     ("size", "hidden"),
     [
-        ((80, 24), {"name", "tps", "last_used", "kind"}),
-        ((100, 30), {"name", "params", "tps", "last_used", "kind"}),  # the sidebar from 100
-        ((120, 40), {"name", "tps", "last_used"}),
-        ((130, 40), {"name", "last_used"}),
-        ((170, 40), set()),
+        ((80, 24), {"name", "base", "tps", "last_used", "kind"}),
+        ((100, 30), {"name", "base", "params", "tps", "last_used", "kind"}),  # sidebar from 100
+        ((120, 40), {"name", "base", "tps", "last_used"}),
+        ((130, 40), {"name", "base", "last_used"}),
+        ((180, 40), set()),
     ],
 )
 async def test_columns_fit_the_width(services, size: tuple[int, int], hidden: set[str]) -> None:
@@ -237,14 +237,14 @@ async def test_columns_refit_on_resize_and_with_a_scrollbar(services) -> None:
         await pilot.pause()
         assert table.scroll_y > 0
         assert "model-100 " in table.render_line(100 - int(table.scroll_y) + 1).text
-        await pilot.resize_terminal(160, 40)
+        await pilot.resize_terminal(170, 40)
         await pilot.pause()
         assert shown_columns(table) == list(COLUMN_KEYS)
         assert_columns_fit(table)
         await pilot.resize_terminal(135, 40)
         await pilot.pause()
-        # 105 cells less the scrollbar: all but Name and Used (all but Name fit without it).
-        without_name = [k for k in COLUMN_KEYS if k != "name"]
+        # 105 cells less the scrollbar: all but Name, Base and Used (Used fits without it).
+        without_name = [k for k in COLUMN_KEYS if k not in ("name", "base")]
         assert shown_columns(table) == without_name[:-1]
         assert_columns_fit(table)
         table.set_rows(rows[:5])

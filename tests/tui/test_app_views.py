@@ -63,7 +63,7 @@ def test_uncatalogued_and_second_install_get_own_rows() -> None:
 def test_cells_and_formatters() -> None:
     row = build_rows(fixed_entries(), [installed_record()])[0]
     cells = row_cells(row, NOW)
-    assert cells == ("installed", "llama-3.1-8b-q4", "Llama 3.1 8B Instruct", "llm", "gguf",
+    assert cells == ("installed", "llama-3.1-8b-q4", "Llama 3.1 8B Instruct", "llm", "", "gguf",
                      "Q4_K_M", "8.0B", "4.6Gi", "", "41.7", "3h ago")
     assert row.cli_id == "llama-3.1-8b-q4"  # the installed model's id ...
     available = build_rows(fixed_entries(), [])[0]
@@ -92,9 +92,9 @@ def test_fit_columns_hides_by_priority_and_gives_id_the_rest() -> None:
             assert ident >= 24 or len(keys) == 5
         for key in set(COLUMN_KEYS) - set(keys):
             hidden_at.setdefault(key, width)
-    # Name goes first (the id says which model), then Used, tok/s, Kind, Params, Format.
+    # Name goes first (the id says which model), then Base, Used, tok/s, Kind, Params, Format.
     order = sorted(hidden_at, key=lambda k: -hidden_at[k])
-    assert order == ["name", "last_used", "tps", "kind", "params", "format"]
+    assert order == ["name", "base", "last_used", "tps", "kind", "params", "format"]
     assert [k for k, _ in fit_columns(10)] == ["status", "id", "quant", "size", "fit"]
     assert dict(fit_columns(10))["id"] == FLEX_FLOOR
     narrow = {"status": 15, "id": 26, "format": 4, "quant": 6, "params": 6, "size": 5, "fit": 4}

@@ -135,7 +135,7 @@ async def test_key_starts_server_panel_follows_requests_key_stops_it(tmp_path: P
         labels = [label for label, _cb, _help in palette_commands(app)]
         assert "Stop API server" in labels and "Start API server" not in labels
         await pilot.press("A")
-        assert await wait_for(pilot, lambda: app.api_server is None and not app._server_busy)
+        assert await wait_for(pilot, lambda: app.api_server is None and not app.server.busy)
         assert await wait_for(pilot, lambda: panel.has_class("-hidden"))
         assert not panel.sampling
         assert port_closed(handle.port)
@@ -165,7 +165,7 @@ async def test_port_in_use_is_one_line_and_nothing_breaks(tmp_path: Path) -> Non
             assert "\n" not in message and "Traceback" not in message
             assert f"cannot listen on 127.0.0.1:{port}" in message
             assert "pick another --port" in message
-            assert app.api_server is None and not app._server_busy
+            assert app.api_server is None and not app.server.busy
             assert app.server_panel.has_class("-hidden")
             assert read_state(app.settings.state_dir) is None
             # Nothing else broke: the table answers keys, and the key tries again.
@@ -318,11 +318,11 @@ async def test_stop_lets_an_answer_in_flight_finish(tmp_path: Path) -> None:
         answer = asyncio.ensure_future(in_thread(streamed))
         assert await wait_for(pilot, lambda: "in flight 1  queued 1" in panel.text), panel.text
         await pilot.press("A")  # stop: no new connections, open answers get their time
-        assert await wait_for(pilot, lambda: app.api_server is None and app._server_busy)
+        assert await wait_for(pilot, lambda: app.api_server is None and app.server.busy)
         await held.aclose()  # the slot frees: the queued answer runs to its end
         text, finish = await asyncio.wait_for(answer, 60)
         assert text and finish == "length"
-        assert await wait_for(pilot, lambda: not app._server_busy and panel.has_class("-hidden"))
+        assert await wait_for(pilot, lambda: not app.server.busy and panel.has_class("-hidden"))
         assert port_closed(handle.port)
         assert runtime.is_loaded(MODEL)
 
@@ -370,7 +370,7 @@ async def test_quit_while_the_server_stops_waits_for_the_stop(tmp_path: Path) ->
         panel = app.server_panel
         assert await wait_for(pilot, lambda: "in flight 1  queued 1" in panel.text), panel.text
         await pilot.press("A")
-        assert await wait_for(pilot, lambda: app._server_busy)
+        assert await wait_for(pilot, lambda: app.server.busy)
         await app.action_quit()  # no downloads: quits at once, the stop still under way
     assert port_closed(handle.port)
     assert read_state(app.settings.state_dir) is None

@@ -45,6 +45,7 @@ from tui.app.screens import (
     GenParamsScreen,
     describe_params,
 )
+from tui.app.server_control import ServerControl
 from tui.app.views import JobView, ModelRow, load_text, row_status_for_job
 from tui.app.widgets import (
     DownloadsPanel,
@@ -160,11 +161,7 @@ class ModelDeckApp(App[None]):
         self.gen_params: Any = None
         self.disk_usage: tuple[int, int] | None = None  # the models volume's (free, total)
         self.low_disk = False  # below low_disk_warning (tui.app.reclaim_ui)
-        # The API server running in this loop (a ServerHandle), and whether one is starting
-        # or stopping (the key is ignored meanwhile).
-        self.api_server: Any = None
-        self._server_busy = False
-        self._server_stopping: asyncio.Future[None] | None = None  # a stop under way
+        self.server = ServerControl(self)  # the API server in this loop (A)
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -247,7 +244,7 @@ class ModelDeckApp(App[None]):
             raise NoMatches(f"No nodes match {selector!r}: no screen yet")
         return self.screen_stack[0].query_one(selector, expect_type)
 
-    def _ui_alive(self) -> bool:
+    def ui_alive(self) -> bool:
         """False before the widgets are composed and once the app is shutting down (late
         service events are then dropped)."""
         if self._closing:
@@ -278,17 +275,17 @@ class ModelDeckApp(App[None]):
     # watchers ask whether the widgets exist yet.
 
     def watch_show_sidebar(self) -> None:
-        if self._ui_alive():
+        if self.ui_alive():
             self._apply_visibility()
 
     def watch_show_downloads(self, show: bool) -> None:
-        if self._ui_alive():
+        if self.ui_alive():
             self._apply_visibility()
             if not show and self.downloads_panel.has_focus:
                 self._focus_now(self.model_table)
 
     def watch_show_console(self, show: bool) -> None:
-        if self._ui_alive():
+        if self.ui_alive():
             self._apply_visibility()
             if show:
                 self._focus_now(self.prompt_console.prompt_input)
@@ -318,7 +315,7 @@ class ModelDeckApp(App[None]):
             self.browser.check_updates()
             self.set_interval(UPDATE_CHECK_S, self.browser.check_updates, name="update-check")
         if self.settings.serve_with_dashboard:
-            self.start_api_server()
+            self.server.start()
 
     @work(thread=True, group="discovery", exit_on_error=False)
     def _start_discovery(self) -> None:
@@ -333,13 +330,7 @@ class ModelDeckApp(App[None]):
         """Stop the download queue (running jobs stay queued for the next start) and the
         runtime (unloads every model)."""
         self._closing = True
-        server, self.api_server = self.api_server, None
-        stopping = server.stop() if server is not None else self._server_stopping
-        if stopping is not None:  # its open answers end before the runtime closes
-            try:
-                await stopping
-            except Exception as exc:
-                self.log.error(f"stopping the API server failed: {exc!r}")
+        await self.server.close()  # its open answers end before the runtime closes
         if self._runtime_unsubscribe is not None:
             self._runtime_unsubscribe()
         await asyncio.to_thread(wiring.stop_live, self.services)
@@ -392,7 +383,7 @@ class ModelDeckApp(App[None]):
     def _models_loaded(self, message: ModelsLoaded) -> None:
         """The browser showed a new set of rows: mark on them what the runtime and the
         downloads know, and start the background work after the first frame."""
-        if not self._ui_alive():
+        if not self.ui_alive():
             return
         self.call_after_refresh(self._start_background)
         for view in self.downloads_panel.jobs.values():  # rows read again: jobs still going
@@ -421,7 +412,7 @@ class ModelDeckApp(App[None]):
     @on(ResourcesSampled)
     def _resources_sampled(self, message: ResourcesSampled) -> None:
         """A sample the sidebar showed, bubbled up: the one-line form shows it too."""
-        if self._ui_alive():
+        if self.ui_alive():
             self._main("#resource-line", ResourceLine).update_snapshot(message.snapshot)
             reclaim_ui.check_disk(self, message.snapshot)
 
@@ -431,7 +422,7 @@ class ModelDeckApp(App[None]):
 
     @on(InventoryChanged)
     def _inventory_changed(self) -> None:
-        if self._ui_alive():
+        if self.ui_alive():
             self.browser.load_rows()
 
     @on(LiveProblem)
@@ -457,7 +448,7 @@ class ModelDeckApp(App[None]):
     @on(DownloadsPanel.JobChanged)
     def _job_changed(self, message: DownloadsPanel.JobChanged) -> None:
         """A job's view, bubbled up from the panel that showed it: mirror it on its row."""
-        if self._ui_alive():
+        if self.ui_alive():
             self._mirror_job(message.view)
 
     def _mirror_job(self, view: JobView) -> None:
@@ -474,7 +465,7 @@ class ModelDeckApp(App[None]):
     @on(DownloadsPanel.JobWarned)
     def _job_transition(self, message: DownloadsPanel.JobMessage) -> None:
         """What a job did, told by the panel: alert (a finished download: rows read again)."""
-        if not self._ui_alive():  # told while the app shuts down
+        if not self.ui_alive():  # told while the app shuts down
             return
         view = message.view
         if isinstance(message, DownloadsPanel.JobFinished):
@@ -513,7 +504,7 @@ class ModelDeckApp(App[None]):
 
     # -- runtime ---------------------------------------------------------------------------
 
-    def _follow_runtime(self) -> None:
+    def follow_runtime(self) -> None:
         """Subscribe to the runtime's lifecycle events (once; builds the runtime)."""
         if self._runtime_unsubscribe is None:
             self._runtime_unsubscribe = wiring.subscribe_runtime(
@@ -542,7 +533,7 @@ class ModelDeckApp(App[None]):
         answering = self._active_model if self.prompt_console.streaming else None
         if answering is not None:
             self.prompt_console.cancel_answer()
-        self._follow_runtime()
+        self.follow_runtime()
         self._load_model(row, force, options, settle=answering)
 
     @work(exclusive=True, group="load", exit_on_error=False)
@@ -633,7 +624,7 @@ class ModelDeckApp(App[None]):
     @on(RuntimeChanged)
     def _runtime_changed(self, message: RuntimeChanged) -> None:
         """Rows and the console's label follow the runtime's events (never display text)."""
-        if not self._ui_alive():
+        if not self.ui_alive():
             return
         event = message.event
         state = str(event.state)
@@ -689,74 +680,22 @@ class ModelDeckApp(App[None]):
 
     def action_toggle_server(self) -> None:
         """Start/stop the API server (``modeldeck serve`` in the dashboard, same runtime)."""
-        if self._server_busy:
-            self.notify("The API server is starting or stopping", severity="warning")
-        elif self.api_server is not None:
-            self.stop_api_server()
-        else:
-            self.start_api_server()
+        self.server.toggle()
 
-    def start_api_server(self) -> None:
-        """Serve the OpenAI and management APIs from this process, on the settings' host,
-        port and key; one line in a notification when it cannot start."""
-        if self.api_server is None and not self._server_busy and not self._closing:
-            self._server_busy = True
-            self._start_server()
+    @property
+    def api_server(self) -> Any:
+        """The running API server's handle (None: off)."""
+        return self.server.handle
 
-    def stop_api_server(self) -> None:
-        """Stop the API server gracefully (open answers get a few seconds, then stop)."""
-        if self.api_server is not None and not self._server_busy:
-            self._server_busy = True
-            self._stop_server()
-
-    @work(group="server", exit_on_error=False)
-    async def _start_server(self) -> None:
-        try:
-            handle = await wiring.start_server(self.services)
-        except ModelDeckError as exc:
-            self.notify(str(exc), title="API server not started", severity="error", timeout=15)
-            return
-        finally:
-            self._server_busy = False
-        if self._closing or not self._ui_alive():  # the app ended meanwhile
-            await handle.stop()
-            return
-        self.api_server = handle
-        self._follow_runtime()
-        self.server_panel.show_server(handle)
-        self.notify(f"API server on {handle.url}/v1", title="API server")
-        handle.task.add_done_callback(lambda _task: self.call_later(self._server_ended, handle))
-
-    @work(group="server", exit_on_error=False)
-    async def _stop_server(self) -> None:
-        handle, self.api_server = self.api_server, None  # its end is expected now
-        # The stop runs on even if this worker is cancelled (the app quits): on_unmount
-        # waits for it before the runtime closes.
-        self._server_stopping = asyncio.ensure_future(handle.stop())
-        try:
-            await asyncio.shield(self._server_stopping)
-        finally:
-            self._server_busy = False
-            if self._ui_alive():
-                self.server_panel.hide_server()
-        self.notify("API server stopped", title="API server")
-
-    def _server_ended(self, handle: Any) -> None:
-        """``handle``'s server task ended without being asked to (uvicorn failed): say so,
-        hide its panel."""
-        if self.api_server is not handle:
-            return
-        self.api_server = None
-        self.run_worker(handle.stop(), group="server", exit_on_error=False)
-        if self._ui_alive():
-            self.server_panel.hide_server()
-            self.notify("The API server stopped unexpectedly; A starts it again",
-                        title="API server", severity="error", timeout=15)
+    @property
+    def closing(self) -> bool:
+        """The app is shutting down (late events are dropped)."""
+        return self._closing
 
     @on(ServerPanel.Sampled)
     def _server_sampled(self, message: ServerPanel.Sampled) -> None:
         """Loaded rows show how many requests the server answered with them."""
-        if not self._ui_alive():
+        if not self.ui_alive():
             return
         self._mark_loaded_rows()
 
@@ -843,7 +782,7 @@ class ModelDeckApp(App[None]):
     def _answer_done(self, message: PromptConsole.AnswerDone) -> None:
         """Show the answer's speed in the model's row."""
         speed = message.metrics.tokens_per_s
-        row = self._row_of_model(message.model_id) if speed and self._ui_alive() else None
+        row = self._row_of_model(message.model_id) if speed and self.ui_alive() else None
         if row is not None:
             self.model_table.update_row(dataclasses.replace(row, tokens_per_s=speed))
 
@@ -891,7 +830,7 @@ class ModelDeckApp(App[None]):
     def _show_load_options(self, row: ModelRow, current: Any) -> None:
         from tui.app.screens import LoadOptionsScreen
 
-        if not self._ui_alive() or isinstance(self.screen, LoadOptionsScreen):
+        if not self.ui_alive() or isinstance(self.screen, LoadOptionsScreen):
             return
 
         def done(options: Any) -> None:

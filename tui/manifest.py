@@ -24,6 +24,7 @@ MANIFEST_VERSION = 1
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _URL_RE = re.compile(r"^https?://[^\s/]+/\S*$")
+_CIVITAI_RE = re.compile(r"^civitai:[0-9]{1,12}@[0-9]{1,12}$")
 _REV_RE = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 MAX_MANIFEST_BYTES = 16 << 20
@@ -45,12 +46,13 @@ class ManifestFile:
 
 @dataclass(slots=True)
 class ManifestEntry:
-    """One model to fetch: from a Hub repo (``repo`` + ``revision``) or a direct ``url``."""
+    """One model to fetch: from a Hub repo (``repo`` + ``revision``), a direct ``url``, or a
+    CivitAI version (``url`` is then ``civitai:<model>@<version>``)."""
 
     id: str
     name: str
     format: str
-    source: str  # "hf" or "url"
+    source: str  # "hf", "url" or "civitai"
     repo: str | None = None
     revision: str | None = None
     url: str | None = None
@@ -129,9 +131,9 @@ def export_manifest(inventory: Inventory, models_dir: Path | None = None) -> dic
                     for f in model.files if _in_revision(model, f.path)
                 ],
             )
-        elif model.source == "url" and model.source_ref:
+        elif model.source in ("url", "civitai") and model.source_ref:
             entry = ManifestEntry(
-                id=model.id, name=model.name, format=model.format, source="url",
+                id=model.id, name=model.name, format=model.format, source=model.source,
                 url=model.source_ref,
                 files=[ManifestFile(Path(f.path).name, f.size, f.sha256) for f in model.files],
             )
@@ -243,8 +245,8 @@ def _entry(raw: Any, where: str, ids: set[str]) -> ManifestEntry:
     if fmt not in MODEL_FORMATS:
         raise _fail(where, f"unknown format {_short(fmt)} (use {', '.join(MODEL_FORMATS)})")
     source = raw.get("source")
-    if source not in ("hf", "url"):
-        raise _fail(where, f"unknown source {_short(source)} (use hf or url)")
+    if source not in ("hf", "url", "civitai"):
+        raise _fail(where, f"unknown source {_short(source)} (use hf, url or civitai)")
     repo = revision = url = None
     if source == "hf":
         repo = _string(raw, "repo", where)
@@ -253,6 +255,10 @@ def _entry(raw: Any, where: str, ids: set[str]) -> ManifestEntry:
         revision = _string(raw, "revision", where, required=False)
         if revision is not None and (not _REV_RE.match(revision) or ".." in revision):
             raise _fail(where, f"bad revision {revision[:60]!r}")
+    elif source == "civitai":
+        url = _string(raw, "url", where)
+        if not _CIVITAI_RE.match(url or ""):
+            raise _fail(where, f"bad CivitAI version {str(url)[:60]!r} (civitai:<model>@<version>)")
     else:
         url = _string(raw, "url", where)
         if not _URL_RE.match(url or ""):
@@ -265,8 +271,8 @@ def _entry(raw: Any, where: str, ids: set[str]) -> ManifestEntry:
         raise _fail(where, "\"files\" must be a non-empty list")
     if len(files_raw) > MAX_FILES:
         raise _fail(where, f"lists {len(files_raw):,} files; the limit is {MAX_FILES:,}")
-    if source == "url" and len(files_raw) != 1:
-        raise _fail(where, "a url entry must list exactly one file")
+    if source in ("url", "civitai") and len(files_raw) != 1:
+        raise _fail(where, f"a {source} entry must list exactly one file")
     files: list[ManifestFile] = []
     seen: set[str] = set()
     for j, f in enumerate(files_raw):

@@ -251,3 +251,38 @@ def test_ctrl_c_pauses_and_the_same_pull_resumes(civitai: FakeCivitai, tmp_path:
     jobs = subprocess.run([sys.executable, "-m", "tui", "jobs"], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert jobs.stdout.count("civitai:31") == 1, jobs.stdout  # one job, not two
+
+
+def test_export_and_import_keep_the_civitai_version(cli, civitai: FakeCivitai, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CivitAI model goes into the manifest as its version (not "found on disk"), and a
+    fresh pod importing it gets that version again, checked against the API's SHA256."""
+    detail_model(civitai)
+    assert cli("pull", "civitai:101@201", "--quiet")[0] == 0
+    manifest = tmp_path / "pod.json"
+    code, _, err = cli("export", "-o", str(manifest))
+    assert code == 0, err
+    data = json.loads(manifest.read_text())
+    (entry,) = data["models"]
+    assert data["skipped"] == []
+    assert entry["source"] == "civitai" and entry["url"] == "civitai:101@201"
+    assert entry["files"][0]["path"] == "detail_v1.safetensors"
+
+    monkeypatch.setenv("MODELDECK_MODELS_DIR", str(tmp_path / "pod2" / "models"))
+    monkeypatch.setenv("MODELDECK_STATE_DIR", str(tmp_path / "pod2" / "state"))
+    code, out, err = cli("import", str(manifest), "--json")
+    assert code == 0, err
+    assert json.loads(out)["results"] == {entry["id"]: "done"}
+    [model] = _ls(cli)
+    assert model["source_ref"] == "civitai:101@201" and model["kind"] == "lora"
+    assert Path(model["path"]).read_bytes() == lora_bytes(1)
+    assert model["files"][0]["verified"] == "sha256"
+
+
+def test_a_manifest_civitai_entry_is_validated(cli, tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.json"
+    manifest.write_text(json.dumps({"modeldeck_manifest": 1, "models": [
+        {"id": "x", "format": "safetensors", "source": "civitai", "url": "civitai:../1",
+         "files": [{"path": "x.safetensors"}]}]}))
+    code, _out, err = cli("import", str(manifest))
+    assert code != 0 and "bad CivitAI version" in error_line(err)

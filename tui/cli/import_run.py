@@ -31,6 +31,10 @@ def _spec_for(entry: ManifestEntry):
             file_sha256={f.path: f.sha256 for f in entry.files if f.sha256},
         )
     (first,) = entry.files[:1]
+    if entry.source == "civitai":  # the version it was pulled at, its file by name
+        model, _, version = str(entry.url).removeprefix("civitai:").partition("@")
+        return JobSpec(kind="civitai", civitai_model=int(model), civitai_version=int(version),
+                       files=[first.path], name=entry.name)
     return JobSpec(kind="url", url=entry.url, sha256=first.sha256, filename=first.path,
                    name=entry.name)
 

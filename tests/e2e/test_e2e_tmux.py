@@ -173,3 +173,50 @@ def test_dashboard_in_tmux(deck_env: dict[str, str]) -> None:
         assert not deck.alive(), deck.screen()
     finally:
         deck.kill()
+
+
+def test_the_api_server_from_the_dashboard_in_tmux(deck_env: dict[str, str]) -> None:
+    """``A`` starts the API server inside the running dashboard; the official ``openai``
+    client gets an answer from the model the dashboard lists; the panel counts it; ``A``
+    stops it."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux not installed")
+    openai = pytest.importorskip("openai", reason="the openai client drives the server")
+    import socket
+
+    with socket.socket() as s:  # a free port for the server
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**deck_env, "MODELDECK_SERVE_PORT": str(port)}
+    deck = Tmux([sys.executable, "-m", "tui"], env)
+    try:
+        deck.wait(lambda s: re.search(r"\d+ of \d+ models", s) is not None, "status line", 30)
+        deck.keys("/")  # the model's row on screen, to see its request count
+        deck.wait_text("Filter models (Esc clears)")
+        deck.type("tinydeck")
+        deck.wait(lambda s: "1 of" in s and 'filter "tinydeck"' in s, "filtered")
+        deck.keys("Enter")
+        deck.wait_text("Delete", timeout=10)
+        deck.keys("A")
+        deck.wait_text(f"http://127.0.0.1:{port}/v1", timeout=30)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none",
+                               max_retries=0, timeout=60)
+        ids = [m.id for m in client.models.list()]
+        assert ids == ["tinydeck"], ids
+        answer = client.chat.completions.create(
+            model="tinydeck", messages=[{"role": "user", "content": "hello"}], max_tokens=8,
+            temperature=0)
+        assert answer.usage is not None and 0 < answer.usage.completion_tokens <= 8
+        deck.wait(lambda s: re.search(r"\b1 req/min\b", s) is not None, "1 req/min", 15)
+        deck.wait(lambda s: re.search(r"loaded, 1 req", s) is not None, "the row's count", 15)
+        deck.keys("A")
+        deck.wait(lambda s: f"127.0.0.1:{port}/v1" not in s, "the panel hidden", 20)
+        with pytest.raises(openai.APIConnectionError):
+            client.models.list()
+        deck.keys("q")
+        deadline = time.monotonic() + 20
+        while deck.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not deck.alive(), deck.screen()
+    finally:
+        deck.kill()

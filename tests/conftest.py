@@ -54,3 +54,25 @@ def services(settings: Settings):
     svc: Services = build_services(settings)
     yield svc
     svc.close()
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """The real CLI in-process on a models dir and a state dir under ``tmp_path`` (no config
+    file, HF cache scanning off): ``cli(*args) -> (code, stdout, stderr)``; ``cli.models``,
+    ``cli.state`` and ``cli.tmp`` are the folders."""
+    from tui.cli import main
+
+    models, state = tmp_path / "models", tmp_path / "state"
+    monkeypatch.setenv("MODELDECK_MODELS_DIR", str(models))
+    monkeypatch.setenv("MODELDECK_STATE_DIR", str(state))
+    monkeypatch.setenv("MODELDECK_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("MODELDECK_SCAN_HF_CACHE", "false")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    run.models, run.state, run.tmp = models, state, tmp_path  # type: ignore[attr-defined]
+    return run

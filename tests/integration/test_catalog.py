@@ -9,29 +9,12 @@ from pathlib import Path
 import pytest
 
 from tui.catalog import Catalog
-from tui.cli import main
 from tui.errors import InvalidInputError, NotFoundError
 from tui.kinds import RUNNABLE
 from tui.services import build_services
 
 from tests.support.gguf import write_gguf
 from tests.support.safetensors import write_safetensors_folder
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
-    """The real CLI in-process on empty folders: ``cli(*args) -> (code, stdout, stderr)``."""
-    monkeypatch.setenv("MODELDECK_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("MODELDECK_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("MODELDECK_CONFIG", str(tmp_path / "none.toml"))
-    monkeypatch.setenv("MODELDECK_SCAN_HF_CACHE", "false")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_builtin_entries_and_search(services) -> None:

@@ -11,28 +11,16 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from tui.cli import main
-
 from tests.fakecivitai import FakeCivitai, FakeFile, FakeModel, FakeVersion
 from tests.fakecivitai.server import TOKEN
 from tests.fakecivitai.testing import lora_bytes, vae_bytes
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
-    monkeypatch.setenv("MODELDECK_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("MODELDECK_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("MODELDECK_SCAN_HF_CACHE", "false")
-    monkeypatch.setenv("MODELDECK_ORGANIZE_BY_KIND", "1")  # a user's default: kind folders
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    run.models = tmp_path / "models"  # type: ignore[attr-defined]
-    run.state = tmp_path / "state"  # type: ignore[attr-defined]
-    return run
+def cli(cli, monkeypatch: pytest.MonkeyPatch):
+    """The shared in-process CLI, with a user's default layout: kind folders."""
+    monkeypatch.setenv("MODELDECK_ORGANIZE_BY_KIND", "1")
+    return cli
 
 
 def detail_model(civitai: FakeCivitai) -> FakeModel:

@@ -11,30 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tui.cli import main
-
 from tests.support.gguf import write_gguf
 from tests.support.safetensors import write_safetensors_folder
 
 SECRET = "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123"
 
 
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
-    models = tmp_path / "models"
-    state = tmp_path / "state"
-    monkeypatch.setenv("MODELDECK_MODELS_DIR", str(models))
-    monkeypatch.setenv("MODELDECK_STATE_DIR", str(state))
-    monkeypatch.setenv("MODELDECK_SCAN_HF_CACHE", "false")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    run.models = models  # type: ignore[attr-defined]
-    run.state = state  # type: ignore[attr-defined]
-    return run
 
 
 def _db_bytes(state: Path) -> bytes:

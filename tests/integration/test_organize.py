@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from tui.catalog import Catalog
-from tui.cli import main
 from tui.discovery import Scanner
 from tui.download import JobSpec
 from tui.inventory_ops import reconcile
@@ -25,22 +24,7 @@ from tests.fakehub.testing import gguf_bytes, make_service
 from tests.support.checks import tree_digest
 from tests.support.formats import write_lora
 from tests.support.gguf import write_gguf
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
-    models, state = tmp_path / "models", tmp_path / "state"
-    monkeypatch.setenv("MODELDECK_MODELS_DIR", str(models))
-    monkeypatch.setenv("MODELDECK_STATE_DIR", str(state))
-    monkeypatch.setenv("MODELDECK_SCAN_HF_CACHE", "false")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    run.models, run.state = models, state  # type: ignore[attr-defined]
-    return run
+from tests.support.storage import organize_killed_after_rename
 
 
 def _ls(cli) -> dict[str, dict]:
@@ -223,13 +207,7 @@ def test_a_crash_between_rename_and_commit_is_finished_at_the_next_start(
     Scanner(settings, services.inventory).scan()
     [model] = services.inventory.list_models()
 
-    def rename_then_die(src: str, dst: str) -> None:
-        os.rename(src, dst)
-        raise KeyboardInterrupt  # the process dies after the rename, before the commit
-
-    with pytest.raises(KeyboardInterrupt):
-        organize(settings, services.inventory, plan_organize(settings, services.inventory),
-                 rename=rename_then_die)
+    organize_killed_after_rename(settings, services.inventory)
     new = settings.models_dir / "llm" / "one.gguf"
     assert new.is_file() and not g.exists()
     assert services.inventory.require_model(model.id).path == str(g)  # not committed yet

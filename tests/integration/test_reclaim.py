@@ -22,22 +22,6 @@ from tests.support.checks import tree_digest
 from tests.support.gguf import write_gguf
 
 
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
-    models, state = tmp_path / "models", tmp_path / "state"
-    monkeypatch.setenv("MODELDECK_MODELS_DIR", str(models))
-    monkeypatch.setenv("MODELDECK_STATE_DIR", str(state))
-    monkeypatch.setenv("MODELDECK_SCAN_HF_CACHE", "false")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    run.models, run.state, run.tmp = models, state, tmp_path  # type: ignore[attr-defined]
-    return run
-
-
 def _ls(cli) -> dict[str, dict]:
     code, out, _ = cli("ls", "--json")
     assert code == 0

@@ -25,6 +25,7 @@ from tests.fakehub.testing import gguf_bytes
 from tests.support.app import make_app, make_services, no_gpu_sampler, wait_for, wait_ready
 from tests.support.checks import REPO
 from tests.support.gguf import write_gguf
+from tests.support.storage import organize_killed_after_rename
 
 SIZE = (120, 40)
 
@@ -242,22 +243,13 @@ async def test_a_broken_file_copied_in_is_one_escaped_line(tmp_path: Path) -> No
 
 async def test_the_dashboard_finishes_an_interrupted_organize_at_start(tmp_path: Path) -> None:
     """``organize`` killed between a rename and its commit: the dashboard's start finishes the
-    move (as every CLI command does) and says so, instead of showing the model missing."""
-    from tui.organize import organize, plan_organize
-
+    move (as ``ls`` and ``scan`` do) and says so, instead of showing the model missing."""
     services = make_services(tmp_path)
     settings = services.settings
     old = write_gguf(settings.models_dir / "one.gguf")
     Scanner(settings, services.inventory).scan()
     [model] = services.inventory.list_models()
-
-    def rename_then_die(src: str, dst: str) -> None:
-        os.rename(src, dst)
-        raise KeyboardInterrupt  # the process dies after the rename, before the commit
-
-    with pytest.raises(KeyboardInterrupt):
-        organize(settings, services.inventory, plan_organize(settings, services.inventory),
-                 rename=rename_then_die)
+    organize_killed_after_rename(settings, services.inventory)
     new = settings.models_dir / "llm" / "one.gguf"
     assert new.is_file() and not old.exists()
     app = _live_app(services, watch_folders=True)
@@ -268,3 +260,4 @@ async def test_the_dashboard_finishes_an_interrupted_organize_at_start(tmp_path:
         assert await wait_for(pilot, lambda: any(
             "finished the interrupted move" in n.message for n in app._notifications), 10)
         assert services.inventory.require_model(model.id).status == "installed"
+    services.close()

@@ -342,8 +342,12 @@ async def test_reported_case_lying_to_the_end_fails_with_one_line(dl_settings, b
         assert job.state == "failed"
         assert "server answered 4096 bytes more than" in job.error, job.error
         assert "of model.gguf; not written" in job.error
-        kept = sum(s[2] for s in job.files[0].segments)
-        assert kept == 4 * MiB  # the honest first piece, proven good
+        segments = [list(seg) for seg in job.files[0].segments]
+        kept = sum(seg[2] for seg in segments)
+        # Only bytes of the honest first 4 MiB are kept (how much of it depends on how the
+        # connections shared it when the job failed).
+        assert 0 < kept <= 4 * MiB
+        assert all(seg[0] + seg[2] <= 4 * MiB for seg in segments if seg[2])
         server.liar = None
         before = len(server.requests)
         service.retry(job.id)
@@ -354,7 +358,8 @@ async def test_reported_case_lying_to_the_end_fails_with_one_line(dl_settings, b
         assert job.state == "done", job.error
         assert dest_of(dl_settings).read_bytes() == data
         asked = [r.range for r in server.requests[before:] if r.method == "GET"]
-        assert asked and all(r is not None and r[0] >= 4 * MiB for r in asked)
+        assert asked and all(r is not None for r in asked)
+        assert not any(seg[0] <= r[0] < seg[0] + seg[2] for r in asked for seg in segments)
     finally:
         service.db.close()
         server.close()

@@ -780,8 +780,9 @@ async def test_download_wiring_feeds_panel_and_routes_actions(services) -> None:
         await wait_ready(app, pilot)
         panel = app.downloads_panel
         assert await wait_for(pilot, lambda: fake.started and "old" in panel.jobs)
-        gemma = "entry:gemma-2-2b-it-gguf"
-        assert str(app.model_table.get_cell(gemma, "status")) == "paused"
+        gemma = "entry:gemma-2-2b-it-gguf"  # its row follows the panel's message
+        assert await wait_for(
+            pilot, lambda: str(app.model_table.get_cell(gemma, "status")) == "paused")
         # Enter on an available row queues its default quant.
         app.model_table.move_cursor(row=app.model_table.get_row_index(QWEN))
         await pilot.press("enter")
@@ -789,8 +790,8 @@ async def test_download_wiring_feeds_panel_and_routes_actions(services) -> None:
         assert fake.calls == [("enqueue", "qwen2.5-7b-instruct-gguf", "Q4_K_M")]
         fake.publish(job_id="new", name="Qwen", state="downloading", done_bytes=50,
                      total_bytes=200, speed=1e6, eta=3.0)
-        assert await wait_for(pilot, lambda: "new" in panel.jobs)
-        assert str(app.model_table.get_cell(QWEN, "status")) == "downloading 25%"
+        assert await wait_for(
+            pilot, lambda: str(app.model_table.get_cell(QWEN, "status")) == "downloading 25%")
         # Keys in the panel act on the selected job through the service.
         panel.focus()
         await pilot.press("r", "down", "p")

@@ -149,7 +149,7 @@ class ModelDeckApp(App[None]):
             self.animation_level = "none"
         self.theme = THEMES.get(self.settings.theme, "textual-dark")
         self.models_ready = asyncio.Event()
-        self._closing = False
+        self._shutting_down = False
         self._background_started = False
         self._active_model: str | None = None  # model id answering in the console
         self._console_model: str | None = None  # model id the console's label names
@@ -247,7 +247,7 @@ class ModelDeckApp(App[None]):
     def ui_alive(self) -> bool:
         """False before the widgets are composed and once the app is shutting down (late
         service events are then dropped)."""
-        if self._closing:
+        if self._shutting_down:
             return False
         try:
             self._main("#models", ModelTable)
@@ -321,15 +321,15 @@ class ModelDeckApp(App[None]):
     def _start_discovery(self) -> None:
         """Scan the managed folders, then follow them (the watcher's own thread; building it
         imports the metadata readers: not on the event loop)."""
-        if not self._closing:
+        if not self._shutting_down:
             wiring.watch_folders(self.services, lambda lines: self.post_message(LiveProblem(lines)))
-        if self._closing:  # the app ended meanwhile: on_unmount may have missed it
+        if self._shutting_down:  # the app ended meanwhile: on_unmount may have missed it
             wiring.stop_live(self.services)
 
     async def on_unmount(self) -> None:
         """Stop the download queue (running jobs stay queued for the next start) and the
         runtime (unloads every model)."""
-        self._closing = True
+        self._shutting_down = True
         await self.server.close()  # its open answers end before the runtime closes
         if self._runtime_unsubscribe is not None:
             self._runtime_unsubscribe()
@@ -690,7 +690,7 @@ class ModelDeckApp(App[None]):
     @property
     def closing(self) -> bool:
         """The app is shutting down (late events are dropped)."""
-        return self._closing
+        return self._shutting_down
 
     @on(ServerPanel.Sampled)
     def _server_sampled(self, message: ServerPanel.Sampled) -> None:

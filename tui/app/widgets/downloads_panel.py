@@ -121,7 +121,7 @@ class DownloadRow(Horizontal):
         super().__init__(classes="download-row")
         self.view = view
         self.ascii = ascii
-        self._name = Line(view.name, classes="job-name")
+        self._name_line = Line(view.name, classes="job-name")
         self._state = Line("", classes="job-state")
         self._bar: JobBar | Line = (
             Line("", classes="job-ascii-bar") if ascii else JobBar(classes="job-bar")
@@ -132,7 +132,7 @@ class DownloadRow(Horizontal):
         self._apply(view)
 
     def compose(self) -> ComposeResult:
-        yield self._name
+        yield self._name_line
         yield self._state
         yield self._bar
         yield self._pct
@@ -150,7 +150,7 @@ class DownloadRow(Horizontal):
         self._apply(view, old)
 
     def _apply(self, view: JobView, old: JobView | None = None) -> None:
-        self._name.set(view.name)  # Line.set: no-op when unchanged
+        self._name_line.set(view.name)  # Line.set: no-op when unchanged
         self._state.set(job_state_text(view))
         if old is None or old.state != view.state:
             for state in JOB_STATES:

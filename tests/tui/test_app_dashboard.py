@@ -783,6 +783,13 @@ async def test_download_wiring_feeds_panel_and_routes_actions(services) -> None:
         gemma = "entry:gemma-2-2b-it-gguf"  # its row follows the panel's message
         assert await wait_for(
             pilot, lambda: str(app.model_table.get_cell(gemma, "status")) == "paused")
+        # Rows read again (a download finished, another process changed the inventory): the
+        # paused job still shows on its row.
+        before = app.model_table.get_model_row(gemma)
+        app.browser.load_rows()
+        assert await wait_for(pilot, lambda: app.model_table.get_model_row(gemma) is not before)
+        await pilot.pause(0.1)
+        assert str(app.model_table.get_cell(gemma, "status")) == "paused"
         # Enter on an available row queues its default quant.
         app.model_table.move_cursor(row=app.model_table.get_row_index(QWEN))
         await pilot.press("enter")

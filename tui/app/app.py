@@ -386,8 +386,8 @@ class ModelDeckApp(App[None]):
         if not self.ui_alive():
             return
         self.call_after_refresh(self._start_background)
-        for view in self.downloads_panel.jobs.values():  # rows read again: jobs still going
-            if view.active:
+        for view in self.downloads_panel.jobs.values():  # rows read again: jobs not done
+            if view.state not in ("done", "cancelled"):  # (paused and failed ones too)
                 self._mirror_job(view)
         for row in message.rows:
             if row.status == "loaded":

@@ -788,8 +788,8 @@ async def test_download_wiring_feeds_panel_and_routes_actions(services) -> None:
         before = app.model_table.get_model_row(gemma)
         app.browser.load_rows()
         assert await wait_for(pilot, lambda: app.model_table.get_model_row(gemma) is not before)
-        await pilot.pause(0.1)
-        assert str(app.model_table.get_cell(gemma, "status")) == "paused"
+        assert await wait_for(  # (more reloads may be on the way: each ends "paused")
+            pilot, lambda: str(app.model_table.get_cell(gemma, "status")) == "paused", 10)
         # Enter on an available row queues its default quant.
         app.model_table.move_cursor(row=app.model_table.get_row_index(QWEN))
         await pilot.press("enter")

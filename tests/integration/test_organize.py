@@ -24,7 +24,7 @@ from tests.fakehub.testing import gguf_bytes, make_service
 from tests.support.checks import tree_digest
 from tests.support.formats import write_lora
 from tests.support.gguf import write_gguf
-from tests.support.storage import organize_killed_after_rename
+from tests.support.storage import organize_killed_after_rename, organize_killed_before_rename
 
 
 def _ls(cli) -> dict[str, dict]:
@@ -227,17 +227,7 @@ def test_a_crash_mid_model_is_finished_forward(services, settings) -> None:
     Scanner(settings, services.inventory).scan()
     [model] = services.inventory.list_models()
     assert len(model.files) == 2
-    calls = []
-
-    def die_on_second(src: str, dst: str) -> None:
-        calls.append(src)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        os.rename(src, dst)
-
-    with pytest.raises(KeyboardInterrupt):
-        organize(settings, services.inventory, plan_organize(settings, services.inventory),
-                 rename=die_on_second)
+    organize_killed_before_rename(settings, services.inventory)
     assert sum(p.exists() for p in shards) == 1
     reconcile(settings, services.inventory)
     after = services.inventory.require_model(model.id)
@@ -297,16 +287,7 @@ def test_a_recovery_that_cannot_rename_puts_the_files_back(services, settings) -
     Scanner(settings, services.inventory).scan()
     models = services.inventory.list_models()
     moves = plan_organize(settings, services.inventory)
-    calls = []
-
-    def die_on_second(src: str, dst: str) -> None:
-        calls.append(src)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        os.rename(src, dst)
-
-    with pytest.raises(KeyboardInterrupt):
-        organize(settings, services.inventory, moves, rename=die_on_second)
+    organize_killed_before_rename(settings, services.inventory, moves=moves)
     # the first model moved and committed; the second's record is there, nothing renamed
     with services.db.read() as conn:
         assert conn.execute("SELECT COUNT(*) FROM model_moves").fetchone()[0] == 1
@@ -352,17 +333,7 @@ def test_a_recovery_never_overwrites_a_file_that_appeared(services, settings) ->
     shards = write_split_gguf(settings.models_dir / "big", "big", 2)
     Scanner(settings, services.inventory).scan()
     [model] = services.inventory.list_models()
-    calls = []
-
-    def die_on_second(src: str, dst: str) -> None:
-        calls.append(src)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        os.rename(src, dst)
-
-    with pytest.raises(KeyboardInterrupt):
-        organize(settings, services.inventory, plan_organize(settings, services.inventory),
-                 rename=die_on_second)
+    organize_killed_before_rename(settings, services.inventory)
     second = settings.models_dir / "llm" / "big" / shards[1].name
     second.write_bytes(b"the user's file")
     report = reconcile(settings, services.inventory)

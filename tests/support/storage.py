@@ -22,3 +22,22 @@ def organize_killed_after_rename(settings: Settings, inventory: Inventory) -> No
 
     with pytest.raises(KeyboardInterrupt):
         organize(settings, inventory, plan_organize(settings, inventory), rename=rename_then_die)
+
+
+def organize_killed_before_rename(settings: Settings, inventory: Inventory, n: int = 2,
+                                  moves: list | None = None) -> None:
+    """Run ``organize`` (on ``moves``, else its plan) and die at its ``n``-th rename, before
+    that rename happens."""
+    calls = 0
+
+    def die_on_nth(src: str | Path, dst: str | Path) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise KeyboardInterrupt
+        os.rename(src, dst)
+
+    with pytest.raises(KeyboardInterrupt):
+        organize(settings, inventory,
+                 plan_organize(settings, inventory) if moves is None else moves,
+                 rename=die_on_nth)
